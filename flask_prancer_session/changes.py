@@ -1,0 +1,48 @@
+"""What a request did to a session, and what a store hands back.
+
+A store never receives a whole session to write back: it receives a
+:class:`ChangeSet` and applies it onto the copy it holds *now*, atomically.
+Two requests of one visitor that change different keys therefore both keep
+their writes, where writing the whole session back would let the last one win.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass
+from dataclasses import field
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """The keys one request set or removed, ready to be applied by a store.
+
+    Values are already serialised: stores keep and return them as strings and
+    never need to know the serializer.
+    """
+
+    #: Keys whose value was set or changed in place, mapped to the new
+    #: serialised value.
+    updated: t.Mapping[str, str] = field(default_factory=dict)
+    #: Keys that were removed.
+    removed: frozenset[str] = frozenset()
+    #: When not ``None``, the change may create the session, which then counts
+    #: as created at this time (for ``absolute_timeout``). When ``None``, the
+    #: change only updates a session that still exists: a session expired or
+    #: removed meanwhile by another request stays gone.
+    created_at: float | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.updated or self.removed or self.created_at is not None)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A session as a store returns it."""
+
+    #: The session's keys mapped to their serialised values.
+    data: dict[str, str]
+    #: When the session was created (seconds since the epoch).
+    created_at: float
+    #: When the session expires unless it is used again (seconds since the epoch).
+    expires_at: float

@@ -1,0 +1,1 @@
+"""State drivers: how the session id travels between browser and server."""

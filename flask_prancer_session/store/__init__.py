@@ -1,0 +1,1 @@
+"""Store drivers: where session data lives."""

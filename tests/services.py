@@ -1,0 +1,54 @@
+"""Where the test servers are, and what to do when one is missing.
+
+Each server's address comes from an environment variable with a loopback
+default. When ``PRANCER_REQUIRE_SERVICES=1`` (as in CI) a missing server or
+client library fails the test; otherwise the test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import types
+import uuid
+
+import pytest
+
+POSTGRES_URL = os.environ.get(
+    "PRANCER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+MARIADB_URL = os.environ.get("PRANCER_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+REDIS_URL = os.environ.get("PRANCER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+REQUIRED = os.environ.get("PRANCER_REQUIRE_SERVICES") == "1"
+
+
+def unavailable(reason: str) -> None:
+    """Skip the current test, or fail it when services are required."""
+    if REQUIRED:
+        pytest.fail(f"{reason} (PRANCER_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_module(name: str, extra: str) -> types.ModuleType:
+    """Import ``name``, or skip/fail naming the extra that installs it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        unavailable(f"{name} is not installed (pip install 'flask-prancer-session[{extra}]')")
+        raise  # unreachable: unavailable() always raises
+
+
+def require_server(name: str, host: str, port: int) -> None:
+    """Skip/fail unless something listens on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            pass
+    except OSError as error:
+        unavailable(f"{name} is not reachable at {host}:{port}: {error}")
+
+
+def unique_name(prefix: str) -> str:
+    """Return a name no other test uses, for tables and key prefixes."""
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
