@@ -82,9 +82,7 @@ def resolve(name: str, drivers: t.Mapping[str, DriverEntry], key: str) -> tuple[
         module = importlib.import_module(module_name)
     except ImportError as error:
         hint = f" (pip install 'flask-prancer-session[{entry.extra}]')" if entry.extra else ""
-        raise ConfigurationError(
-            f"driver {name!r} cannot be loaded: {error}{hint}", key
-        ) from error
+        raise ConfigurationError(f"driver {name!r} cannot be loaded: {error}{hint}", key) from error
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
         raise ConfigurationError(f"{module_name!r} has no class {class_name!r}", key)

@@ -3,8 +3,9 @@
 Values are encoded one key at a time with Flask's tagged JSON, so ``tuple``,
 ``bytes``, ``UUID`` and ``Markup`` round-trip. Two tags are added here: ``set``,
 and ``datetime`` in ISO 8601, which keeps the microseconds and the time zone
-that Flask's cookie-sized HTTP date format drops. Unpickling data from a store would let whoever can write to the store
-run code in the app, so pickle is never used.
+that Flask's cookie-sized HTTP date format drops. Unpickling data from a
+store would let whoever can write to the store run code in the app, so pickle
+is never used.
 """
 
 from __future__ import annotations

@@ -113,14 +113,14 @@ class StoreDriver(abc.ABC):
             expires_at = min(expires_at, created_at + self.absolute_timeout)
         return expires_at
 
-    def touch_due(self, record: Record) -> bool:
+    def touch_due(self, created_at: float, expires_at: float) -> bool:
         """Tell whether a session that was only read should have its expiry
         extended.
 
         A touch is skipped until the expiry would move by a tenth of the idle
         timeout (at most a minute), so a burst of page views costs one write.
         """
-        gain = self.expiry_for(record.created_at) - record.expires_at
+        gain = self.expiry_for(created_at) - expires_at
         return gain >= min(60.0, self.expiration_timeout / 10)
 
     def maybe_purge(self) -> int:

@@ -1,0 +1,140 @@
+"""Turning ``PRANCER_SESSION`` into driver instances, failing early and precisely.
+
+The config mirrors Prancer's YAML::
+
+    PRANCER_SESSION = {
+        "state": {"driver": "cookie", "options": {"session_key": "PSESSION"}},
+        "store": {"driver": "storable", "options": {"dir": "/var/lib/app/sessions"}},
+    }
+
+Every mistake raises :class:`~flask_prancer_session.errors.ConfigurationError`
+naming the offending key, such as ``PRANCER_SESSION.store.options.dir``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing as t
+
+from .errors import ConfigurationError
+from .registry import DriverEntry
+from .registry import resolve
+from .registry import STATE_DRIVERS
+from .registry import STORE_DRIVERS
+from .state.base import StateDriver
+from .store.base import StoreDriver
+
+#: The config key the extension reads.
+CONFIG_KEY = "PRANCER_SESSION"
+#: The drivers used when the config names none, as in Prancer.
+DEFAULT_STATE = "cookie"
+DEFAULT_STORE = "memory"
+
+#: A driver as config or an argument may give it: a name, an instance, or a
+#: mapping with ``driver`` and ``options``.
+DriverSpec: t.TypeAlias = "str | StateDriver | StoreDriver | t.Mapping[str, t.Any]"
+
+
+def load_drivers(
+    config: object,
+    *,
+    state: DriverSpec | None = None,
+    store: DriverSpec | None = None,
+) -> tuple[StateDriver, StoreDriver]:
+    """Build the state and store drivers from the ``PRANCER_SESSION`` value.
+
+    :param config: the value of ``app.config["PRANCER_SESSION"]``, or ``None``.
+    :param state: replaces the ``state`` section of the config.
+    :param store: replaces the ``store`` section of the config.
+    :raise ConfigurationError: naming the offending key.
+    """
+    if config is None:
+        config = {}
+    if not isinstance(config, t.Mapping):
+        raise ConfigurationError("must be a mapping with 'state' and 'store'", CONFIG_KEY)
+    for name in config:
+        if name not in ("state", "store"):
+            raise ConfigurationError(
+                "unknown key; expected 'state' and 'store'", f"{CONFIG_KEY}.{name}"
+            )
+    state_key = f"{CONFIG_KEY}.state" if state is None else "state"
+    store_key = f"{CONFIG_KEY}.store" if store is None else "store"
+    return (
+        _build(
+            config.get("state") if state is None else state,
+            state_key,
+            StateDriver,
+            STATE_DRIVERS,
+            DEFAULT_STATE,
+        ),
+        _build(
+            config.get("store") if store is None else store,
+            store_key,
+            StoreDriver,
+            STORE_DRIVERS,
+            DEFAULT_STORE,
+        ),
+    )
+
+
+def _build(
+    spec: object,
+    key: str,
+    base: type,
+    drivers: t.Mapping[str, DriverEntry],
+    default: str,
+) -> t.Any:
+    """Return an instance of ``base`` as ``spec`` describes it."""
+    if isinstance(spec, base):
+        return spec
+    if spec is None:
+        spec = {"driver": default}
+    elif isinstance(spec, str):
+        spec = {"driver": spec}
+    if not isinstance(spec, t.Mapping):
+        raise ConfigurationError("must be a mapping with 'driver' and 'options'", key)
+    for name in spec:
+        if name not in ("driver", "options"):
+            raise ConfigurationError(
+                "unknown key; expected 'driver' and 'options'", f"{key}.{name}"
+            )
+
+    driver = spec.get("driver", default)
+    options = spec.get("options") or {}
+    if not isinstance(options, t.Mapping):
+        raise ConfigurationError("must be a mapping of option names to values", f"{key}.options")
+    if isinstance(driver, base):
+        if options:
+            raise ConfigurationError(
+                "options cannot be given with a driver instance", f"{key}.options"
+            )
+        return driver
+    if not isinstance(driver, str):
+        raise ConfigurationError(
+            f"must be a driver name or a {base.__name__} instance", f"{key}.driver"
+        )
+
+    cls, entry = resolve(driver, drivers, f"{key}.driver")
+    if not issubclass(cls, base):
+        raise ConfigurationError(f"{driver!r} is not a {base.__name__}", f"{key}.driver")
+    options = {**entry.preset, **options}
+    _check_option_names(cls, options, f"{key}.options")
+    try:
+        return cls(**options)
+    except ConfigurationError as error:
+        raise error.under(f"{key}.options") from error
+    except TypeError as error:
+        raise ConfigurationError(f"driver {driver!r} cannot be created: {error}", key) from error
+
+
+def _check_option_names(cls: type, options: t.Mapping[str, t.Any], key: str) -> None:
+    parameters = inspect.signature(cls).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return  # The driver checks the names it passes on.
+    accepted = {p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    for name in options:
+        if name not in accepted:
+            raise ConfigurationError(
+                f"unknown option; {cls.__name__} accepts {', '.join(sorted(accepted)) or 'none'}",
+                f"{key}.{name}",
+            )
