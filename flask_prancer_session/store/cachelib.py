@@ -1,0 +1,291 @@
+"""Sessions in any cachelib cache.
+
+.. code-block:: python
+
+    app.config["PRANCER_SESSION"] = {
+        "store": {
+            "driver": "cachelib",
+            "options": {"backend": "filesystem", "cache_dir": "/var/cache/myapp/sessions"},
+        },
+    }
+
+Each session is one cache entry under ``<key_prefix><store key>``: a JSON
+string ``{"created": ..., "expires": ..., "data": {...}}`` whose data values
+are already serialised, so no object of ours is ever pickled (cachelib's own
+serializer still wraps the string). The cache timeout of each entry follows
+the session's expiry, so the cache drops sessions by itself and
+:meth:`~CachelibStore.purge` has nothing to do.
+
+Options:
+
+``cache``
+    A ready :class:`cachelib.BaseCache`, used as given.
+``backend``
+    Or the name of a cachelib class to make one: ``simple``
+    (``SimpleCache``), ``filesystem`` (``FileSystemCache``), ``redis``,
+    ``memcached``, ``uwsgi``, ``dynamodb`` or ``mongodb``. Any other keyword
+    is passed to that class (``cache_dir``, ``host``, ``servers``...); a
+    keyword it does not take stops the app at start. For ``simple`` and
+    ``filesystem``, ``threshold`` defaults to 10000 instead of cachelib's
+    500: past the threshold cachelib evicts entries, which logs visitors out.
+``key_prefix``
+    Prepended to every key, default ``"prancer:session:"``, so sessions can
+    share a cache with other data.
+
+plus the common ``expiration_timeout``, ``absolute_timeout``, ``autopurge``
+and ``autopurge_probability``.
+
+Caveats. cachelib has no transactions, so :meth:`~CachelibStore.apply` reads
+the entry, changes it and writes it back. Writes to one session are
+serialised by a lock among the threads of one process, and for the
+``filesystem`` backend also among the processes of one machine (``flock`` on
+lock files in the cache directory). Requests served by *different machines*
+sharing a networked cache (Redis, memcached, DynamoDB, MongoDB) are not
+serialised: two concurrent requests of one visitor can lose one's keys, and a
+save can revive a session that another machine removed a moment before. Use
+the ``redis`` store when that matters. cachelib reports most faults by
+returning ``None``/``False``: a failed write raises
+:class:`~flask_prancer_session.errors.SessionStoreError`, but a failed read
+looks like a missing session on most backends (it is logged by cachelib), and
+exceptions of the backend's client library are raised as
+:class:`~flask_prancer_session.errors.SessionStoreError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import inspect
+import json
+import logging
+import math
+import os
+import re
+import threading
+import typing as t
+import zlib
+
+import cachelib
+
+from ..changes import ChangeSet
+from ..changes import Record
+from ..errors import ConfigurationError
+from ..errors import SessionStoreError
+from .base import DEFAULT_EXPIRATION_TIMEOUT
+from .base import StoreDriver
+
+logger = logging.getLogger(__name__)
+
+#: Backend names and the cachelib classes they stand for.
+BACKENDS: dict[str, str] = {
+    "simple": "SimpleCache",
+    "filesystem": "FileSystemCache",
+    "redis": "RedisCache",
+    "memcached": "MemcachedCache",
+    "uwsgi": "UWSGICache",
+    "dynamodb": "DynamoDbCache",
+    "mongodb": "MongoDbCache",
+}
+
+#: How many locks the keys are spread over.
+LOCK_STRIPES = 64
+
+_BOUNDED = {"simple", "filesystem"}
+
+
+class CachelibStore(StoreDriver):
+    """Keep each session in one entry of a cachelib cache.
+
+    :param cache: a cache to use as given.
+    :param backend: or the name of a cache class to make one with
+        ``backend_options``.
+    :param key_prefix: prepended to every cache key.
+    """
+
+    def __init__(
+        self,
+        *,
+        cache: cachelib.BaseCache | None = None,
+        backend: str | None = None,
+        key_prefix: str = "prancer:session:",
+        expiration_timeout: float = DEFAULT_EXPIRATION_TIMEOUT,
+        absolute_timeout: float | None = None,
+        autopurge: bool = False,
+        autopurge_probability: float = 0.1,
+        **backend_options: t.Any,
+    ) -> None:
+        super().__init__(
+            expiration_timeout=expiration_timeout,
+            absolute_timeout=absolute_timeout,
+            autopurge=autopurge,
+            autopurge_probability=autopurge_probability,
+        )
+        if not isinstance(key_prefix, str):
+            raise ConfigurationError("must be a string", "key_prefix")
+        self.key_prefix = key_prefix
+        if cache is not None:
+            if backend is not None:
+                raise ConfigurationError("give either cache or backend, not both", "backend")
+            if backend_options:
+                raise ConfigurationError(
+                    "only applies with backend; configure the cache instead",
+                    next(iter(backend_options)),
+                )
+            if isinstance(cache, cachelib.NullCache) or not all(
+                callable(getattr(cache, name, None)) for name in ("get", "set", "delete")
+            ):
+                raise ConfigurationError("must be a cachelib cache that keeps data", "cache")
+            #: The cachelib cache holding the sessions.
+            self.cache: cachelib.BaseCache = cache
+        elif backend is None:
+            raise ConfigurationError(
+                f"a cache instance, or a backend: one of {', '.join(BACKENDS)}", "backend"
+            )
+        else:
+            self.cache = _make_cache(backend, backend_options)
+        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        self._lock_dir: str | None = None
+        self._lock_suffix = ""
+        if isinstance(self.cache, cachelib.FileSystemCache):
+            # cachelib's listing, pruning and clear() skip names ending in its
+            # temporary-file suffix, so lock files so named are never counted
+            # or deleted by it.
+            self._lock_dir = self.cache._path
+            self._lock_suffix = f".prancer-lock{self.cache._fs_transaction_suffix}"
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> t.Iterator[None]:
+        stripe = zlib.crc32(key.encode()) % LOCK_STRIPES
+        with self._locks[stripe]:
+            if self._lock_dir is None:
+                yield
+                return
+            path = os.path.join(self._lock_dir, f"{stripe:02x}{self._lock_suffix}")
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as error:
+                raise _failure("lock", key, error) from error
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+    def _call(self, action: str, key: str, method: str, *args: t.Any) -> t.Any:
+        try:
+            return getattr(self.cache, method)(self.key_prefix + key, *args)
+        # cachelib passes on the exceptions of each backend's client library
+        # (redis, pymemcache, boto3, pymongo...), which share no base class.
+        except Exception as error:
+            raise _failure(action, key, error) from error
+
+    def _live(self, key: str) -> Record | None:
+        raw = self._call("read", key, "get")
+        if raw is None:
+            return None
+        record = _decode(key, raw)
+        if record is None or record.expires_at <= self.clock():
+            return None
+        return record
+
+    def _write(self, key: str, record: Record) -> None:
+        value = json.dumps(
+            {"created": record.created_at, "expires": record.expires_at, "data": record.data},
+            separators=(",", ":"),
+        )
+        # cachelib wants whole seconds, and 0 would mean "never expires".
+        timeout = max(1, math.ceil(record.expires_at - self.clock()))
+        if not self._call("write", key, "set", value, timeout):
+            raise _failure("write", key, None)
+
+    def fetch(self, key: str) -> Record | None:
+        return self._live(key)
+
+    def apply(self, key: str, changes: ChangeSet) -> None:
+        with self._locked(key):
+            record = self._live(key)
+            if record is None:
+                if changes.created_at is None:
+                    return
+                data: dict[str, str] = {}
+                created_at = changes.created_at
+            else:
+                data = record.data
+                created_at = record.created_at
+            for removed in changes.removed:
+                data.pop(removed, None)
+            data.update(changes.updated)
+            self._write(key, Record(data, created_at, self.expiry_for(created_at)))
+
+    def touch(self, key: str, expires_at: float) -> None:
+        with self._locked(key):
+            record = self._live(key)
+            if record is not None:
+                self._write(key, Record(record.data, record.created_at, expires_at))
+
+    def remove(self, key: str) -> None:
+        with self._locked(key):
+            # delete() is also False when there was nothing to delete, so only
+            # a session still there afterwards is a failure.
+            if not self._call("delete", key, "delete") and self._call("delete", key, "has"):
+                raise _failure("delete", key, None)
+
+    def purge(self) -> int:
+        """Return ``0``: every entry is written with a cache timeout that
+        follows the session's expiry, so the cache drops it by itself."""
+        return 0
+
+
+def _make_cache(backend: str, options: dict[str, t.Any]) -> cachelib.BaseCache:
+    class_name = BACKENDS.get(backend)
+    if class_name is None:
+        raise ConfigurationError(f"must be one of {', '.join(BACKENDS)}", "backend")
+    cls: type[cachelib.BaseCache] = getattr(cachelib, class_name)
+    parameters = inspect.signature(cls).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        for name in options:
+            if name not in parameters:
+                raise ConfigurationError(f"not an option of cachelib's {class_name}", name)
+    if backend in _BOUNDED:
+        options = {"threshold": 10000, **options}
+    try:
+        return cls(**options)
+    except TypeError as error:
+        match = re.search(r"keyword argument '(\w+)'", str(error))
+        raise ConfigurationError(
+            f"not an option of cachelib's {class_name}: {error}",
+            match.group(1) if match else "backend",
+        ) from error
+    except (ValueError, RuntimeError, ImportError, OSError) as error:
+        raise ConfigurationError(f"{class_name} cannot be made: {error}", "backend") from error
+
+
+def _decode(key: str, raw: object) -> Record | None:
+    try:
+        if not isinstance(raw, str):
+            raise ValueError(f"a {type(raw).__name__}, not a string")
+        decoded = json.loads(raw)
+        created_at = decoded["created"]
+        expires_at = decoded["expires"]
+        data = decoded["data"]
+        if not all(_is_seconds(value) for value in (created_at, expires_at)):
+            raise ValueError("bad times")
+        if not isinstance(data, dict) or not all(isinstance(value, str) for value in data.values()):
+            raise ValueError("bad data")
+    except (ValueError, KeyError, TypeError) as error:
+        logger.warning(
+            "Session %.8s... in the cache cannot be decoded (%s); ignoring it", key, error
+        )
+        return None
+    return Record(data, float(created_at), float(expires_at))
+
+
+def _is_seconds(value: object) -> bool:
+    # bool is an int subclass.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _failure(action: str, key: str, error: BaseException | None) -> SessionStoreError:
+    reason = error if error is not None else "the cache reported a failure"
+    logger.error("cachelib could not %s session %.8s...: %s", action, key, reason)
+    return SessionStoreError(f"the cache could not {action} the session: {reason}", error)

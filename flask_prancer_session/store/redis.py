@@ -1,0 +1,302 @@
+"""Sessions in Redis, one hash per session.
+
+.. code-block:: python
+
+    app.config["PRANCER_SESSION"] = {
+        "store": {"driver": "redis", "options": {"url": "redis://localhost:6379/0"}},
+    }
+
+Each session is one Redis hash named ``<key_prefix>{<store key>}``, with a
+field ``d:<name>`` per session key holding its serialised value, and the
+fields ``created`` and ``expires`` (seconds since the epoch). Every request
+costs one round trip: :meth:`~RedisStore.fetch` is one ``HGETALL``, and
+:meth:`~RedisStore.apply` and :meth:`~RedisStore.touch` are one Lua script each
+(``EVALSHA``), which the server runs atomically. So two requests of one
+visitor that change different keys both keep their writes, and a session that
+one request expired or removed is not recreated by another request's save.
+Redis deletes each hash by itself (its TTL follows the session's expiry), so
+:meth:`~RedisStore.purge` has nothing to do.
+
+Options:
+
+``url``
+    ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL, passed to
+    ``redis.Redis.from_url``. Exactly one of ``url`` and ``client`` is required.
+``client``
+    A ready redis-py client, used as given: ``redis.Redis``,
+    ``redis.cluster.RedisCluster``, or ``Sentinel(...).master_for(name)``.
+``key_prefix``
+    Prepended to every key name, default ``"prancer:session:"``. It may not
+    contain ``{`` or ``}``, which would move the hash tag.
+Connection options
+    Any other keyword, such as ``socket_timeout``, ``socket_connect_timeout``,
+    ``health_check_interval``, ``max_connections`` or ``ssl_ca_certs``, is
+    passed to ``from_url``. ``socket_timeout`` and ``socket_connect_timeout``
+    default to 5 seconds here (redis-py waits forever), so a hung server fails
+    the request instead of hanging the worker. Only with ``url``.
+
+plus the common ``expiration_timeout``, ``absolute_timeout``, ``autopurge``
+and ``autopurge_probability``.
+
+Redis Cluster: the store key inside the name is a hash tag, so everything a
+session keeps lives in one slot, and the scripts, which only touch that key,
+run unchanged on a cluster. Failures (server down, timeout, failover in
+progress) raise :class:`~flask_prancer_session.errors.SessionStoreError`;
+redis-py's own retry options apply before that.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import typing as t
+from urllib.parse import urlsplit
+
+from ..changes import ChangeSet
+from ..changes import Record
+from ..errors import ConfigurationError
+from ..errors import SessionStoreError
+from .base import DEFAULT_EXPIRATION_TIMEOUT
+from .base import StoreDriver
+
+if t.TYPE_CHECKING:
+    from redis.commands.core import Script
+
+logger = logging.getLogger(__name__)
+
+#: Connection options used with ``url`` unless given.
+DEFAULT_CONNECTION_OPTIONS: dict[str, t.Any] = {
+    "socket_timeout": 5.0,
+    "socket_connect_timeout": 5.0,
+}
+
+_DATA = "d:"
+
+# ARGV: now, idle timeout, absolute timeout or "", created_at or "", number of
+# removed fields, the removed fields, then field/value pairs to set. The
+# metadata is written with %.17g so the floats read back exactly as sent.
+_APPLY_SCRIPT = """
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+local kind = redis.call('TYPE', key)['ok']
+local live = false
+local created
+if kind == 'hash' then
+  local meta = redis.call('HMGET', key, 'created', 'expires')
+  created = tonumber(meta[1])
+  local expires = tonumber(meta[2])
+  live = created ~= nil and expires ~= nil and expires > now
+end
+if not live then
+  if ARGV[4] == '' then
+    return 0
+  end
+  if kind ~= 'none' then
+    redis.call('DEL', key)
+  end
+  created = tonumber(ARGV[4])
+end
+local i = 6
+for _ = 1, tonumber(ARGV[5]) do
+  redis.call('HDEL', key, ARGV[i])
+  i = i + 1
+end
+while i < #ARGV do
+  redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+local expires = now + tonumber(ARGV[2])
+if ARGV[3] ~= '' then
+  expires = math.min(expires, created + tonumber(ARGV[3]))
+end
+redis.call('HSET', key, 'created', string.format('%.17g', created),
+  'expires', string.format('%.17g', expires))
+redis.call('PEXPIRE', key, string.format('%d', math.max(1000, math.ceil((expires - now) * 1000))))
+return 1
+"""
+
+# ARGV: now, new expires_at, TTL in milliseconds.
+_TOUCH_SCRIPT = """
+local key = KEYS[1]
+if redis.call('TYPE', key)['ok'] ~= 'hash' then
+  return 0
+end
+local expires = tonumber(redis.call('HGET', key, 'expires'))
+if expires == nil or expires <= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', key, 'expires', ARGV[2])
+redis.call('PEXPIRE', key, ARGV[3])
+return 1
+"""
+
+
+class RedisStore(StoreDriver):
+    """Keep each session in a Redis hash, changed atomically by Lua scripts.
+
+    :param url: where the server is, for a client made here.
+    :param client: a redis-py client to use instead, as given.
+    :param key_prefix: prepended to every key name.
+    :param connection_options: passed to ``redis.Redis.from_url`` with ``url``.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        client: t.Any = None,
+        key_prefix: str = "prancer:session:",
+        expiration_timeout: float = DEFAULT_EXPIRATION_TIMEOUT,
+        absolute_timeout: float | None = None,
+        autopurge: bool = False,
+        autopurge_probability: float = 0.1,
+        **connection_options: t.Any,
+    ) -> None:
+        super().__init__(
+            expiration_timeout=expiration_timeout,
+            absolute_timeout=absolute_timeout,
+            autopurge=autopurge,
+            autopurge_probability=autopurge_probability,
+        )
+        try:
+            import redis
+        except ImportError as error:
+            raise ConfigurationError(
+                "the redis store needs redis-py: pip install 'flask-prancer-session[redis]'"
+            ) from error
+        if not isinstance(key_prefix, str) or "{" in key_prefix or "}" in key_prefix:
+            raise ConfigurationError("must be a string without '{' or '}'", "key_prefix")
+        self.key_prefix = key_prefix
+        self._errors: tuple[type[BaseException], ...] = (
+            redis.exceptions.RedisError,
+            redis.exceptions.RedisClusterException,
+        )
+        if client is not None:
+            if url is not None:
+                raise ConfigurationError("give either url or client, not both", "client")
+            if connection_options:
+                raise ConfigurationError(
+                    "only applies with url; configure the client instead",
+                    next(iter(connection_options)),
+                )
+            #: The redis-py client: any client with the ``redis.Redis`` API.
+            self.client: t.Any = client
+        elif url is None:
+            raise ConfigurationError("a redis://, rediss:// or unix:// URL is required", "url")
+        else:
+            self.client = _client_from_url(redis, url, connection_options)
+        self._apply_script: Script = self.client.register_script(_APPLY_SCRIPT)
+        self._touch_script: Script = self.client.register_script(_TOUCH_SCRIPT)
+
+    def name_for(self, key: str) -> str:
+        """Return the Redis key name of the session stored under ``key``.
+
+        The store key is a hash tag, so in Redis Cluster the slot depends on
+        it alone, whatever the prefix.
+        """
+        return f"{self.key_prefix}{{{key}}}"
+
+    def fetch(self, key: str) -> Record | None:
+        try:
+            fields = self.client.hgetall(self.name_for(key))
+        except UnicodeDecodeError:
+            # Only a client with decode_responses=True decodes while reading.
+            logger.warning("Session %.8s... in Redis is not UTF-8; ignoring it", key)
+            return None
+        except self._errors as error:
+            raise _failure("read", key, error) from error
+        if not fields:
+            return None
+        record = _decode(key, fields)
+        if record is None or record.expires_at <= self.clock():
+            return None
+        return record
+
+    def apply(self, key: str, changes: ChangeSet) -> None:
+        args: list[str | int] = [
+            repr(float(self.clock())),
+            repr(self.expiration_timeout),
+            "" if self.absolute_timeout is None else repr(self.absolute_timeout),
+            "" if changes.created_at is None else repr(float(changes.created_at)),
+            len(changes.removed),
+        ]
+        args.extend(_DATA + name for name in changes.removed)
+        for name, value in changes.updated.items():
+            args.extend((_DATA + name, value))
+        try:
+            self._apply_script(keys=[self.name_for(key)], args=args)
+        except self._errors as error:
+            raise _failure("write", key, error) from error
+
+    def touch(self, key: str, expires_at: float) -> None:
+        now = self.clock()
+        ttl_ms = max(1000, math.ceil((expires_at - now) * 1000))
+        args: list[str | int] = [repr(float(now)), repr(float(expires_at)), ttl_ms]
+        try:
+            self._touch_script(keys=[self.name_for(key)], args=args)
+        except self._errors as error:
+            raise _failure("touch", key, error) from error
+
+    def remove(self, key: str) -> None:
+        try:
+            self.client.delete(self.name_for(key))
+        except self._errors as error:
+            raise _failure("delete", key, error) from error
+
+    def purge(self) -> int:
+        """Return ``0``: Redis deletes each session by itself when its TTL,
+        which follows the session's expiry, runs out."""
+        return 0
+
+
+def _client_from_url(redis: t.Any, url: str, options: dict[str, t.Any]) -> t.Any:
+    if not isinstance(url, str) or urlsplit(url).scheme not in {"redis", "rediss", "unix"}:
+        raise ConfigurationError("must be a redis://, rediss:// or unix:// URL", "url")
+    try:
+        client = redis.Redis.from_url(url, **{**DEFAULT_CONNECTION_OPTIONS, **options})
+        # redis-py connects lazily and only then rejects unknown options; make
+        # (without connecting) one connection now so a typo stops the app.
+        pool = client.connection_pool
+        pool.connection_class(**pool.connection_kwargs)
+    except TypeError as error:
+        match = re.search(r"keyword argument '(\w+)'", str(error))
+        raise ConfigurationError(
+            f"not a redis-py connection option: {error}", match.group(1) if match else "url"
+        ) from error
+    except ValueError as error:
+        raise ConfigurationError(str(error), "url") from error
+    return client
+
+
+def _decode(key: str, raw: t.Mapping[t.Any, t.Any]) -> Record | None:
+    try:
+        fields = {_text(name): _text(value) for name, value in raw.items()}
+        created_at = _seconds(fields.pop("created"))
+        expires_at = _seconds(fields.pop("expires"))
+    except (KeyError, ValueError) as error:
+        # UnicodeDecodeError is a ValueError too.
+        logger.warning("Session %.8s... in Redis cannot be decoded (%r); ignoring it", key, error)
+        return None
+    data = {name[len(_DATA) :]: value for name, value in fields.items() if name.startswith(_DATA)}
+    return Record(data, created_at, expires_at)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"unexpected {type(value).__name__} from Redis")
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a time")
+    return seconds
+
+
+def _failure(action: str, key: str, error: BaseException) -> SessionStoreError:
+    logger.error("Redis could not %s session %.8s...: %s", action, key, error)
+    return SessionStoreError(f"Redis could not {action} the session: {error}", error)
