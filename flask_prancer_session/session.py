@@ -62,11 +62,8 @@ class ServerSession(CallbackDict[str, t.Any], SessionMixin):
         self.created_at = created_at
         #: When the stored session expires unless used, ``None`` for a new one.
         self.expires_at = expires_at
-        #: Ids whose stored sessions are deleted when the request ends.
+        #: Ids of stored sessions to delete when the request ends.
         self.discarded_ids: list[str] = []
-        #: ``True`` once :meth:`expire` was called: the cookie is expired
-        #: unless the session gets new data.
-        self.expired = False
         self.modified = False
 
     @property
@@ -112,14 +109,12 @@ class ServerSession(CallbackDict[str, t.Any], SessionMixin):
         Values stored after this go into a brand-new session with a new id; the
         old id is never valid again.
         """
-        self.discarded_ids.append(self._id)
-        self._id = new_id()
+        self._discard_id()
         dict.clear(self)
         self._loaded = {}
         self.new = True
         self.created_at = None
         self.expires_at = None
-        self.expired = True
         self.modified = True
 
     def regenerate(self) -> None:
@@ -129,13 +124,17 @@ class ServerSession(CallbackDict[str, t.Any], SessionMixin):
         Call it when the visitor logs in (or their privileges change), so an id
         planted before login by an attacker (session fixation) is worthless.
         """
-        self.discarded_ids.append(self._id)
-        self._id = new_id()
+        self._discard_id()
         # Written in full under the new id; the creation time is kept so
         # regenerating cannot extend an absolute lifetime.
         self._loaded = {}
         self.new = True
         self.modified = True
+
+    def _discard_id(self) -> None:
+        if not self.new:
+            self.discarded_ids.append(self._id)
+        self._id = new_id()
 
     def __setitem__(self, key: str, value: t.Any) -> None:
         # Serialise now so a bad value fails at the line that stored it.

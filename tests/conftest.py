@@ -139,7 +139,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(params=list(STORE_FACTORIES), ids=list(STORE_FACTORIES))
-def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> t.Iterator[StoreDriver]:
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> t.Iterator[StoreDriver]:
     """Each store driver we ship, empty, on the fake :func:`clock`."""
     factory = STORE_FACTORIES[request.param]
     for instance in factory(tmp_path):

@@ -45,6 +45,10 @@ class StoreDriver(abc.ABC):
     #: time forward instead of sleeping.
     clock: t.Callable[[], float] = staticmethod(time.time)
 
+    #: ``True`` for backends that delete expired entries by themselves (a
+    #: TTL); :meth:`purge` then has nothing to do and returns ``0``.
+    expires_natively: t.ClassVar[bool] = False
+
     def __init__(
         self,
         *,
@@ -99,7 +103,7 @@ class StoreDriver(abc.ABC):
         """Delete the expired sessions and return how many were deleted.
 
         The default does nothing and returns ``0``: it is right for backends
-        that expire entries by themselves.
+        that expire entries by themselves, which set :attr:`expires_natively`.
         """
         return 0
 

@@ -1,0 +1,219 @@
+"""What every store driver must do, run against each one through the ``store`` fixture."""
+
+from __future__ import annotations
+
+import threading
+
+from flask_prancer_session import ChangeSet
+from flask_prancer_session.ids import new_id
+from flask_prancer_session.ids import store_key
+from flask_prancer_session.store.base import StoreDriver
+
+from .conftest import FakeClock
+
+
+def new_key() -> str:
+    return store_key(new_id())
+
+
+def create(store: StoreDriver, key: str, **data: str) -> None:
+    store.apply(key, ChangeSet(updated=data, created_at=store.clock()))
+
+
+def test_fetch_unknown_key_returns_none(store: StoreDriver) -> None:
+    assert store.fetch(new_key()) is None
+
+
+def test_apply_creates_a_session(store: StoreDriver, clock: FakeClock) -> None:
+    key = new_key()
+    create(store, key, a='"1"', b="[1,2]")
+    record = store.fetch(key)
+    assert record is not None
+    assert record.data == {"a": '"1"', "b": "[1,2]"}
+    assert record.created_at == clock.now
+    assert record.expires_at == clock.now + store.expiration_timeout
+
+
+def test_values_are_kept_verbatim(store: StoreDriver) -> None:
+    key = new_key()
+    value = '"\\u00e9t\\u00e9 \\ud83c\\udf1e \\" \' \\\\ %s {} ' + "x" * 10_000 + '"'
+    create(store, key, **{"k\u00e9y with spaces:and:colons": value, "": "0"})
+    record = store.fetch(key)
+    assert record is not None
+    assert record.data == {"k\u00e9y with spaces:and:colons": value, "": "0"}
+
+
+def test_sessions_are_separate(store: StoreDriver) -> None:
+    first, second = new_key(), new_key()
+    create(store, first, a="1")
+    create(store, second, a="2")
+    assert store.fetch(first).data == {"a": "1"}  # type: ignore[union-attr]
+    assert store.fetch(second).data == {"a": "2"}  # type: ignore[union-attr]
+
+
+def test_apply_merges_onto_the_stored_copy(store: StoreDriver) -> None:
+    key = new_key()
+    create(store, key, a="1", b="2", c="3")
+    store.apply(key, ChangeSet(updated={"b": "20"}, removed=frozenset({"c"})))
+    store.apply(key, ChangeSet(updated={"d": "4"}))
+    record = store.fetch(key)
+    assert record is not None
+    assert record.data == {"a": "1", "b": "20", "d": "4"}
+
+
+def test_apply_keeps_created_at_and_slides_expiry(store: StoreDriver, clock: FakeClock) -> None:
+    key = new_key()
+    created = clock.now
+    create(store, key, a="1")
+    clock.advance(600)
+    store.apply(key, ChangeSet(updated={"a": "2"}))
+    record = store.fetch(key)
+    assert record is not None
+    assert record.created_at == created
+    assert record.expires_at == clock.now + store.expiration_timeout
+
+
+def test_apply_without_created_at_does_not_create(store: StoreDriver) -> None:
+    key = new_key()
+    store.apply(key, ChangeSet(updated={"a": "1"}))
+    assert store.fetch(key) is None
+
+
+def test_removed_session_is_not_revived_by_a_later_update(store: StoreDriver) -> None:
+    key = new_key()
+    create(store, key, a="1")
+    store.remove(key)
+    assert store.fetch(key) is None
+    store.apply(key, ChangeSet(updated={"b": "2"}))
+    store.touch(key, store.expiry_for(store.clock()))
+    assert store.fetch(key) is None
+
+
+def test_remove_unknown_key_is_quiet(store: StoreDriver) -> None:
+    store.remove(new_key())
+
+
+def test_idle_session_expires(store: StoreDriver, clock: FakeClock) -> None:
+    key = new_key()
+    create(store, key, a="1")
+    clock.advance(store.expiration_timeout - 1)
+    assert store.fetch(key) is not None
+    clock.advance(1)
+    assert store.fetch(key) is None
+
+
+def test_expired_session_is_not_revived(store: StoreDriver, clock: FakeClock) -> None:
+    key = new_key()
+    create(store, key, a="1")
+    clock.advance(store.expiration_timeout + 1)
+    store.touch(key, store.expiry_for(clock.now))
+    store.apply(key, ChangeSet(updated={"b": "2"}))
+    assert store.fetch(key) is None
+
+
+def test_expired_session_is_replaced_when_created_again(
+    store: StoreDriver, clock: FakeClock
+) -> None:
+    key = new_key()
+    create(store, key, a="1")
+    clock.advance(store.expiration_timeout + 1)
+    create(store, key, b="2")
+    record = store.fetch(key)
+    assert record is not None
+    assert record.data == {"b": "2"}
+    assert record.created_at == clock.now
+
+
+def test_touch_extends_expiry_and_keeps_data(store: StoreDriver, clock: FakeClock) -> None:
+    key = new_key()
+    create(store, key, a="1")
+    clock.advance(1000)
+    store.touch(key, store.expiry_for(store.fetch(key).created_at))  # type: ignore[union-attr]
+    clock.advance(1000)
+    record = store.fetch(key)
+    assert record is not None
+    assert record.data == {"a": "1"}
+    assert record.expires_at == clock.now - 1000 + store.expiration_timeout
+
+
+def test_absolute_timeout_caps_the_lifetime(store: StoreDriver, clock: FakeClock) -> None:
+    store.absolute_timeout = 3000
+    key = new_key()
+    created = clock.now
+    create(store, key, a="1")
+    for _ in range(3):
+        clock.advance(900)
+        store.apply(key, ChangeSet(updated={"a": "2"}))
+    record = store.fetch(key)
+    assert record is not None
+    assert record.expires_at == created + 3000
+    clock.advance(301)
+    assert store.fetch(key) is None
+
+
+def test_purge_deletes_only_expired_sessions(store: StoreDriver, clock: FakeClock) -> None:
+    old = [new_key() for _ in range(3)]
+    for key in old:
+        create(store, key, a="1")
+    clock.advance(store.expiration_timeout - 10)
+    live = new_key()
+    create(store, live, a="2")
+    clock.advance(20)
+    removed = store.purge()
+    if store.expires_natively:
+        assert removed == 0
+    else:
+        assert removed == len(old)
+    assert all(store.fetch(key) is None for key in old)
+    assert store.fetch(live) is not None
+    assert store.purge() == 0
+
+
+def test_concurrent_applies_lose_no_keys(store: StoreDriver) -> None:
+    key = new_key()
+    create(store, key, start="0")
+    threads_count, keys_each = 8, 10
+    barrier = threading.Barrier(threads_count)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(keys_each):
+                store.apply(key, ChangeSet(updated={f"t{n}k{i}": str(i)}))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    record = store.fetch(key)
+    assert record is not None
+    assert len(record.data) == 1 + threads_count * keys_each
+
+
+def test_concurrent_creates_of_one_session_lose_no_keys(store: StoreDriver) -> None:
+    key = new_key()
+    threads_count = 8
+    barrier = threading.Barrier(threads_count)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            barrier.wait()
+            store.apply(key, ChangeSet(updated={f"k{n}": "1"}, created_at=store.clock()))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    record = store.fetch(key)
+    assert record is not None
+    assert set(record.data) == {f"k{n}" for n in range(threads_count)}
