@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-
 from flask_prancer_session.store.base import StoreDriver
 
 from . import services
@@ -94,7 +93,6 @@ def _redis(tmp_path: Path) -> t.Iterator[StoreDriver]:
 
 def _cachelib_simple(tmp_path: Path) -> t.Iterator[StoreDriver]:
     from cachelib import SimpleCache
-
     from flask_prancer_session.store.cachelib import CachelibStore
 
     yield CachelibStore(cache=SimpleCache(threshold=100_000))
