@@ -1,0 +1,412 @@
+"""What only :class:`.DatabaseStore` does: configuration, schema, pool recovery,
+corrupt rows, and row locking under concurrent requests. The behaviour every
+store shares is in ``test_store_contract.py``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import typing as t
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask_prancer_session.changes import ChangeSet
+from flask_prancer_session.errors import ConfigurationError
+from flask_prancer_session.errors import SessionStoreError
+from flask_prancer_session.registry import resolve
+from flask_prancer_session.registry import STORE_DRIVERS
+from flask_prancer_session.store.database import DatabaseStore
+
+from . import services
+
+KEY = "a" * 64
+OTHER_KEY = "b" * 64
+
+
+class Clock(t.Protocol):
+    now: float
+
+    def __call__(self) -> float: ...
+
+    def advance(self, seconds: float) -> None: ...
+
+
+def _require(dialect: str) -> None:
+    if dialect == "postgresql":
+        services.require_module("psycopg", "postgres")
+        services.require_server("PostgreSQL", "127.0.0.1", 5432)
+    elif dialect == "mariadb":
+        services.require_module("pymysql", "mysql")
+        services.require_server("MariaDB", "127.0.0.1", 3306)
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL for each dialect."""
+    _require(request.param)
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'sessions.db'}"
+    return services.POSTGRES_URL if request.param == "postgresql" else services.MARIADB_URL
+
+
+@pytest.fixture
+def make_store(url: str, clock: Clock) -> t.Iterator[t.Callable[..., DatabaseStore]]:
+    """Build stores on :func:`url` and the fake clock, by default all on one
+    new table, and drop their tables afterwards."""
+    table = services.unique_name("sessions")
+    stores: list[DatabaseStore] = []
+
+    def make(**options: t.Any) -> DatabaseStore:
+        if not {"url", "engine", "dialect"} & options.keys():
+            options["url"] = url
+        options.setdefault("table", table)
+        store = DatabaseStore(**options)
+        store.clock = clock
+        stores.append(store)
+        return store
+
+    yield make
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            for store in {s.table.fullname: s for s in stores}.values():
+                store.table.drop(connection, checkfirst=True)
+    finally:
+        engine.dispose()
+        for store in stores:
+            store.engine.dispose()
+
+
+def _row(store: DatabaseStore, key: str) -> sa.Row[t.Any] | None:
+    with store.engine.connect() as connection:
+        query = sa.select(store.table).where(store.table.c.id == key)
+        return connection.execute(query).first()
+
+
+def _new(**updated: str) -> ChangeSet:
+    return ChangeSet(updated, created_at=1_800_000_000.0)
+
+
+def _split_options(url: str) -> dict[str, t.Any]:
+    parsed = sa.make_url(url)
+    return {
+        "username": parsed.username,
+        "password": parsed.password,
+        "hostname": parsed.host,
+        "port": parsed.port,
+        "database": parsed.database,
+    }
+
+
+# Each dialect's on_connect statement and a query that shows its effect.
+ON_CONNECT = {
+    "sqlite": ("PRAGMA cache_size = -1234", "PRAGMA cache_size", -1234),
+    "postgresql": ("SET statement_timeout = 12345", "SHOW statement_timeout", "12345ms"),
+    "mariadb": ("SET SESSION wait_timeout = 1234", "SELECT @@session.wait_timeout", 1234),
+}
+PRANCER_NAMES = {
+    "sqlite": "Prancer::Session::Store::Database::Driver::SQLite",
+    "postgresql": "Prancer::Session::Store::Database::Driver::Pg",
+    "mariadb": "Prancer::Session::Store::Database::Driver::MySQL",
+}
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mariadb"])
+def test_prancer_split_options(dialect: str, tmp_path: Path, clock: Clock) -> None:
+    _require(dialect)
+    cls, entry = resolve(PRANCER_NAMES[dialect], STORE_DRIVERS, "store.driver")
+    statement, query, expected = ON_CONNECT[dialect]
+    if dialect == "sqlite":
+        options: dict[str, t.Any] = {"database": str(tmp_path / "prancer.db")}
+    elif dialect == "postgresql":
+        options = _split_options(services.POSTGRES_URL)
+        options["dsn_extra"] = {"application_name": "prancer-split-test"}
+        query = "SHOW application_name"
+        expected = "prancer-split-test"
+    else:
+        options = _split_options(services.MARIADB_URL) | {"charset": "utf8mb4"}
+    table = services.unique_name("sessions")
+    store = cls(**entry.preset, **options, table=table, on_connect=[statement])
+    assert isinstance(store, DatabaseStore)
+    try:
+        store.clock = clock
+        store.apply(KEY, _new(x="1"))
+        assert store.fetch(KEY) is not None
+        # The pool rolls back on return; the statement's effect must outlast it.
+        with store.engine.connect() as connection:
+            assert (
+                connection.exec_driver_sql(ON_CONNECT[dialect][1]).scalar()
+                == (ON_CONNECT[dialect][2])
+            )
+            assert connection.exec_driver_sql(query).scalar() == expected
+            if dialect == "mariadb":
+                charset = connection.exec_driver_sql("SELECT @@character_set_client").scalar()
+                assert charset == "utf8mb4"
+    finally:
+        with store.engine.begin() as connection:
+            store.table.drop(connection)
+        store.engine.dispose()
+
+
+def test_given_engine(make_store: t.Callable[..., DatabaseStore], url: str) -> None:
+    engine = sa.create_engine(url)
+    try:
+        store = make_store(engine=engine)
+        assert store.engine is engine
+        store.apply(KEY, _new(x="1"))
+        assert store.fetch(KEY) is not None
+        with pytest.raises(ConfigurationError) as info:
+            DatabaseStore(engine=engine, on_connect=["SELECT 1"])
+        assert info.value.key == "on_connect"
+        other = "sqlite" if engine.dialect.name != "sqlite" else "postgresql"
+        with pytest.raises(ConfigurationError) as info:
+            DatabaseStore(engine=engine, dialect=other)  # type: ignore[arg-type]
+        assert info.value.key == "dialect"
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({}, "url"),
+        ({"url": "sqlite://", "engine": sa.create_engine("sqlite://")}, "engine"),
+        ({"url": "sqlite://", "database": "x"}, "database"),
+        ({"url": "sqlite://", "username": "x"}, "username"),
+        ({"url": "::not a url::"}, "url"),
+        ({"url": "sqlite://", "dialect": "postgresql"}, "dialect"),
+        ({"dialect": "oracle", "database": "x"}, "dialect"),
+        ({"database": "x"}, "dialect"),
+        ({"dialect": "postgresql", "hostname": "db"}, "database"),
+        ({"dialect": "sqlite", "database": "x", "charset": "utf8"}, "charset"),
+        ({"dialect": "mysql", "database": "x", "dsn_extra": ["x"]}, "dsn_extra"),
+        ({"url": "sqlite://", "table": "a.b.c"}, "table"),
+        ({"url": "sqlite://", "table": ""}, "table"),
+        ({"url": "sqlite://", "application": 1}, "application"),
+        ({"url": "sqlite://", "create_table": "yes"}, "create_table"),
+        ({"url": "sqlite://", "on_connect": "SELECT 1"}, "on_connect"),
+        ({"url": "sqlite://", "connection_check_threshold": 0}, "connection_check_threshold"),
+        ({"url": "sqlite://", "autopurge_probability": 2}, "autopurge_probability"),
+        ({"url": "mssql+pyodbc://db/x"}, "url"),
+    ],
+)
+def test_bad_config(options: dict[str, t.Any], key: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        DatabaseStore(**options)
+    assert info.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("module", "dialect", "extra"),
+    [("psycopg", "postgresql", "postgres"), ("pymysql", "mysql", "mysql")],
+)
+def test_missing_driver_names_extra(
+    monkeypatch: pytest.MonkeyPatch, module: str, dialect: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ConfigurationError) as info:
+        DatabaseStore(dialect=dialect, database="x")  # type: ignore[arg-type]
+    assert info.value.key == "dialect"
+    assert f"flask-prancer-session[{extra}]" in str(info.value)
+
+
+def test_defaults() -> None:
+    store = DatabaseStore(url="sqlite://", create_table=False)
+    assert (store.autopurge, store.autopurge_probability) == (True, 0.1)
+    assert (store.table.name, store.application) == ("sessions", "")
+    assert store.engine.pool._pre_ping  # type: ignore[attr-defined]
+    store.engine.dispose()
+
+
+def test_application_isolation(make_store: t.Callable[..., DatabaseStore], clock: Clock) -> None:
+    short = make_store(application="shop", expiration_timeout=100)
+    long = make_store(application="blog", expiration_timeout=10_000)
+    short.apply(KEY, _new(app="shop"))
+    long.apply(KEY, _new(app="blog"))
+    assert short.fetch(KEY).data == {"app": "shop"}  # type: ignore[union-attr]
+    assert long.fetch(KEY).data == {"app": "blog"}  # type: ignore[union-attr]
+    short.apply(OTHER_KEY, _new(app="shop"))
+    assert long.fetch(OTHER_KEY) is None
+    long.remove(OTHER_KEY)
+    assert short.fetch(OTHER_KEY) is not None
+    clock.advance(500)
+    assert long.purge() == 0
+    assert short.purge() == 2
+    assert long.fetch(KEY) is not None
+
+
+def test_missing_table_without_create(make_store: t.Callable[..., DatabaseStore]) -> None:
+    store = make_store(create_table=False)
+    for call in (lambda: store.fetch(KEY), lambda: store.apply(KEY, _new(x="1"))):
+        with pytest.raises(SessionStoreError) as info:
+            call()
+        assert isinstance(info.value.__cause__, sa.exc.DBAPIError)
+        assert info.value.original_error is info.value.__cause__
+        assert store.table.name in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["postgresql"], indirect=True)
+def test_schema_qualified_table(make_store: t.Callable[..., DatabaseStore], url: str) -> None:
+    schema = services.unique_name("prancer")
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        store = make_store(table=f"{schema}.sessions")
+        store.apply(KEY, _new(x="1"))
+        assert store.fetch(KEY).data == {"x": "1"}  # type: ignore[union-attr]
+        assert sa.inspect(engine).has_table("sessions", schema=schema)
+    finally:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        engine.dispose()
+
+
+@pytest.mark.parametrize("url", ["postgresql", "mariadb"], indirect=True)
+def test_pool_replaces_killed_connections(
+    make_store: t.Callable[..., DatabaseStore], url: str
+) -> None:
+    store = make_store()
+    store.apply(KEY, _new(x="1"))
+    # Used one request at a time, the pool holds a single connection.
+    assert store.engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+    postgresql = store.engine.dialect.name == "postgresql"
+    with store.engine.connect() as connection:
+        backend = connection.exec_driver_sql(
+            "SELECT pg_backend_pid()" if postgresql else "SELECT CONNECTION_ID()"
+        ).scalar()
+    admin = sa.create_engine(url)
+    try:
+        with admin.begin() as connection:
+            if postgresql:
+                connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+            else:
+                connection.exec_driver_sql(f"KILL {int(t.cast(int, backend))}")
+    finally:
+        admin.dispose()
+    assert store.fetch(KEY).data == {"x": "1"}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("garbage", ["not json", "[1, 2]", '{"x": 1}', '"text"'])
+def test_corrupt_row_is_logged_and_ignored(
+    make_store: t.Callable[..., DatabaseStore], caplog: pytest.LogCaptureFixture, garbage: str
+) -> None:
+    store = make_store()
+    store.apply(KEY, _new(x="1"))
+    with store.engine.begin() as connection:
+        connection.execute(sa.update(store.table).values(data=garbage))
+    with caplog.at_level(logging.WARNING, logger="flask_prancer_session.store.database"):
+        assert store.fetch(KEY) is None
+    assert [r.name for r in caplog.records] == ["flask_prancer_session.store.database"]
+    assert KEY not in caplog.text
+    # An update that may not create leaves it alone; a new session replaces it.
+    store.apply(KEY, ChangeSet({"y": "2"}))
+    assert _row(store, KEY).data == garbage  # type: ignore[union-attr]
+    store.apply(KEY, _new(y="2"))
+    assert store.fetch(KEY).data == {"y": "2"}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/test",
+        "mysql+pymysql://root:hunter2@127.0.0.1:1/test",
+    ],
+)
+def test_unreachable_database(url: str) -> None:
+    services.require_module("psycopg" if url.startswith("postgresql") else "pymysql", "test")
+    with pytest.raises(SessionStoreError):
+        DatabaseStore(url=url)
+    store = DatabaseStore(url=url, create_table=False)
+    try:
+        for call in (lambda: store.fetch(KEY), lambda: store.apply(KEY, _new(x="1"))):
+            with pytest.raises(SessionStoreError) as info:
+                call()
+            assert isinstance(info.value.__cause__, sa.exc.OperationalError)
+            assert "hunter2" not in str(info.value)
+    finally:
+        store.engine.dispose()
+
+
+def test_purge_deletes_only_expired(
+    make_store: t.Callable[..., DatabaseStore], clock: Clock
+) -> None:
+    store = make_store(expiration_timeout=1000)
+    store.apply(KEY, _new(x="1"))
+    clock.advance(600)
+    store.apply(OTHER_KEY, _new(x="2"))
+    clock.advance(400)  # KEY expires exactly now
+    assert store.purge() == 1
+    assert store.purge() == 0
+    assert _row(store, KEY) is None
+    assert store.fetch(OTHER_KEY) is not None
+    indexes = sa.inspect(store.engine).get_indexes(store.table.name)
+    assert [i["column_names"] for i in indexes] == [["expires_at"]]
+
+
+def test_touch_changes_only_expiry(
+    make_store: t.Callable[..., DatabaseStore], clock: Clock
+) -> None:
+    store = make_store()
+    store.apply(KEY, _new(x="1"))
+    before = _row(store, KEY)
+    assert before is not None
+    store.touch(KEY, before.expires_at + 100)
+    after = _row(store, KEY)
+    assert after is not None
+    assert (after.data, after.created_at) == (before.data, before.created_at)
+    assert after.expires_at == before.expires_at + 100
+    store.touch(OTHER_KEY, clock() + 100)
+    assert _row(store, OTHER_KEY) is None
+    clock.advance(store.expiration_timeout + 200)
+    store.touch(KEY, clock() + 100)
+    assert _row(store, KEY).expires_at == after.expires_at  # type: ignore[union-attr]
+    assert store.fetch(KEY) is None
+
+
+def _run_threads(count: int, target: t.Callable[[int], None]) -> None:
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def run(number: int) -> None:
+        try:
+            barrier.wait()
+            target(number)
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def test_concurrent_updates_lose_nothing(make_store: t.Callable[..., DatabaseStore]) -> None:
+    store = make_store()
+    store.apply(KEY, _new(start="0"))
+
+    def write(number: int) -> None:
+        for i in range(10):
+            store.apply(KEY, ChangeSet({f"k{number}_{i}": str(i)}))
+
+    _run_threads(8, write)
+    data = store.fetch(KEY).data  # type: ignore[union-attr]
+    assert len(data) == 81
+    assert data["k7_9"] == "9"
+
+
+def test_concurrent_creates_lose_nothing(make_store: t.Callable[..., DatabaseStore]) -> None:
+    store = make_store()
+    keys = [f"{n:064x}" for n in range(5)]
+
+    def create(number: int) -> None:
+        for key in keys:
+            store.apply(key, _new(**{f"k{number}": "1"}))
+
+    _run_threads(8, create)
+    for key in keys:
+        assert sorted(store.fetch(key).data) == [f"k{n}" for n in range(8)]  # type: ignore[union-attr]
