@@ -205,6 +205,9 @@ class RedisStore(StoreDriver):
             logger.warning("Session %.8s... in Redis is not UTF-8; ignoring it", key)
             return None
         except self._errors as error:
+            if str(error).startswith("WRONGTYPE"):
+                logger.warning("Session %.8s... in Redis is not a hash; ignoring it", key)
+                return None
             raise _failure("read", key, error) from error
         if not fields:
             return None

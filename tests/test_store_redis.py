@@ -1,0 +1,453 @@
+"""What is particular to the Redis store: key layout, round trips, TTLs,
+failures, and Redis Cluster. The shared behaviour is in test_store_contract.py."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+from flask_prancer_session.changes import ChangeSet
+from flask_prancer_session.errors import ConfigurationError
+from flask_prancer_session.errors import SessionStoreError
+from flask_prancer_session.ids import new_id
+from flask_prancer_session.ids import store_key
+
+from . import services
+
+if t.TYPE_CHECKING:
+    import redis
+    from flask_prancer_session.store.redis import RedisStore
+
+    from .conftest import FakeClock
+
+LOGGER = "flask_prancer_session.store.redis"
+
+
+@pytest.fixture
+def redis_client() -> t.Iterator[redis.Redis]:
+    module = services.require_module("redis", "redis")
+    services.require_server("Redis", "127.0.0.1", 6379)
+    client: redis.Redis = module.Redis.from_url(services.REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(redis_client: redis.Redis) -> t.Iterator[str]:
+    prefix = services.unique_name("prancer_test") + ":"
+    yield prefix
+    keys = list(redis_client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        redis_client.delete(*keys)
+
+
+@pytest.fixture
+def make_store(prefix: str, clock: FakeClock) -> t.Callable[..., RedisStore]:
+    from flask_prancer_session.store.redis import RedisStore
+
+    def make(**options: t.Any) -> RedisStore:
+        if "client" not in options:
+            options.setdefault("url", services.REDIS_URL)
+        store = RedisStore(key_prefix=prefix, **options)
+        store.clock = clock
+        return store
+
+    return make
+
+
+@pytest.fixture
+def rstore(make_store: t.Callable[..., RedisStore]) -> RedisStore:
+    return make_store()
+
+
+def created(clock: FakeClock, **data: str) -> ChangeSet:
+    return ChangeSet(updated=data, created_at=clock())
+
+
+def test_one_hash_per_session_with_hash_tag(
+    rstore: RedisStore, redis_client: redis.Redis, prefix: str, clock: FakeClock
+) -> None:
+    from redis.crc import key_slot
+
+    key = store_key(new_id())
+    rstore.apply(key, created(clock, user='"42"', csrf='"abc"'))
+    name = f"{prefix}{{{key}}}"
+    assert rstore.name_for(key) == name
+    assert list(redis_client.scan_iter(match=f"{prefix}*")) == [name.encode()]
+    assert redis_client.type(name) == b"hash"
+    fields = redis_client.hgetall(name)
+    assert set(fields) == {b"d:user", b"d:csrf", b"created", b"expires"}
+    assert (fields[b"d:user"], fields[b"d:csrf"]) == (b'"42"', b'"abc"')
+    assert float(fields[b"created"]) == clock()
+    assert float(fields[b"expires"]) == clock() + rstore.expiration_timeout
+    # In a cluster the slot depends on the store key alone, not the prefix.
+    assert key_slot(name.encode()) == key_slot(key.encode())
+    assert key_slot(b"other:{" + key.encode() + b"}") == key_slot(name.encode())
+
+
+def test_fields_outside_the_data_namespace_are_not_data(
+    rstore: RedisStore, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    key = store_key(new_id())
+    rstore.apply(key, created(clock, a='"1"'))
+    redis_client.hset(rstore.name_for(key), "future-metadata", "x")
+    record = rstore.fetch(key)
+    assert record is not None and record.data == {"a": '"1"'}
+
+
+def test_configuration_errors(prefix: str) -> None:
+    services.require_module("redis", "redis")
+    import redis
+    from flask_prancer_session.store.redis import RedisStore
+
+    cases: list[tuple[dict[str, t.Any], str]] = [
+        ({}, "url"),
+        ({"url": "http://127.0.0.1:6379"}, "url"),
+        ({"url": "redis://127.0.0.1:notaport"}, "url"),
+        ({"url": services.REDIS_URL, "client": redis.Redis()}, "client"),
+        ({"client": redis.Redis(), "socket_timeout": 1}, "socket_timeout"),
+        ({"url": services.REDIS_URL, "socket_timeot": 1}, "socket_timeot"),
+        ({"url": services.REDIS_URL, "key_prefix": "app:{x}:"}, "key_prefix"),
+    ]
+    for options, key in cases:
+        with pytest.raises(ConfigurationError) as info:
+            RedisStore(**options)
+        assert info.value.key == key, options
+
+
+def test_missing_redis_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flask_prancer_session.store.redis import RedisStore
+
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(ConfigurationError, match=r"flask-prancer-session\[redis\]"):
+        RedisStore(url="redis://127.0.0.1:6379")
+
+
+def test_connection_options(make_store: t.Callable[..., RedisStore]) -> None:
+    defaults = make_store().client.connection_pool.connection_kwargs
+    assert defaults["socket_timeout"] == 5.0
+    assert defaults["socket_connect_timeout"] == 5.0
+    given = make_store(socket_timeout=2.5, health_check_interval=30)
+    kwargs = given.client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 2.5
+    assert kwargs["health_check_interval"] == 30
+
+
+def test_client_is_used_as_given(make_store: t.Callable[..., RedisStore], clock: FakeClock) -> None:
+    import redis
+
+    # decode_responses=True: the store must read str as well as bytes.
+    client = redis.Redis.from_url(services.REDIS_URL, decode_responses=True)
+    store = make_store(client=client)
+    assert store.client is client
+    key = store_key(new_id())
+    store.apply(key, created(clock, a='"é"'))
+    record = store.fetch(key)
+    assert record is not None and record.data == {"a": '"é"'}
+    client.close()
+
+
+def test_every_operation_is_one_round_trip(
+    make_store: t.Callable[..., RedisStore], clock: FakeClock
+) -> None:
+    import redis
+
+    sent: list[bytes | list[bytes]] = []
+
+    class CountingConnection(redis.Connection):
+        def send_packed_command(self, command: t.Any, check_health: bool = True) -> None:
+            sent.append(command)
+            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+    store = make_store(connection_class=CountingConnection)
+    key = store_key(new_id())
+    # The first call connects and may load the script (NOSCRIPT, SCRIPT LOAD).
+    store.apply(key, created(clock, a='"1"'))
+    operations: list[t.Callable[[], object]] = [
+        lambda: store.fetch(key),
+        lambda: store.apply(key, ChangeSet(updated={"b": '"2"'}, removed=frozenset({"a"}))),
+        lambda: store.touch(key, clock() + 60),
+        lambda: store.fetch(key),
+        lambda: store.remove(key),
+    ]
+    for operation in operations:
+        sent.clear()
+        operation()
+        assert len(sent) == 1
+
+
+def test_ttl_follows_expiry(
+    make_store: t.Callable[..., RedisStore], redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    store = make_store(expiration_timeout=1800, absolute_timeout=3600)
+    key = store_key(new_id())
+    name = store.name_for(key)
+    store.apply(key, created(clock, a='"1"'))
+    assert 1_799_000 < redis_client.pttl(name) <= 1_800_000
+
+    for _ in range(2):  # used at +1500 s and +3000 s: 600 s left before the absolute cap
+        clock.advance(1500)
+        store.apply(key, ChangeSet(updated={"b": '"2"'}))
+    assert 599_000 < redis_client.pttl(name) <= 600_000
+
+    store.touch(key, clock() + 100.25)
+    assert 99_000 < redis_client.pttl(name) <= 100_250
+    record = store.fetch(key)
+    assert record is not None and record.expires_at == clock() + 100.25
+
+    # Never a TTL of zero or less, which would delete the key at once.
+    store.touch(key, clock() + 0.001)
+    assert 0 < redis_client.pttl(name) <= 1000
+
+
+def test_expiry_is_checked_against_the_clock(
+    rstore: RedisStore, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    key = store_key(new_id())
+    rstore.apply(key, created(clock, a='"1"'))
+    clock.advance(rstore.expiration_timeout)
+    # Redis still has the hash (its TTL runs on real time), the store does not.
+    assert redis_client.exists(rstore.name_for(key))
+    assert rstore.fetch(key) is None
+    rstore.touch(key, clock() + 60)
+    assert rstore.fetch(key) is None
+
+    # Neither an update nor a touch revives it; a new session starts empty.
+    rstore.apply(key, ChangeSet(updated={"b": '"2"'}))
+    assert rstore.fetch(key) is None
+    rstore.apply(key, created(clock, c='"3"'))
+    record = rstore.fetch(key)
+    assert record is not None and record.data == {"c": '"3"'}
+    assert record.created_at == clock()
+
+
+def test_no_resurrection_after_remove(
+    rstore: RedisStore, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    key = store_key(new_id())
+    rstore.apply(key, created(clock, a='"1"'))
+    rstore.remove(key)
+    rstore.apply(key, ChangeSet(updated={"b": '"2"'}, removed=frozenset({"a"})))
+    rstore.touch(key, clock() + 60)
+    assert not redis_client.exists(rstore.name_for(key))
+    assert rstore.fetch(key) is None
+
+
+def test_corrupt_hashes_are_no_session(
+    rstore: RedisStore,
+    redis_client: redis.Redis,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bad_metadata: list[dict[t.Any, str | bytes]] = [
+        {"d:a": '"1"'},
+        {"d:a": '"1"', "created": "yesterday", "expires": "tomorrow"},
+        {"d:a": '"1"', "created": repr(clock()), "expires": "nan"},
+    ]
+    bad_data: dict[t.Any, str | bytes] = {
+        "d:a": b"\xff\xfe",
+        "created": repr(clock()),
+        "expires": repr(clock() + 60),
+    }
+    for fields in [*bad_metadata, bad_data]:
+        key = store_key(new_id())
+        redis_client.hset(rstore.name_for(key), mapping=fields)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            assert rstore.fetch(key) is None
+        assert [r.name for r in caplog.records] == [LOGGER], fields
+        if fields is bad_data:
+            # The metadata is fine, so the script, which does not read data
+            # values, takes it for live; the interface gives such a visitor a
+            # new id, so nothing writes here again.
+            continue
+        rstore.apply(key, ChangeSet(updated={"b": '"2"'}))
+        assert redis_client.hget(rstore.name_for(key), "d:b") is None
+        rstore.apply(key, created(clock, b='"2"'))
+        record = rstore.fetch(key)
+        assert record is not None and record.data == {"b": '"2"'}
+
+
+def test_a_key_of_another_type_is_no_session(
+    rstore: RedisStore, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    key = store_key(new_id())
+    redis_client.set(rstore.name_for(key), "not a hash")
+    assert rstore.fetch(key) is None
+    rstore.touch(key, clock() + 60)
+    rstore.apply(key, created(clock, a='"1"'))
+    record = rstore.fetch(key)
+    assert record is not None and record.data == {"a": '"1"'}
+
+
+def test_unreachable_server_raises(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    services.require_module("redis", "redis")
+    import redis
+    from flask_prancer_session.store.redis import RedisStore
+
+    # Port 1 on loopback: nothing listens, the connection is refused at once.
+    store = RedisStore(url="redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    store.clock = clock
+    key = store_key(new_id())
+    operations: list[t.Callable[[], object]] = [
+        lambda: store.fetch(key),
+        lambda: store.apply(key, created(clock, a='"1"')),
+        lambda: store.touch(key, clock() + 60),
+        lambda: store.remove(key),
+    ]
+    for operation in operations:
+        caplog.clear()
+        with pytest.raises(SessionStoreError) as info:
+            operation()
+        assert isinstance(info.value.original_error, redis.ConnectionError)
+        assert info.value.__cause__ is info.value.original_error
+        assert [(r.name, r.levelno) for r in caplog.records] == [(LOGGER, logging.ERROR)]
+
+
+def test_timeout_raises(clock: FakeClock) -> None:
+    services.require_module("redis", "redis")
+    import redis
+    from flask_prancer_session.store.redis import RedisStore
+
+    # A server that accepts connections and never answers.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        store = RedisStore(
+            url=f"redis://127.0.0.1:{port}/0",
+            socket_timeout=0.05,
+            retry=None,
+            protocol=2,
+        )
+        store.clock = clock
+        with pytest.raises(SessionStoreError) as info:
+            store.fetch(store_key(new_id()))
+        assert isinstance(info.value.original_error, redis.TimeoutError)
+
+
+def test_concurrent_writes_to_one_session_all_land(rstore: RedisStore, clock: FakeClock) -> None:
+    key = store_key(new_id())
+    rstore.apply(key, created(clock))
+
+    def write(thread: int) -> None:
+        for n in range(10):
+            rstore.apply(key, ChangeSet(updated={f"t{thread}k{n}": f'"{n}"'}))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    record = rstore.fetch(key)
+    assert record is not None
+    assert set(record.data) == {f"t{i}k{n}" for i in range(8) for n in range(10)}
+
+
+def _free_port() -> int:
+    # The cluster bus listens on port + 10000, which must be free too.
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port + 10000 > 65535:
+            continue
+        try:
+            with socket.socket() as bus:
+                bus.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+@pytest.fixture(scope="module")
+def cluster_port(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[int]:
+    """Start a three-master Redis Cluster on loopback; yield one node's port."""
+    services.require_module("redis", "redis")
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        services.unavailable("redis-server and redis-cli are needed for the cluster test")
+        raise AssertionError("unreachable")
+    import redis
+
+    root = tmp_path_factory.mktemp("cluster")
+    processes: list[subprocess.Popen[bytes]] = []
+    ports: list[int] = []
+    try:
+        for _ in range(3):
+            port = _free_port()
+            node: Path = root / str(port)
+            node.mkdir()
+            command = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node)]
+            command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            command += ["--save", "", "--appendonly", "no", "--logfile", "redis.log"]
+            processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+            ports.append(port)
+        deadline = time.monotonic() + 15
+        for port in ports:
+            while not _answers(redis, port):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"cluster node on port {port} did not start")
+                time.sleep(0.05)
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
+            + ["--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        for port in ports:
+            client = redis.Redis(port=port)
+            while client.cluster("info").get("cluster_state") != "ok":
+                if time.monotonic() > deadline:
+                    pytest.fail("the cluster did not become ready")
+                time.sleep(0.05)
+            client.close()
+        yield ports[0]
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=10)
+
+
+def _answers(redis: t.Any, port: int) -> bool:
+    client = redis.Redis(port=port, socket_connect_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+    finally:
+        client.close()
+
+
+def test_redis_cluster(cluster_port: int, clock: FakeClock) -> None:
+    from flask_prancer_session.store.redis import RedisStore
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster(host="127.0.0.1", port=cluster_port)
+    store = RedisStore(client=client)
+    store.clock = clock
+    # Enough sessions to land on every node; each one's script runs on its node.
+    keys = [store_key(new_id()) for _ in range(30)]
+    nodes = {client.get_node_from_key(store.name_for(k)).port for k in keys}  # type: ignore[no-untyped-call]
+    assert len(nodes) == 3
+    for key in keys:
+        store.apply(key, created(clock, a='"1"'))
+        store.apply(key, ChangeSet(updated={"b": '"2"'}, removed=frozenset({"a"})))
+        store.touch(key, clock() + 60)
+        record = store.fetch(key)
+        assert record is not None and record.data == {"b": '"2"'}
+        assert record.expires_at == clock() + 60
+        slot = client.keyslot(store.name_for(key))  # type: ignore[no-untyped-call]
+        assert slot == client.keyslot(key)  # type: ignore[no-untyped-call]
+        store.remove(key)
+        assert store.fetch(key) is None
+    client.close()
