@@ -6,38 +6,31 @@
         "store": {
             "driver": "Prancer::Session::Store::Database::Driver::Pg",
             "options": {
-                "database": "myapp",
-                "username": "myapp",
-                "password": "secret",
-                "hostname": "db.internal",
-                "port": 5432,
-                "table": "sessions",
+                "database": "myapp", "username": "myapp", "password": "secret",
+                "hostname": "db.internal", "port": 5432, "table": "sessions",
             },
         },
     }
 
-Keeps each session in one row of a table shared by every worker and host, so
-it suits production. Give a ``url``, an ``engine`` (such as Flask-SQLAlchemy's
-``db.engine``), or Prancer's split options with a ``dialect`` (``postgresql``
-needs the ``postgres`` extra, ``mysql`` the ``mysql`` extra, ``sqlite``, whose
-``database`` is the file path, the ``database`` extra). Given a URL or split
-options, the store has its own pool, apart from the app's transactions, and
-checks each connection before use, so a database restart costs no request.
+One row per session in a table that every worker and host shares: the store
+for production. Give a ``url``, an ``engine`` (Flask-SQLAlchemy's
+``db.engine``), or Prancer's split options and a ``dialect``. With a URL or
+split options the store has its own pool, apart from the app's transactions,
+and pings each connection before use, so a database restart costs at most the
+requests in flight. Each write is one transaction that locks the row (``SELECT
+... FOR UPDATE``; ``BEGIN IMMEDIATE`` on SQLite) and merges the request's
+changes into it, so concurrent requests changing different keys keep them all.
 
-Every write is one transaction that locks the row (``SELECT ... FOR UPDATE``;
-``BEGIN IMMEDIATE`` on SQLite), merges the request's changes into the stored
-data and writes it back; a new row is created with the dialect's native upsert.
-Concurrent requests that change different keys of one session keep them all.
-
-Options: ``url``, ``engine``, or ``dialect`` with ``database``, ``username``,
-``password``, ``hostname``, ``port``, ``charset`` and ``dsn_extra`` (DBAPI
-connect arguments); ``table`` (default ``"sessions"``, may be
-``"schema.table"``); ``application`` (default ``""``: apps sharing a table keep
-apart by this name); ``create_table`` (default true); ``on_connect`` (SQL
-statements run on every new connection); ``connection_check_threshold`` (seconds
-after which a pooled connection is replaced; default none); plus the common
-``expiration_timeout``, ``absolute_timeout``, ``autopurge`` (default true here,
-as in Prancer) and ``autopurge_probability`` (default 0.1).
+Options: ``url``; ``engine``; or ``dialect`` (``postgresql``, ``mysql``,
+``sqlite``) with ``database`` (the file for SQLite), ``username``,
+``password``, ``hostname``, ``port``, ``charset``, ``dsn_extra`` (DBAPI
+connect arguments). ``table`` (``"sessions"``; may be ``"schema.table"``),
+``application`` (``""``; apps sharing a table keep apart by it),
+``create_table`` (true), ``on_connect`` (SQL run on each new connection),
+``connection_check_threshold`` (replace pooled connections older than this
+many seconds; none), and the common ``expiration_timeout`` (1800),
+``absolute_timeout``, ``autopurge`` (true, as in Prancer) and
+``autopurge_probability`` (0.1).
 
 The table, for DBAs who create it themselves (``create_table: false``)::
 
@@ -51,18 +44,17 @@ The table, for DBAs who create it themselves (``create_table: false``)::
     );
     CREATE INDEX sessions_expires_at ON sessions (expires_at);
 
-Caveats: times come from the app servers' clocks, not the database's, so keep
-them in sync. Only PostgreSQL, MySQL/MariaDB and SQLite are supported. The
-``on_connect`` and pool options do not apply to a given ``engine``, whose owner
-configures it. On MySQL the ``application`` comparison follows the table's
-collation, usually case-insensitive.
+Caveats: times come from the app servers' clocks, not the database's. Only
+PostgreSQL (extra ``postgres``), MySQL/MariaDB (``mysql``) and SQLite
+(``database``) are supported. A given ``engine`` is configured by its owner:
+``on_connect`` and the pool options do not apply to it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import math
 import typing as t
 from contextlib import contextmanager
 
@@ -75,6 +67,7 @@ from ..changes import ChangeSet
 from ..changes import Record
 from ..errors import ConfigurationError
 from ..errors import SessionStoreError
+from .base import _positive_seconds
 from .base import DEFAULT_EXPIRATION_TIMEOUT
 from .base import StoreDriver
 
@@ -151,41 +144,27 @@ class DatabaseStore(StoreDriver):
             isinstance(s, str) for s in on_connect
         ):
             raise ConfigurationError("must be a list of SQL statements", "on_connect")
-        if connection_check_threshold is not None and (
-            isinstance(connection_check_threshold, bool)
-            or not isinstance(connection_check_threshold, (int, float))
-            or not math.isfinite(connection_check_threshold)
-            or connection_check_threshold <= 0
-        ):
-            raise ConfigurationError(
-                "must be a positive number of seconds", "connection_check_threshold"
-            )
+        if connection_check_threshold is not None:
+            _positive_seconds(connection_check_threshold, "connection_check_threshold")
         if not isinstance(application, str) or len(application) > 128:
             raise ConfigurationError("must be a string of at most 128 characters", "application")
         if not isinstance(create_table, bool):
             raise ConfigurationError("must be true or false", "create_table")
+        #: The name that keeps the sessions of apps sharing the table apart.
         self.application = application
+        #: The session table.
+        self.table = _define_table(table)
 
         if engine is not None:
-            for name, value in (
-                ("on_connect", on_connect),
-                ("connection_check_threshold", connection_check_threshold),
-            ):
-                if value:
-                    raise ConfigurationError(
-                        "cannot be used with engine; configure the engine", name
-                    )
+            if on_connect or connection_check_threshold is not None:
+                name = "on_connect" if on_connect else "connection_check_threshold"
+                raise ConfigurationError("does not apply to a given engine; configure it", name)
             _check_dialect(engine.dialect.name, dialect, "engine")
             #: The engine the store runs its statements on.
             self.engine = engine
         else:
             self.engine = _create_engine(
                 url, dialect, split, on_connect, connection_check_threshold
-            )
-        if self.engine.dialect.name not in ("postgresql", "mysql", "mariadb", "sqlite"):
-            raise ConfigurationError(
-                f"the {self.engine.dialect.name!r} dialect is not supported",
-                "engine" if engine is not None else "url",
             )
         self._writer = self.engine
         if self.engine.dialect.name == "sqlite":
@@ -194,9 +173,6 @@ class DatabaseStore(StoreDriver):
             # write lock up front makes them queue under the busy timeout.
             self._writer = self.engine.execution_options()
             sa.event.listen(self._writer, "begin", _begin_immediate)
-
-        #: The session table.
-        self.table = _define_table(table)
         if create_table:
             with self._failures("create the session table"):
                 self.table.metadata.create_all(self.engine, checkfirst=True)
@@ -329,6 +305,8 @@ def _define_table(name: str) -> sa.Table:
 
 
 def _check_dialect(backend: str, dialect: str | None, key: str) -> None:
+    if backend not in ("postgresql", "mysql", "mariadb", "sqlite"):
+        raise ConfigurationError(f"{backend!r} databases are not supported", key)
     if dialect is not None and backend != dialect and (dialect, backend) != ("mysql", "mariadb"):
         raise ConfigurationError(f"is {dialect!r} but the {key} is for {backend!r}", "dialect")
 
@@ -354,14 +332,10 @@ def _create_engine(
             raise ConfigurationError("is required with database options", "dialect")
         if "database" not in split:
             raise ConfigurationError(f"is required with {', '.join(split)}", "database")
-        query = {}
-        if "charset" in split:
-            if dialect == "sqlite":
-                raise ConfigurationError("is not supported by sqlite", "charset")
-            if dialect == "mysql":
-                query["charset"] = split["charset"]
-            else:
-                connect_args["client_encoding"] = split["charset"]
+        if "charset" in split and dialect == "sqlite":
+            raise ConfigurationError("is not supported by sqlite", "charset")
+        if "charset" in split and dialect == "postgresql":
+            connect_args["client_encoding"] = split.pop("charset")
         if not isinstance(split.get("dsn_extra", {}), t.Mapping):
             raise ConfigurationError("must be a mapping of connect arguments", "dsn_extra")
         connect_args.update(split.get("dsn_extra", {}))
@@ -372,7 +346,7 @@ def _create_engine(
             host=split.get("hostname"),
             port=split.get("port"),
             database=split["database"],
-            query=query,
+            query={"charset": split["charset"]} if "charset" in split else {},
         )
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -391,21 +365,19 @@ def _create_engine(
             key,
         ) from error
     if on_connect:
-        statements = list(on_connect)
-
-        def run_on_connect(dbapi_connection: t.Any, record: t.Any) -> None:
-            cursor = dbapi_connection.cursor()
-            try:
-                for statement in statements:
-                    cursor.execute(statement)
-            finally:
-                cursor.close()
-            # Without a commit the pool's rollback on return would undo a
-            # transactional SET (PostgreSQL).
-            dbapi_connection.commit()
-
-        sa.event.listen(engine, "connect", run_on_connect)
+        sa.event.listen(engine, "connect", functools.partial(_run_on_connect, tuple(on_connect)))
     return engine
+
+
+def _run_on_connect(statements: tuple[str, ...], dbapi_connection: t.Any, record: t.Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        for statement in statements:
+            cursor.execute(statement)
+    finally:
+        cursor.close()
+    # Else the pool's rollback on return would undo a transactional SET (PostgreSQL).
+    dbapi_connection.commit()
 
 
 def _begin_immediate(connection: sa.Connection) -> None:
@@ -418,5 +390,4 @@ def _insert_if_missing(backend: str, table: sa.Table, values: dict[str, t.Any]) 
         return postgresql.insert(table).values(values).on_conflict_do_nothing()
     if backend == "sqlite":
         return sqlite.insert(table).values(values).on_conflict_do_nothing()
-    insert = mysql.insert(table).values(values)
-    return insert.on_duplicate_key_update(id=table.c.id)
+    return mysql.insert(table).values(values).on_duplicate_key_update(id=table.c.id)
