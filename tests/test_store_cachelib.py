@@ -1,0 +1,317 @@
+"""What is particular to the cachelib store: construction, the entry format,
+cache timeouts, failures and locking. The shared behaviour is in
+test_store_contract.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import shutil
+import threading
+import typing as t
+from pathlib import Path
+
+import cachelib
+import pytest
+
+from flask_prancer_session.changes import ChangeSet
+from flask_prancer_session.errors import ConfigurationError
+from flask_prancer_session.errors import SessionStoreError
+from flask_prancer_session.ids import new_id
+from flask_prancer_session.ids import store_key
+from flask_prancer_session.store.cachelib import CachelibStore
+
+from . import services
+
+if t.TYPE_CHECKING:
+    from .conftest import FakeClock
+
+LOGGER = "flask_prancer_session.store.cachelib"
+PREFIX = "prancer:session:"
+
+
+class RecordingCache(cachelib.SimpleCache):
+    """A SimpleCache that remembers the timeout of each write."""
+
+    def __init__(self) -> None:
+        super().__init__(threshold=1000)
+        self.timeouts: list[int | None] = []
+
+    def set(self, key: str, value: t.Any, timeout: t.Any = None) -> bool | None:
+        self.timeouts.append(timeout)
+        return super().set(key, value, timeout)
+
+
+class FailingCache(cachelib.SimpleCache):
+    """A cache whose writes and deletes fail the way cachelib reports it."""
+
+    def set(self, key: str, value: t.Any, timeout: t.Any = None) -> bool:
+        return False
+
+    def delete(self, key: str) -> bool:
+        return False
+
+    def has(self, key: str) -> bool:
+        return True
+
+
+class BrokenCache(cachelib.SimpleCache):
+    """A cache whose client library raises, as RedisCache's does."""
+
+    def get(self, key: str) -> t.Any:
+        raise ConnectionError("connection refused")
+
+
+def make(clock: FakeClock, **options: t.Any) -> CachelibStore:
+    store = CachelibStore(**options)
+    store.clock = clock
+    return store
+
+
+def created(clock: FakeClock, **data: str) -> ChangeSet:
+    return ChangeSet(updated=data, created_at=clock())
+
+
+def test_backends_are_made_from_names(tmp_path: Path) -> None:
+    simple = CachelibStore(backend="simple")
+    assert isinstance(simple.cache, cachelib.SimpleCache)
+    # cachelib's default of 500 would evict the 501st visitor's session.
+    assert simple.cache._threshold == 10000
+    bounded = CachelibStore(backend="simple", threshold=50).cache
+    assert isinstance(bounded, cachelib.SimpleCache) and bounded._threshold == 50
+    files = CachelibStore(backend="filesystem", cache_dir=str(tmp_path / "c"), mode=0o640)
+    assert isinstance(files.cache, cachelib.FileSystemCache)
+    assert files.cache._path == str(tmp_path / "c")
+    assert files.cache._mode == 0o640
+
+
+def test_a_cache_is_used_as_given() -> None:
+    cache = cachelib.SimpleCache()
+    assert CachelibStore(cache=cache).cache is cache
+
+
+def test_configuration_errors(tmp_path: Path) -> None:
+    cases: list[tuple[dict[str, t.Any], str]] = [
+        ({}, "backend"),
+        ({"backend": "sqlite"}, "backend"),
+        ({"backend": "simple", "cache_dir": str(tmp_path)}, "cache_dir"),
+        ({"backend": "filesystem", "cache_dri": str(tmp_path)}, "cache_dri"),
+        ({"backend": "filesystem"}, "backend"),
+        ({"cache": cachelib.SimpleCache(), "backend": "simple"}, "backend"),
+        ({"cache": cachelib.SimpleCache(), "threshold": 5}, "threshold"),
+        ({"cache": cachelib.NullCache()}, "cache"),
+        ({"cache": object()}, "cache"),
+        ({"backend": "simple", "key_prefix": 5}, "key_prefix"),
+    ]
+    for options, key in cases:
+        with pytest.raises(ConfigurationError) as info:
+            CachelibStore(**options)
+        assert info.value.key == key, options
+
+
+def test_unknown_redis_client_option_is_named() -> None:
+    services.require_module("redis", "redis")
+    with pytest.raises(ConfigurationError) as info:
+        CachelibStore(backend="redis", host="127.0.0.1", socket_timeot=1)
+    assert info.value.key == "socket_timeot"
+
+
+def test_entries_are_json_under_the_prefix(clock: FakeClock) -> None:
+    cache = cachelib.SimpleCache()
+    store = make(clock, cache=cache)
+    key = store_key(new_id())
+    store.apply(key, created(clock, user='"42"'))
+    raw = cache.get(PREFIX + key)
+    assert isinstance(raw, str)
+    assert json.loads(raw) == {
+        "created": clock(),
+        "expires": clock() + store.expiration_timeout,
+        "data": {"user": '"42"'},
+    }
+
+
+def test_cache_timeout_follows_expiry(clock: FakeClock) -> None:
+    cache = RecordingCache()
+    store = make(clock, cache=cache, expiration_timeout=1800, absolute_timeout=3600)
+    key = store_key(new_id())
+    store.apply(key, created(clock, a='"1"'))
+    for _ in range(2):  # used at +1500 s and +3000 s: 600 s left before the absolute cap
+        clock.advance(1500)
+        store.apply(key, ChangeSet(updated={"b": '"2"'}))
+    store.touch(key, clock() + 100.25)
+    # Whole seconds, rounded up, never 0 (which means "forever" to cachelib).
+    store.touch(key, clock() + 0.001)
+    assert cache.timeouts == [1800, 1800, 600, 101, 1]
+
+
+def test_cachelib_redis_entries_expire_in_redis(clock: FakeClock) -> None:
+    redis = services.require_module("redis", "redis")
+    services.require_server("Redis", "127.0.0.1", 6379)
+    prefix = services.unique_name("prancer_cachelib") + ":"
+    store = make(clock, backend="redis", host="127.0.0.1", port=6379, key_prefix=prefix)
+    client = redis.Redis.from_url(services.REDIS_URL)
+    try:
+        key = store_key(new_id())
+        store.apply(key, created(clock, a='"1"'))
+        assert 1790 < client.ttl(prefix + key) <= 1800
+    finally:
+        client.delete(prefix + key)
+        client.close()
+
+
+def test_expiry_is_checked_against_the_clock(clock: FakeClock) -> None:
+    cache = cachelib.SimpleCache()
+    store = make(clock, cache=cache)
+    key = store_key(new_id())
+    store.apply(key, created(clock, a='"1"'))
+    clock.advance(store.expiration_timeout)
+    assert cache.get(PREFIX + key) is not None  # the cache's timer runs on real time
+    assert store.fetch(key) is None
+    before = cache.get(PREFIX + key)
+    store.touch(key, clock() + 60)
+    store.apply(key, ChangeSet(updated={"b": '"2"'}))
+    assert cache.get(PREFIX + key) == before
+    store.apply(key, created(clock, c='"3"'))
+    record = store.fetch(key)
+    assert record is not None and record.data == {"c": '"3"'}
+    assert record.created_at == clock()
+
+
+def test_no_resurrection_after_remove(clock: FakeClock) -> None:
+    cache = cachelib.SimpleCache()
+    store = make(clock, cache=cache)
+    key = store_key(new_id())
+    store.apply(key, created(clock, a='"1"'))
+    store.remove(key)
+    store.apply(key, ChangeSet(updated={"b": '"2"'}))
+    store.touch(key, clock() + 60)
+    assert cache.get(PREFIX + key) is None
+    assert store.fetch(key) is None
+
+
+def test_corrupt_entries_are_no_session(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    cache = cachelib.SimpleCache()
+    store = make(clock, cache=cache)
+    now = clock()
+    corrupt: list[object] = [
+        "not json",
+        b"bytes",
+        "[1, 2]",
+        json.dumps({"created": now, "data": {}}),
+        json.dumps({"created": True, "expires": now + 60, "data": {}}),
+        json.dumps({"created": now, "expires": now + 60, "data": {"a": 1}}),
+        json.dumps({"created": now, "expires": now + 60, "data": ["a"]}),
+    ]
+    for value in corrupt:
+        key = store_key(new_id())
+        cache.set(PREFIX + key, value)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            assert store.fetch(key) is None
+        assert [r.name for r in caplog.records] == [LOGGER], value
+        store.apply(key, ChangeSet(updated={"b": '"2"'}))
+        assert cache.get(PREFIX + key) == value
+        store.apply(key, created(clock, b='"2"'))
+        record = store.fetch(key)
+        assert record is not None and record.data == {"b": '"2"'}
+
+
+def test_failed_writes_and_deletes_raise(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = make(clock, cache=FailingCache())
+    key = store_key(new_id())
+    with pytest.raises(SessionStoreError, match="could not write"):
+        store.apply(key, created(clock, a='"1"'))
+    with pytest.raises(SessionStoreError, match="could not delete"):
+        store.remove(key)
+    assert [(r.name, r.levelno) for r in caplog.records] == [(LOGGER, logging.ERROR)] * 2
+
+
+def test_backend_exceptions_raise(clock: FakeClock) -> None:
+    store = make(clock, cache=BrokenCache())
+    with pytest.raises(SessionStoreError) as info:
+        store.fetch(store_key(new_id()))
+    assert isinstance(info.value.original_error, ConnectionError)
+    assert info.value.__cause__ is info.value.original_error
+
+
+def test_unreachable_cachelib_redis_raises(clock: FakeClock) -> None:
+    redis = services.require_module("redis", "redis")
+    # Port 1 on loopback: nothing listens, the connection is refused at once.
+    store = make(clock, backend="redis", host="127.0.0.1", port=1, retry=None)
+    with pytest.raises(SessionStoreError) as info:
+        store.fetch(store_key(new_id()))
+    assert isinstance(info.value.original_error, redis.ConnectionError)
+
+
+def test_vanished_cache_dir_raises(tmp_path: Path, clock: FakeClock) -> None:
+    # Tests run as root, so a read-only directory would not stop a write:
+    # replace the directory by a file instead, which nobody can write into.
+    cache_dir = tmp_path / "cache"
+    store = make(clock, backend="filesystem", cache_dir=str(cache_dir))
+    shutil.rmtree(cache_dir)
+    cache_dir.write_text("")
+    with pytest.raises(SessionStoreError):
+        store.apply(store_key(new_id()), created(clock, a='"1"'))
+
+
+def test_lock_files_are_invisible_to_cachelib(tmp_path: Path, clock: FakeClock) -> None:
+    store = make(clock, backend="filesystem", cache_dir=str(tmp_path / "cache"))
+    cache = store.cache
+    assert isinstance(cache, cachelib.FileSystemCache)
+    key = store_key(new_id())
+    store.apply(key, created(clock, a='"1"'))
+    assert any(".prancer-lock" in name.name for name in (tmp_path / "cache").iterdir())
+    assert cache._file_count == 1
+    assert all(".prancer-lock" not in name for name in cache._list_dir())
+
+
+@pytest.mark.parametrize("backend", ["simple", "filesystem"])
+def test_concurrent_writes_to_one_session_all_land(
+    backend: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    options = {"cache_dir": str(tmp_path / "cache")} if backend == "filesystem" else {}
+    store = make(clock, backend=backend, **options)
+    key = store_key(new_id())
+    store.apply(key, created(clock))
+
+    def write(thread: int) -> None:
+        for n in range(10):
+            store.apply(key, ChangeSet(updated={f"t{thread}k{n}": f'"{n}"'}))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    record = store.fetch(key)
+    assert record is not None
+    assert set(record.data) == {f"t{i}k{n}" for i in range(8) for n in range(10)}
+
+
+def _write_from_process(cache_dir: str, key: str, process: int) -> None:
+    store = CachelibStore(backend="filesystem", cache_dir=cache_dir)
+    for n in range(25):
+        store.apply(key, ChangeSet(updated={f"p{process}k{n}": f'"{n}"'}))
+
+
+def test_processes_sharing_a_cache_dir_lose_no_keys(tmp_path: Path) -> None:
+    cache_dir = str(tmp_path / "cache")
+    store = CachelibStore(backend="filesystem", cache_dir=cache_dir)
+    key = store_key(new_id())
+    store.apply(key, ChangeSet(created_at=store.clock()))
+    # spawn, not fork: a fresh interpreter, as separate workers would be.
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_write_from_process, args=(cache_dir, key, i)) for i in range(4)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    record = store.fetch(key)
+    assert record is not None
+    assert set(record.data) == {f"p{i}k{n}" for i in range(4) for n in range(25)}
