@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from flask import Flask
+from flask import session
+
 from flask_prancer_session.changes import ChangeSet
 from flask_prancer_session.errors import ConfigurationError
 from flask_prancer_session.errors import SessionStoreError
@@ -150,6 +153,32 @@ def test_prancer_split_options(dialect: str, tmp_path: Path, clock: Clock) -> No
         store.engine.dispose()
 
 
+def test_app_config(app: Flask, tmp_path: Path) -> None:
+    from flask_prancer_session import PrancerSession
+
+    driver = "Prancer::Session::Store::Database::Driver::SQLite"
+    with pytest.raises(ConfigurationError) as info:
+        PrancerSession(
+            app, store={"driver": driver, "options": {"url": "sqlite://", "database": "x"}}
+        )
+    assert info.value.key is not None and info.value.key.endswith("store.options.database")
+    options = {"database": str(tmp_path / "app.db"), "application": "shop"}
+    PrancerSession(app, store={"driver": driver, "options": options})
+
+    @app.post("/")
+    def set_value() -> str:
+        session["x"] = "1"
+        return ""
+
+    @app.get("/")
+    def get_value() -> str:
+        return str(session.get("x"))
+
+    client = app.test_client()
+    client.post("/")
+    assert client.get("/").text == "1"
+
+
 def test_given_engine(make_store: t.Callable[..., DatabaseStore], url: str) -> None:
     engine = sa.create_engine(url)
     try:
@@ -182,6 +211,8 @@ def test_given_engine(make_store: t.Callable[..., DatabaseStore], url: str) -> N
         ({"dialect": "postgresql", "hostname": "db"}, "database"),
         ({"dialect": "sqlite", "database": "x", "charset": "utf8"}, "charset"),
         ({"dialect": "mysql", "database": "x", "dsn_extra": ["x"]}, "dsn_extra"),
+        ({"dialect": "mysql", "database": "x", "port": "3306"}, "port"),
+        ({"dialect": "mysql", "database": "x", "password": 1234}, "password"),
         ({"url": "sqlite://", "table": "a.b.c"}, "table"),
         ({"url": "sqlite://", "table": ""}, "table"),
         ({"url": "sqlite://", "application": 1}, "application"),

@@ -56,6 +56,7 @@ import functools
 import json
 import logging
 import typing as t
+from collections.abc import Mapping
 from contextlib import contextmanager
 
 import sqlalchemy as sa
@@ -138,6 +139,12 @@ class DatabaseStore(StoreDriver):
             raise ConfigurationError("give one of url, engine or dialect with database", "url")
         if len(sources) > 1:
             raise ConfigurationError(f"cannot be combined with {sources[0]}", sources[1])
+        for name, value in split.items():
+            kind = int if name == "port" else Mapping if name == "dsn_extra" else str
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ConfigurationError(
+                    f"must be a {kind.__name__}, not {type(value).__name__}", name
+                )
         if dialect is not None and dialect not in _DRIVERNAMES:
             raise ConfigurationError(f"must be one of {', '.join(_DRIVERNAMES)}", "dialect")
         if not isinstance(on_connect, (list, tuple)) or not all(
@@ -336,8 +343,6 @@ def _create_engine(
             raise ConfigurationError("is not supported by sqlite", "charset")
         if "charset" in split and dialect == "postgresql":
             connect_args["client_encoding"] = split.pop("charset")
-        if not isinstance(split.get("dsn_extra", {}), t.Mapping):
-            raise ConfigurationError("must be a mapping of connect arguments", "dsn_extra")
         connect_args.update(split.get("dsn_extra", {}))
         parsed = sa.URL.create(
             _DRIVERNAMES[dialect],
