@@ -102,6 +102,10 @@ class CachelibStore(StoreDriver):
     :param key_prefix: prepended to every cache key.
     """
 
+    #: Every entry is written with a cache timeout that follows the
+    #: session's expiry, so the cache drops it by itself: :meth:`purge` has nothing to do.
+    expires_natively = True
+
     def __init__(
         self,
         *,
@@ -229,11 +233,6 @@ class CachelibStore(StoreDriver):
             # a session still there afterwards is a failure.
             if not self._call("delete", key, "delete") and self._call("delete", key, "has"):
                 raise _failure("delete", key, None)
-
-    def purge(self) -> int:
-        """Return ``0``: every entry is written with a cache timeout that
-        follows the session's expiry, so the cache drops it by itself."""
-        return 0
 
 
 def _make_cache(backend: str, options: dict[str, t.Any]) -> cachelib.BaseCache:

@@ -141,6 +141,10 @@ class RedisStore(StoreDriver):
     :param connection_options: passed to ``redis.Redis.from_url`` with ``url``.
     """
 
+    #: Redis deletes each hash by itself when its TTL, which follows the
+    #: session's expiry, runs out: :meth:`purge` has nothing to do.
+    expires_natively = True
+
     def __init__(
         self,
         *,
@@ -246,11 +250,6 @@ class RedisStore(StoreDriver):
             self.client.delete(self.name_for(key))
         except self._errors as error:
             raise _failure("delete", key, error) from error
-
-    def purge(self) -> int:
-        """Return ``0``: Redis deletes each session by itself when its TTL,
-        which follows the session's expiry, runs out."""
-        return 0
 
 
 def _client_from_url(redis: t.Any, url: str, options: dict[str, t.Any]) -> t.Any:
