@@ -255,10 +255,8 @@ class DatabaseStore(StoreDriver):
         return {"id": key, "application": self.application}
 
     def _select(self, key: str) -> sa.Select[t.Any]:
-        columns = self.table.c
-        return sa.select(columns.created_at, columns.expires_at, columns.data).filter_by(
-            **self._where(key)
-        )
+        columns = self.table.c["created_at", "expires_at", "data"]
+        return sa.select(*columns).filter_by(**self._where(key))
 
     def _decode(self, key: str, raw: object) -> dict[str, str] | None:
         try:
