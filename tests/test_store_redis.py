@@ -14,6 +14,7 @@ import typing as t
 from pathlib import Path
 
 import pytest
+
 from flask_prancer_session.changes import ChangeSet
 from flask_prancer_session.errors import ConfigurationError
 from flask_prancer_session.errors import SessionStoreError
@@ -24,6 +25,7 @@ from . import services
 
 if t.TYPE_CHECKING:
     import redis
+
     from flask_prancer_session.store.redis import RedisStore
 
     from .conftest import FakeClock
@@ -106,6 +108,7 @@ def test_fields_outside_the_data_namespace_are_not_data(
 def test_configuration_errors(prefix: str) -> None:
     services.require_module("redis", "redis")
     import redis
+
     from flask_prancer_session.store.redis import RedisStore
 
     cases: list[tuple[dict[str, t.Any], str]] = [
@@ -291,6 +294,7 @@ def test_a_key_of_another_type_is_no_session(
 def test_unreachable_server_raises(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     services.require_module("redis", "redis")
     import redis
+
     from flask_prancer_session.store.redis import RedisStore
 
     # Port 1 on loopback: nothing listens, the connection is refused at once.
@@ -315,6 +319,7 @@ def test_unreachable_server_raises(clock: FakeClock, caplog: pytest.LogCaptureFi
 def test_timeout_raises(clock: FakeClock) -> None:
     services.require_module("redis", "redis")
     import redis
+
     from flask_prancer_session.store.redis import RedisStore
 
     # A server that accepts connections and never answers.
@@ -429,8 +434,9 @@ def _answers(redis: t.Any, port: int) -> bool:
 
 
 def test_redis_cluster(cluster_port: int, clock: FakeClock) -> None:
-    from flask_prancer_session.store.redis import RedisStore
     from redis.cluster import RedisCluster
+
+    from flask_prancer_session.store.redis import RedisStore
 
     client = RedisCluster(host="127.0.0.1", port=cluster_port)
     store = RedisStore(client=client)
