@@ -183,6 +183,9 @@ class DatabaseStore(StoreDriver):
         if create_table:
             with self._failures("create the session table"):
                 self.table.metadata.create_all(self.engine, checkfirst=True)
+            if engine is None:
+                # No pooled connection may outlive a fork (gunicorn --preload).
+                self.engine.dispose()
 
     def fetch(self, key: str) -> Record | None:
         with self._failures("read a session"), self.engine.connect() as connection:
