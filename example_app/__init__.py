@@ -13,7 +13,7 @@ holds; ``/logout`` ends it.
 Sessions are kept in SQLite in the app's instance folder. To use another
 config, point ``PRANCER_SESSION_CONFIG`` at a YAML or TOML file with a
 top-level ``PRANCER_SESSION`` key, such as ``prancer_session.example.yml``
-beside this module (it needs the ``yaml`` extra).
+beside this module (YAML needs the ``yaml`` extra, TOML Python 3.11).
 
 The cookie is signed with ``EXAMPLE_SECRET_KEY`` if it is set, or else with a
 random key made on the first run and kept in ``instance/secret_key``, so
