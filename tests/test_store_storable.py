@@ -388,7 +388,9 @@ def test_processes_sharing_a_directory_lose_no_keys(tmp_path: Path) -> None:
 # Lookup opens one file, however many there are
 
 
+#: What the audit hook saw; it records only while this is a list.
 _opened: list[tuple[str, t.Any]] | None = None
+_hook_installed = False
 
 
 def _audit(event: str, args: tuple[t.Any, ...]) -> None:
@@ -397,16 +399,16 @@ def _audit(event: str, args: tuple[t.Any, ...]) -> None:
 
 
 def test_fetch_opens_exactly_one_path(tmp_path: Path, clock: FakeClock) -> None:
-    global _opened
+    global _opened, _hook_installed
     store = make_store(tmp_path / "sessions", clock)
     keys = [store_key(new_id()) for _ in range(300)]
     for key in keys:
         create(store, key, n='"x"')
     missing = store_key(new_id())
-    if not getattr(sys, "_prancer_audit_installed", False):
-        # An audit hook cannot be removed; it records only while _opened is a list.
+    if not _hook_installed:
+        # Audit hooks cannot be removed, so it is installed once and kept idle.
         sys.addaudithook(_audit)
-        sys._prancer_audit_installed = True  # type: ignore[attr-defined]
+        _hook_installed = True
 
     for key in (keys[0], keys[-1], missing):
         _opened = []
