@@ -100,7 +100,9 @@ def _build(
             )
 
     driver = spec.get("driver", default)
-    options = spec.get("options") or {}
+    options = spec.get("options")
+    if options is None:  # YAML's "options:" with nothing below it
+        options = {}
     if not isinstance(options, t.Mapping):
         raise ConfigurationError("must be a mapping of option names to values", f"{key}.options")
     if isinstance(driver, base):

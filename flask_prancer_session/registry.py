@@ -69,7 +69,7 @@ def resolve(name: str, drivers: t.Mapping[str, DriverEntry], key: str) -> tuple[
     """
     entry = drivers.get(name)
     if entry is None:
-        if ":" not in name:
+        if "::" in name or ":" not in name:
             known = ", ".join(sorted(n for n in drivers if "::" not in n))
             raise ConfigurationError(
                 f"unknown driver {name!r}; use one of {known}, a Prancer class name,"

@@ -6,22 +6,11 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+
 from flask_prancer_session.store.base import StoreDriver
 
 from . import services
-
-
-class FakeClock:
-    """A clock that moves only when told, for expiry tests without sleeping."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from .clock import FakeClock
 
 
 def _memory(tmp_path: Path) -> t.Iterator[StoreDriver]:
@@ -93,6 +82,7 @@ def _redis(tmp_path: Path) -> t.Iterator[StoreDriver]:
 
 def _cachelib_simple(tmp_path: Path) -> t.Iterator[StoreDriver]:
     from cachelib import SimpleCache
+
     from flask_prancer_session.store.cachelib import CachelibStore
 
     yield CachelibStore(cache=SimpleCache(threshold=100_000))

@@ -15,7 +15,7 @@ from flask_prancer_session import StorableStore
 from flask_prancer_session import StoreDriver
 from flask_prancer_session.ids import store_key
 
-from .conftest import FakeClock
+from .clock import FakeClock
 
 
 def make_store(kind: str, tmp_path: Path, **options: t.Any) -> StoreDriver:

@@ -10,10 +10,11 @@ import pytest
 from flask import Flask
 from flask import Response
 from flask import session
+from werkzeug.serving import make_server
+
 from flask_prancer_session import ServerSession
 from flask_prancer_session.ids import store_key
 from flask_prancer_session.store.base import StoreDriver
-from werkzeug.serving import make_server
 
 
 def open_session(app: Flask, cookie: str | None) -> ServerSession:

@@ -24,7 +24,7 @@ from flask_prancer_session.ids import is_well_formed
 from flask_prancer_session.ids import new_id
 from flask_prancer_session.ids import store_key
 
-from .conftest import FakeClock
+from .clock import FakeClock
 
 
 class SpyStore(MemoryStore):

@@ -9,12 +9,13 @@ import pytest
 from flask import Flask
 from flask import session
 from flask.testing import FlaskClient
+from markupsafe import Markup
+
 from flask_prancer_session import ServerSession
 from flask_prancer_session.ids import store_key
 from flask_prancer_session.store.base import StoreDriver
-from markupsafe import Markup
 
-from .conftest import FakeClock
+from .clock import FakeClock
 
 
 def current(client: FlaskClient, store_app: Flask) -> ServerSession:

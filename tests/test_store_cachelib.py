@@ -25,7 +25,7 @@ from flask_prancer_session.store.cachelib import CachelibStore
 from . import services
 
 if t.TYPE_CHECKING:
-    from .conftest import FakeClock
+    from .clock import FakeClock
 
 LOGGER = "flask_prancer_session.store.cachelib"
 PREFIX = "prancer:session:"

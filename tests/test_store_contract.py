@@ -9,7 +9,7 @@ from flask_prancer_session.ids import new_id
 from flask_prancer_session.ids import store_key
 from flask_prancer_session.store.base import StoreDriver
 
-from .conftest import FakeClock
+from .clock import FakeClock
 
 
 def new_key() -> str:

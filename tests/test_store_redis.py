@@ -28,7 +28,7 @@ if t.TYPE_CHECKING:
 
     from flask_prancer_session.store.redis import RedisStore
 
-    from .conftest import FakeClock
+    from .clock import FakeClock
 
 LOGGER = "flask_prancer_session.store.redis"
 

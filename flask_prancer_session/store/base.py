@@ -37,7 +37,7 @@ class StoreDriver(abc.ABC):
     :param absolute_timeout: seconds after its creation at which a session
         expires however active it is. ``None`` means no such limit.
     :param autopurge: remove expired sessions from within requests, with
-        probability ``autopurge_probability`` per request that saves a session.
+        probability ``autopurge_probability`` per request.
     :param autopurge_probability: between 0 and 1.
     """
 

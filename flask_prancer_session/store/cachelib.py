@@ -271,7 +271,7 @@ def _decode(key: str, raw: object) -> Record | None:
             raise ValueError("bad times")
         if not isinstance(data, dict) or not all(isinstance(value, str) for value in data.values()):
             raise ValueError("bad data")
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
         logger.warning(
             "Session %.8s... in the cache cannot be decoded (%s); ignoring it", key, error
         )

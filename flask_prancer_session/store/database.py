@@ -264,7 +264,7 @@ class DatabaseStore(StoreDriver):
     def _decode(self, key: str, raw: object) -> dict[str, str] | None:
         try:
             data = json.loads(raw) if isinstance(raw, str) else None
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if isinstance(data, dict) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in data.items()

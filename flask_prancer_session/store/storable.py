@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -122,7 +123,7 @@ class StorableStore(StoreDriver):
                 content = json.loads(file.read())
         except FileNotFoundError:
             return None
-        except (PermissionError, IsADirectoryError, ValueError):
+        except (PermissionError, IsADirectoryError, ValueError, RecursionError):
             logger.warning("Ignoring the unreadable session file %s.", path, exc_info=True)
             return None
         except OSError as error:
@@ -131,7 +132,9 @@ class StorableStore(StoreDriver):
         created_at = content.get("created_at") if isinstance(content, dict) else None
         if (
             not isinstance(data, dict)
+            or isinstance(created_at, bool)
             or not isinstance(created_at, (int, float))
+            or not math.isfinite(created_at)
             or not all(isinstance(value, str) for value in data.values())
         ):
             logger.warning("Ignoring the malformed session file %s.", path)
