@@ -6,6 +6,7 @@ from .errors import SessionStoreError as SessionStoreError
 from .extension import PrancerSession as PrancerSession
 from .interface import PrancerSessionInterface as PrancerSessionInterface
 from .session import ServerSession as ServerSession
+from .session import UnavailableSession as UnavailableSession
 from .state.base import StateDriver as StateDriver
 from .state.cookie import CookieState as CookieState
 from .store.base import StoreDriver as StoreDriver
@@ -26,4 +27,5 @@ __all__ = [
     "StateDriver",
     "StorableStore",
     "StoreDriver",
+    "UnavailableSession",
 ]

@@ -7,10 +7,12 @@ import typing as t
 
 from flask.sessions import SessionInterface
 
+from .errors import SessionStoreError
 from .ids import store_key
 from .serializer import make_serializer
 from .serializer import Serializer
 from .session import ServerSession
+from .session import UnavailableSession
 from .state.base import StateDriver
 from .store.base import StoreDriver
 
@@ -47,16 +49,20 @@ class PrancerSessionInterface(SessionInterface):
         self.store = store
         self.serializer: Serializer = serializer or make_serializer()
 
-    def open_session(self, app: Flask, request: Request) -> ServerSession:
+    def open_session(self, app: Flask, request: Request) -> ServerSession | UnavailableSession:
         """Return the visitor's session, or a new empty one with a new id.
 
-        :raise SessionStoreError: if the store cannot be read. The request then
-            fails instead of handing out a fresh session that would replace
-            the visitor's real one.
+        If the store cannot be read, return an :class:`.UnavailableSession`
+        whose every use raises :class:`.SessionStoreError`, so the request fails
+        instead of handing out a fresh session that would replace the visitor's
+        real one.
         """
         session_id = self.state.extract(app, request)
         if session_id is not None:
-            record = self.store.fetch(store_key(session_id))
+            try:
+                record = self.store.fetch(store_key(session_id))
+            except SessionStoreError as error:
+                return UnavailableSession(error)
             if record is not None:
                 try:
                     data = {key: self.serializer.loads(value) for key, value in record.data.items()}
@@ -83,7 +89,7 @@ class PrancerSessionInterface(SessionInterface):
         :meth:`.StoreDriver.touch_due` interval.
         """
         if not isinstance(session, ServerSession):
-            return  # Opening the session failed; that error is being handled.
+            return  # The store could not be read: there is nothing to save.
         if session.accessed:
             response.vary.add("Cookie")
         store = self.store

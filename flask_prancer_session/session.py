@@ -9,6 +9,7 @@ from flask.sessions import SessionMixin
 from werkzeug.datastructures import CallbackDict
 
 from .changes import ChangeSet
+from .errors import SessionStoreError
 from .ids import new_id
 from .serializer import dumps_value
 from .serializer import Serializer
@@ -164,3 +165,28 @@ class ServerSession(CallbackDict[str, t.Any], SessionMixin):
                 updated[key] = encoded
         removed = frozenset(self._loaded.keys() - dict.keys(self))
         return ChangeSet(updated, removed, created_at)
+
+
+class UnavailableSession(SessionMixin):
+    """Stands in for the session when the store could not be read.
+
+    Every use raises :class:`~flask_prancer_session.errors.SessionStoreError`,
+    so a view that needs the session fails loudly (and an
+    ``errorhandler(SessionStoreError)`` can answer it), while views that never
+    touch the session, such as health checks, still work. Nothing is saved.
+
+    :param error: the failure that made the session unavailable.
+    """
+
+    def __init__(self, error: SessionStoreError) -> None:
+        self.error = error
+
+    def _fail(self, *args: t.Any, **kwargs: t.Any) -> t.NoReturn:
+        raise SessionStoreError(str(self.error), self.error.original_error) from self.error
+
+    __getitem__ = __setitem__ = __delitem__ = __iter__ = __len__ = _fail
+    has = get = set = remove = expire = regenerate = _fail
+
+    @property
+    def id(self) -> str:
+        self._fail()
