@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from flask_prancer_session import ChangeSet
 from flask_prancer_session.ids import new_id
 from flask_prancer_session.ids import store_key
 from flask_prancer_session.store.base import StoreDriver
 
 from .clock import FakeClock
+from .stores import PERSISTENT_STORES
+from .stores import StoreMaker
 
 
 def new_key() -> str:
@@ -217,3 +221,14 @@ def test_concurrent_creates_of_one_session_lose_no_keys(store: StoreDriver) -> N
     record = store.fetch(key)
     assert record is not None
     assert set(record.data) == {f"k{n}" for n in range(threads_count)}
+
+
+@pytest.mark.parametrize("make_store", PERSISTENT_STORES, indirect=True)
+def test_sessions_survive_a_restart(make_store: StoreMaker) -> None:
+    key = new_key()
+    create(make_store(), key, a="1")
+    restarted = make_store()
+    restarted.apply(key, ChangeSet(updated={"b": "2"}))
+    record = make_store().fetch(key)
+    assert record is not None
+    assert record.data == {"a": "1", "b": "2"}
