@@ -84,8 +84,9 @@ class PrancerSessionInterface(SessionInterface):
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Write what the request changed to the store and set or expire the cookie.
 
-        Nothing is written for a session without data, and a session that was
-        only read is touched (its expiry moved) at most once per
+        Nothing is written for a session without data, a session emptied by
+        the request is deleted with its cookie, and a session that was only
+        read is touched (its expiry moved) at most once per
         :meth:`.StoreDriver.touch_due` interval.
         """
         if not isinstance(session, ServerSession):
@@ -106,7 +107,11 @@ class PrancerSessionInterface(SessionInterface):
             created_at, expires_at = session.created_at, session.expires_at
             assert created_at is not None and expires_at is not None  # loaded sessions have both
             changes = session.changes() if session.accessed else None
-            if changes:
+            if changes and not session:
+                # Emptied (session.clear() at logout, say): gone, as Flask does.
+                store.remove(key)
+                self.state.expire(app, response)
+            elif changes:
                 store.apply(key, changes)
                 self.state.finalize(app, response, session.id, permanent=session.permanent)
             elif store.touch_due(created_at, expires_at):

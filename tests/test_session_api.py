@@ -479,3 +479,30 @@ def test_vary_cookie_only_when_accessed(store_app: Flask, client: FlaskClient) -
 
     assert client.get("/touch").headers["Vary"] == "Cookie"
     assert "Vary" not in client.get("/plain").headers
+
+
+def test_emptied_session_is_deleted_with_its_cookie(
+    store_app: Flask, client: FlaskClient, store: StoreDriver
+) -> None:
+    @store_app.get("/write")
+    def write() -> str:
+        session["a"] = 1
+        session["b"] = 2
+        return session.id
+
+    @store_app.get("/clear")
+    def clear() -> str:
+        session.clear()
+        return ""
+
+    @store_app.get("/read")
+    def read() -> str:
+        return f"{len(session)} {session.id}"
+
+    sid = client.get("/write").text
+    response = client.get("/clear")
+    assert "Max-Age=0" in response.headers["Set-Cookie"]
+    assert store.fetch(store_key(sid)) is None
+    count, new_sid = client.get("/read").text.split()
+    assert count == "0"
+    assert new_sid != sid
