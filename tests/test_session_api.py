@@ -11,27 +11,10 @@ from flask import session
 from flask.testing import FlaskClient
 from markupsafe import Markup
 
-from flask_prancer_session import ServerSession
 from flask_prancer_session.ids import store_key
 from flask_prancer_session.store.base import StoreDriver
 
 from .clock import FakeClock
-
-
-def current(client: FlaskClient, store_app: Flask) -> ServerSession:
-    """Return the session the client's cookie points to, as a view would see it."""
-    cookie = client.get_cookie("PSESSION")
-    headers = {"Cookie": f"PSESSION={cookie.value}"} if cookie else {}
-    with store_app.test_request_context(headers=headers):
-        opened = store_app.session_interface.open_session(store_app, _request())
-    assert isinstance(opened, ServerSession)
-    return opened
-
-
-def _request():  # type: ignore[no-untyped-def]
-    from flask import request
-
-    return request
 
 
 def session_id(client: FlaskClient) -> str | None:

@@ -57,11 +57,11 @@ class StoreDriver(abc.ABC):
         autopurge: bool = False,
         autopurge_probability: float = 0.1,
     ) -> None:
-        self.expiration_timeout = _positive_seconds(expiration_timeout, "expiration_timeout")
+        self.expiration_timeout = positive_seconds(expiration_timeout, "expiration_timeout")
         self.absolute_timeout = (
             None
             if absolute_timeout is None
-            else _positive_seconds(absolute_timeout, "absolute_timeout")
+            else positive_seconds(absolute_timeout, "absolute_timeout")
         )
         if not isinstance(autopurge, bool):
             raise ConfigurationError("must be true or false", "autopurge")
@@ -135,7 +135,11 @@ class StoreDriver(abc.ABC):
         return 0
 
 
-def _positive_seconds(value: object, key: str) -> float:
+def positive_seconds(value: object, key: str) -> float:
+    """Return ``value`` as seconds, for a store option named ``key``.
+
+    :raise ConfigurationError: naming ``key``, unless it is a positive, finite number.
+    """
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))

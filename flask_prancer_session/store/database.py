@@ -68,8 +68,8 @@ from ..changes import ChangeSet
 from ..changes import Record
 from ..errors import ConfigurationError
 from ..errors import SessionStoreError
-from .base import _positive_seconds
 from .base import DEFAULT_EXPIRATION_TIMEOUT
+from .base import positive_seconds
 from .base import StoreDriver
 
 logger = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class DatabaseStore(StoreDriver):
         ):
             raise ConfigurationError("must be a list of SQL statements", "on_connect")
         if connection_check_threshold is not None:
-            _positive_seconds(connection_check_threshold, "connection_check_threshold")
+            positive_seconds(connection_check_threshold, "connection_check_threshold")
         if not isinstance(application, str) or len(application) > 128:
             raise ConfigurationError("must be a string of at most 128 characters", "application")
         if not isinstance(create_table, bool):
