@@ -11,6 +11,7 @@ from flask import session
 from flask.testing import FlaskClient
 from markupsafe import Markup
 
+from flask_prancer_session import ChangeSet
 from flask_prancer_session.ids import store_key
 from flask_prancer_session.store.base import StoreDriver
 
@@ -489,3 +490,22 @@ def test_emptied_session_is_deleted_with_its_cookie(
     count, new_sid = client.get("/read").text.split()
     assert count == "0"
     assert new_sid != sid
+
+
+def test_undecodable_stored_value_gives_a_fresh_session(
+    store_app: Flask, client: FlaskClient, store: StoreDriver, caplog: pytest.LogCaptureFixture
+) -> None:
+    @store_app.get("/write")
+    def write() -> str:
+        session["a"] = 1
+        return session.id
+
+    @store_app.get("/read")
+    def read() -> str:
+        return f"{session.get('a')} {session.id}"
+
+    sid = client.get("/write").text
+    store.apply(store_key(sid), ChangeSet(updated={"a": "{not json"}))
+    value, new_sid = client.get("/read").text.split()
+    assert (value, new_sid != sid) == ("None", True)
+    assert [r.name for r in caplog.records] == ["flask_prancer_session.interface"]
