@@ -8,7 +8,6 @@ import json
 import logging
 import multiprocessing
 import shutil
-import threading
 import typing as t
 from pathlib import Path
 
@@ -266,29 +265,6 @@ def test_lock_files_are_invisible_to_cachelib(tmp_path: Path, clock: FakeClock) 
     assert any(".prancer-lock" in name.name for name in (tmp_path / "cache").iterdir())
     assert cache._file_count == 1
     assert all(".prancer-lock" not in name for name in cache._list_dir())
-
-
-@pytest.mark.parametrize("backend", ["simple", "filesystem"])
-def test_concurrent_writes_to_one_session_all_land(
-    backend: str, tmp_path: Path, clock: FakeClock
-) -> None:
-    options = {"cache_dir": str(tmp_path / "cache")} if backend == "filesystem" else {}
-    store = make(clock, backend=backend, **options)
-    key = store_key(new_id())
-    store.apply(key, created(clock))
-
-    def write(thread: int) -> None:
-        for n in range(10):
-            store.apply(key, ChangeSet(updated={f"t{thread}k{n}": f'"{n}"'}))
-
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    record = store.fetch(key)
-    assert record is not None
-    assert set(record.data) == {f"t{i}k{n}" for i in range(8) for n in range(10)}
 
 
 def _write_from_process(cache_dir: str, key: str, process: int) -> None:

@@ -416,20 +416,6 @@ def _run_threads(count: int, target: t.Callable[[int], None]) -> None:
     assert errors == []
 
 
-def test_concurrent_updates_lose_nothing(make_store: t.Callable[..., DatabaseStore]) -> None:
-    store = make_store()
-    store.apply(KEY, _new(start="0"))
-
-    def write(number: int) -> None:
-        for i in range(10):
-            store.apply(KEY, ChangeSet({f"k{number}_{i}": str(i)}))
-
-    _run_threads(8, write)
-    data = store.fetch(KEY).data  # type: ignore[union-attr]
-    assert len(data) == 81
-    assert data["k7_9"] == "9"
-
-
 def test_concurrent_creates_lose_nothing(make_store: t.Callable[..., DatabaseStore]) -> None:
     store = make_store()
     keys = [f"{n:064x}" for n in range(5)]

@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import typing as t
 from pathlib import Path
@@ -335,24 +334,6 @@ def test_timeout_raises(clock: FakeClock) -> None:
         with pytest.raises(SessionStoreError) as info:
             store.fetch(store_key(new_id()))
         assert isinstance(info.value.original_error, redis.TimeoutError)
-
-
-def test_concurrent_writes_to_one_session_all_land(rstore: RedisStore, clock: FakeClock) -> None:
-    key = store_key(new_id())
-    rstore.apply(key, created(clock))
-
-    def write(thread: int) -> None:
-        for n in range(10):
-            rstore.apply(key, ChangeSet(updated={f"t{thread}k{n}": f'"{n}"'}))
-
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    record = rstore.fetch(key)
-    assert record is not None
-    assert set(record.data) == {f"t{i}k{n}" for i in range(8) for n in range(10)}
 
 
 def _free_port() -> int:
