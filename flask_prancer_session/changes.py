@@ -31,6 +31,9 @@ class ChangeSet:
     #: change only updates a session that still exists: a session expired or
     #: removed meanwhile by another request stays gone.
     created_at: float | None = None
+    #: The session's idle timeout in seconds, which moves its expiry to this
+    #: long from now; ``None`` means the store's ``expiration_timeout``.
+    timeout: float | None = None
 
     def __bool__(self) -> bool:
         return bool(self.updated or self.removed or self.created_at is not None)

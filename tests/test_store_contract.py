@@ -94,7 +94,90 @@ def test_removed_session_is_not_revived_by_a_later_update(store: StoreDriver) ->
 
 
 def test_remove_unknown_key_is_quiet(store: StoreDriver) -> None:
-    store.remove(new_key())
+    assert store.remove(new_key()) is False
+
+
+def test_remove_tells_whether_a_live_session_was_there(
+    store: StoreDriver, clock: FakeClock
+) -> None:
+    key, expired = new_key(), new_key()
+    create(store, key, a="1")
+    create(store, expired, a="1")
+    clock.advance(store.expiration_timeout)
+    create(store, key, a="1")
+    assert store.remove(key) is True
+    assert store.remove(key) is False
+    assert store.remove(expired) is False
+
+
+def test_apply_tells_whether_the_session_is_stored(store: StoreDriver) -> None:
+    key = new_key()
+    assert store.apply(key, ChangeSet(updated={"a": "1"})) is False
+    assert store.apply(key, ChangeSet(updated={"a": "1"}, created_at=store.clock())) is True
+    assert store.apply(key, ChangeSet(updated={"b": "2"})) is True
+
+
+def test_removing_the_last_key_deletes_the_session(store: StoreDriver) -> None:
+    key = new_key()
+    create(store, key, a="1")
+    assert store.apply(key, ChangeSet(removed=frozenset({"a"}))) is False
+    assert store.fetch(key) is None
+    assert store.apply(key, ChangeSet(updated={"a": "1"})) is False
+    assert store.fetch(key) is None
+
+
+def test_emptying_keeps_a_key_another_request_added(store: StoreDriver) -> None:
+    key = new_key()
+    create(store, key, flash="1")
+    store.apply(key, ChangeSet(updated={"cart": "[1]"}))  # another request, meanwhile
+    assert store.apply(key, ChangeSet(removed=frozenset({"flash"}))) is True
+    record = store.fetch(key)
+    assert record is not None
+    assert record.data == {"cart": "[1]"}
+
+
+def test_creating_an_empty_session_stores_nothing(store: StoreDriver) -> None:
+    key = new_key()
+    assert store.apply(key, ChangeSet(created_at=store.clock())) is False
+    assert store.fetch(key) is None
+
+
+def test_changes_carry_the_session_timeout(store: StoreDriver, clock: FakeClock) -> None:
+    key = new_key()
+    store.apply(key, ChangeSet(updated={"a": "1"}, created_at=clock.now, timeout=86400))
+    record = store.fetch(key)
+    assert record is not None
+    assert record.expires_at == clock.now + 86400
+    clock.advance(store.expiration_timeout + 1)
+    assert store.fetch(key) is not None
+    store.apply(key, ChangeSet(updated={"a": "2"}, timeout=60))
+    assert store.fetch(key).expires_at == clock.now + 60  # type: ignore[union-attr]
+
+
+def test_no_write_in_flight_revives_a_removed_session(store: StoreDriver) -> None:
+    for _ in range(5):
+        key = new_key()
+        create(store, key, a="1")
+        barrier = threading.Barrier(5)
+        errors: list[BaseException] = []
+
+        def write(n: int) -> None:
+            try:
+                barrier.wait()
+                for i in range(20):
+                    store.apply(key, ChangeSet(updated={f"w{n}": str(i)}))
+            except BaseException as error:  # reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        store.remove(key)
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert store.fetch(key) is None
 
 
 def test_idle_session_expires(store: StoreDriver, clock: FakeClock) -> None:

@@ -9,17 +9,30 @@ holds. Expiry is the store's job: an expired session is never returned.
 from __future__ import annotations
 
 import abc
+import logging
 import math
 import random
+import threading
 import time
 import typing as t
+from datetime import timedelta
 
 from ..changes import ChangeSet
 from ..changes import Record
 from ..errors import ConfigurationError
 
+logger = logging.getLogger(__name__)
+
 #: The default idle timeout in seconds, as in Prancer's database store.
 DEFAULT_EXPIRATION_TIMEOUT = 1800
+#: The longest timeout any option accepts: ten years, which every backend can
+#: represent (Redis TTLs in milliseconds, cachelib timeouts, SQL doubles).
+MAX_SECONDS = 10 * 365 * 86400
+#: The least time between two automatic purges of one store in one process.
+AUTOPURGE_INTERVAL = 60.0
+
+#: A duration as options accept it: seconds, or a :class:`~datetime.timedelta`.
+Seconds: t.TypeAlias = "float | timedelta"
 
 
 class StoreDriver(abc.ABC):
@@ -32,12 +45,19 @@ class StoreDriver(abc.ABC):
     "no session"; data that cannot be decoded is logged and treated as no
     session.
 
-    :param expiration_timeout: seconds of inactivity after which a session
-        expires. Every request that uses the session extends it (sliding).
-    :param absolute_timeout: seconds after its creation at which a session
+    Durations are seconds or :class:`~datetime.timedelta`, at most ten years.
+
+    :param expiration_timeout: inactivity after which a session that is not
+        permanent expires. Every request that uses the session extends it
+        (sliding).
+    :param permanent_timeout: inactivity after which a permanent session
+        (``session.permanent = True``) expires; ``None`` follows the app's
+        ``PERMANENT_SESSION_LIFETIME``.
+    :param absolute_timeout: time after its creation at which any session
         expires however active it is. ``None`` means no such limit.
-    :param autopurge: remove expired sessions from within requests, with
-        probability ``autopurge_probability`` per request.
+    :param autopurge: remove expired sessions in the background, started by
+        requests that save a session, with probability
+        ``autopurge_probability`` and at most once a minute per process.
     :param autopurge_probability: between 0 and 1.
     """
 
@@ -52,12 +72,18 @@ class StoreDriver(abc.ABC):
     def __init__(
         self,
         *,
-        expiration_timeout: float = DEFAULT_EXPIRATION_TIMEOUT,
-        absolute_timeout: float | None = None,
+        expiration_timeout: Seconds = DEFAULT_EXPIRATION_TIMEOUT,
+        permanent_timeout: Seconds | None = None,
+        absolute_timeout: Seconds | None = None,
         autopurge: bool = False,
         autopurge_probability: float = 0.1,
     ) -> None:
         self.expiration_timeout = positive_seconds(expiration_timeout, "expiration_timeout")
+        self.permanent_timeout = (
+            None
+            if permanent_timeout is None
+            else positive_seconds(permanent_timeout, "permanent_timeout")
+        )
         self.absolute_timeout = (
             None
             if absolute_timeout is None
@@ -73,6 +99,8 @@ class StoreDriver(abc.ABC):
         ):
             raise ConfigurationError("must be a number from 0 to 1", "autopurge_probability")
         self.autopurge_probability = float(autopurge_probability)
+        self._purge_lock = threading.Lock()
+        self._last_purge = -math.inf
 
     @abc.abstractmethod
     def fetch(self, key: str) -> Record | None:
@@ -80,14 +108,17 @@ class StoreDriver(abc.ABC):
         or it has expired."""
 
     @abc.abstractmethod
-    def apply(self, key: str, changes: ChangeSet) -> None:
-        """Apply ``changes`` atomically onto the session stored under ``key`` now.
+    def apply(self, key: str, changes: ChangeSet) -> bool:
+        """Apply ``changes`` atomically onto the session stored under ``key`` now,
+        and tell whether a session is stored under ``key`` afterwards.
 
         Keys the changes do not mention keep their stored values, whoever wrote
         them. The expiry is moved to :meth:`expiry_for` the session's creation
-        time. If no live session is stored under ``key``, the changes create one
-        when :attr:`.ChangeSet.created_at` is set and are dropped otherwise, so
-        a session expired by one request is not revived by another.
+        time and :attr:`.ChangeSet.timeout`. If no live session is stored under
+        ``key``, the changes create one when :attr:`.ChangeSet.created_at` is
+        set and are dropped otherwise, so a session expired by one request is
+        not revived by another. A session left without keys is deleted, in the
+        same atomic step, and ``False`` is returned.
         """
 
     @abc.abstractmethod
@@ -96,8 +127,12 @@ class StoreDriver(abc.ABC):
         without rewriting its data. Does nothing if there is no such session."""
 
     @abc.abstractmethod
-    def remove(self, key: str) -> None:
-        """Delete the session under ``key``, if there is one."""
+    def remove(self, key: str) -> bool:
+        """Delete the session under ``key`` and tell whether a live one was there.
+
+        Linearisable with :meth:`apply`: once this returns, no write that was
+        in flight can bring the session back.
+        """
 
     def purge(self) -> int:
         """Delete the expired sessions and return how many were deleted.
@@ -107,44 +142,76 @@ class StoreDriver(abc.ABC):
         """
         return 0
 
-    def expiry_for(self, created_at: float, now: float | None = None) -> float:
+    def expiry_for(
+        self, created_at: float, now: float | None = None, timeout: float | None = None
+    ) -> float:
         """Return when a session created at ``created_at`` and used at ``now``
-        expires: the idle timeout from now, capped by the absolute timeout."""
+        expires: ``timeout`` (by default :attr:`expiration_timeout`) from now,
+        capped by the absolute timeout."""
         if now is None:
             now = self.clock()
-        expires_at = now + self.expiration_timeout
+        expires_at = now + (self.expiration_timeout if timeout is None else timeout)
         if self.absolute_timeout is not None:
             expires_at = min(expires_at, created_at + self.absolute_timeout)
         return expires_at
 
-    def touch_due(self, created_at: float, expires_at: float) -> bool:
+    def touch_due(self, created_at: float, expires_at: float, timeout: float | None = None) -> bool:
         """Tell whether a session that was only read should have its expiry
         extended.
 
         A touch is skipped until the expiry would move by a tenth of the idle
         timeout (at most a minute), so a burst of page views costs one write.
         """
-        gain = self.expiry_for(created_at) - expires_at
-        return gain >= min(60.0, self.expiration_timeout / 10)
+        if timeout is None:
+            timeout = self.expiration_timeout
+        gain = self.expiry_for(created_at, timeout=timeout) - expires_at
+        return gain >= min(60.0, timeout / 10)
 
-    def maybe_purge(self) -> int:
-        """Run :meth:`purge` with probability :attr:`autopurge_probability` if
-        :attr:`autopurge` is on; return how many sessions were deleted."""
-        if self.autopurge and random.random() < self.autopurge_probability:
-            return self.purge()
-        return 0
+    def maybe_purge(self) -> threading.Thread | None:
+        """Start :meth:`purge` in a background thread if :attr:`autopurge` is
+        on, with probability :attr:`autopurge_probability`, unless this process
+        purged less than a minute ago or a purge is running.
+
+        The request that calls this never waits for the purge, and a purge
+        that fails is logged, never raised. Returns the thread, or ``None``.
+        """
+        if not self.autopurge or random.random() >= self.autopurge_probability:
+            return None
+        now = time.monotonic()
+        if now - self._last_purge < AUTOPURGE_INTERVAL or not self._purge_lock.acquire(False):
+            return None
+        self._last_purge = now
+        thread = threading.Thread(target=self._purge_in_background, daemon=True)
+        thread.start()
+        return thread
+
+    def _purge_in_background(self) -> None:
+        try:
+            self.purge()
+        except Exception:
+            logger.exception("Purging expired sessions failed; the next purge will try again.")
+        finally:
+            self._purge_lock.release()
 
 
 def positive_seconds(value: object, key: str) -> float:
-    """Return ``value`` as seconds, for a store option named ``key``.
+    """Return ``value`` (seconds or a :class:`~datetime.timedelta`) as seconds,
+    for a store option named ``key``.
 
-    :raise ConfigurationError: naming ``key``, unless it is a positive, finite number.
+    :raise ConfigurationError: naming ``key``, unless it is a positive duration
+        of at most :data:`MAX_SECONDS`.
     """
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
         or not math.isfinite(value)
-        or value <= 0
+        or not 0 < value <= MAX_SECONDS
     ):
-        raise ConfigurationError(f"must be a positive number of seconds, not {value!r}", key)
+        raise ConfigurationError(
+            f"must be a positive number of seconds (or a timedelta) of at most ten years,"
+            f" not {value!r}",
+            key,
+        )
     return float(value)

@@ -10,10 +10,11 @@ The default store, as in Prancer. Each process has its own sessions and loses
 them when it exits, so it suits development and tests, not production: with
 several workers a visitor's requests would land on different stores.
 
-Options: ``max_sessions`` (default 10000; when full, the least recently used
-session is evicted so the store cannot exhaust memory), plus the common
-``expiration_timeout``, ``absolute_timeout``, ``autopurge`` and
-``autopurge_probability``.
+Options: ``max_sessions`` (default 10000) and ``max_bytes`` (default 64 MiB,
+counting the keys and serialised values): past either bound the least recently
+used sessions are evicted, so the store cannot exhaust memory; plus the common
+``expiration_timeout``, ``permanent_timeout``, ``absolute_timeout``,
+``autopurge`` and ``autopurge_probability``.
 """
 
 from __future__ import annotations
@@ -25,48 +26,80 @@ from ..changes import ChangeSet
 from ..changes import Record
 from ..errors import ConfigurationError
 from .base import DEFAULT_EXPIRATION_TIMEOUT
+from .base import Seconds
 from .base import StoreDriver
+
+
+def _size(record: Record) -> int:
+    return sum(len(key) + len(value) for key, value in record.data.items())
 
 
 class MemoryStore(StoreDriver):
     """Keep sessions in this process's memory, bounded and thread-safe.
 
     :param max_sessions: how many sessions to keep at most.
+    :param max_bytes: how many characters of keys and values to keep at most.
     """
 
     def __init__(
         self,
         *,
         max_sessions: int = 10000,
-        expiration_timeout: float = DEFAULT_EXPIRATION_TIMEOUT,
-        absolute_timeout: float | None = None,
+        max_bytes: int = 64 * 1024 * 1024,
+        expiration_timeout: Seconds = DEFAULT_EXPIRATION_TIMEOUT,
+        permanent_timeout: Seconds | None = None,
+        absolute_timeout: Seconds | None = None,
         autopurge: bool = False,
         autopurge_probability: float = 0.1,
     ) -> None:
         super().__init__(
             expiration_timeout=expiration_timeout,
+            permanent_timeout=permanent_timeout,
             absolute_timeout=absolute_timeout,
             autopurge=autopurge,
             autopurge_probability=autopurge_probability,
         )
-        if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
-            raise ConfigurationError("must be a positive whole number", "max_sessions")
+        for name, bound in (("max_sessions", max_sessions), ("max_bytes", max_bytes)):
+            if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
+                raise ConfigurationError("must be a positive whole number", name)
         self.max_sessions = max_sessions
+        self.max_bytes = max_bytes
         self._records: OrderedDict[str, Record] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._records)
+
+    @property
+    def size(self) -> int:
+        """How many characters of keys and values the store holds."""
+        return self._bytes
 
     def _live(self, key: str) -> Record | None:
         record = self._records.get(key)
         if record is None:
             return None
         if record.expires_at <= self.clock():
-            del self._records[key]
+            self._pop(key)
             return None
         self._records.move_to_end(key)
         return record
+
+    def _pop(self, key: str) -> Record | None:
+        record = self._records.pop(key, None)
+        if record is not None:
+            self._bytes -= _size(record)
+        return record
+
+    def _put(self, key: str, record: Record) -> None:
+        self._pop(key)
+        self._records[key] = record
+        self._bytes += _size(record)
+        while len(self._records) > self.max_sessions or (
+            self._bytes > self.max_bytes and len(self._records) > 1
+        ):
+            self._pop(next(iter(self._records)))
 
     def fetch(self, key: str) -> Record | None:
         with self._lock:
@@ -76,12 +109,12 @@ class MemoryStore(StoreDriver):
         # A copy, so the caller cannot change the stored session.
         return Record(dict(record.data), record.created_at, record.expires_at)
 
-    def apply(self, key: str, changes: ChangeSet) -> None:
+    def apply(self, key: str, changes: ChangeSet) -> bool:
         with self._lock:
             record = self._live(key)
             if record is None:
                 if changes.created_at is None:
-                    return
+                    return False
                 data: dict[str, str] = {}
                 created_at = changes.created_at
             else:
@@ -90,10 +123,12 @@ class MemoryStore(StoreDriver):
             for removed in changes.removed:
                 data.pop(removed, None)
             data.update(changes.updated)
-            self._records[key] = Record(data, created_at, self.expiry_for(created_at))
-            self._records.move_to_end(key)
-            while len(self._records) > self.max_sessions:
-                self._records.popitem(last=False)
+            if not data:
+                self._pop(key)
+                return False
+            expires_at = self.expiry_for(created_at, timeout=changes.timeout)
+            self._put(key, Record(data, created_at, expires_at))
+            return True
 
     def touch(self, key: str, expires_at: float) -> None:
         with self._lock:
@@ -101,14 +136,14 @@ class MemoryStore(StoreDriver):
             if record is not None:
                 self._records[key] = Record(record.data, record.created_at, expires_at)
 
-    def remove(self, key: str) -> None:
+    def remove(self, key: str) -> bool:
         with self._lock:
-            self._records.pop(key, None)
+            return self._live(key) is not None and self._pop(key) is not None
 
     def purge(self) -> int:
         with self._lock:
             now = self.clock()
             expired = [key for key, rec in self._records.items() if rec.expires_at <= now]
             for key in expired:
-                del self._records[key]
+                self._pop(key)
         return len(expired)
