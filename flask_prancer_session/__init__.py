@@ -6,7 +6,7 @@ from .errors import SessionStoreError as SessionStoreError
 from .extension import PrancerSession as PrancerSession
 from .interface import PrancerSessionInterface as PrancerSessionInterface
 from .session import ServerSession as ServerSession
-from .session import UnavailableSession as UnavailableSession
+from .session import session as session
 from .state.base import StateDriver as StateDriver
 from .state.cookie import CookieState as CookieState
 from .store.base import StoreDriver as StoreDriver
@@ -27,5 +27,5 @@ __all__ = [
     "StateDriver",
     "StorableStore",
     "StoreDriver",
-    "UnavailableSession",
+    "session",
 ]

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import logging
 import typing as t
+from datetime import datetime
+from datetime import timezone
 
+from flask import after_this_request
+from flask import current_app
+from flask import has_request_context
+from flask import request
 from flask.sessions import SessionInterface
 
-from .errors import SessionStoreError
+from .changes import ChangeSet
+from .changes import Record
 from .ids import store_key
 from .serializer import make_serializer
 from .serializer import Serializer
+from .session import EXPIRY_KEY
 from .session import ServerSession
-from .session import UnavailableSession
 from .state.base import StateDriver
 from .store.base import StoreDriver
 
@@ -24,6 +31,10 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Session keys whose change can turn a browser-session cookie into a
+#: persistent one or back.
+_LIFETIME_KEYS = frozenset({"_permanent", EXPIRY_KEY})
+
 
 class PrancerSessionInterface(SessionInterface):
     """Open a session from the id the state driver finds and the data the
@@ -34,7 +45,7 @@ class PrancerSessionInterface(SessionInterface):
 
     :param state: carries the session id.
     :param store: keeps the session data.
-    :param serializer: turns values into strings; tagged JSON by default.
+    :param serializer: turns values into strings; exact tagged JSON by default.
     """
 
     session_class = ServerSession
@@ -49,76 +60,166 @@ class PrancerSessionInterface(SessionInterface):
         self.store = store
         self.serializer: Serializer = serializer or make_serializer()
 
-    def open_session(self, app: Flask, request: Request) -> ServerSession | UnavailableSession:
+    def open_session(self, app: Flask, request: Request) -> ServerSession:
         """Return the visitor's session, or a new empty one with a new id.
 
-        If the store cannot be read, return an :class:`.UnavailableSession`
-        whose every use raises :class:`.SessionStoreError`, so the request fails
-        instead of handing out a fresh session that would replace the visitor's
-        real one.
+        Nothing is read from the store yet: the session loads itself when the
+        request first uses it, and an id the store does not know is replaced
+        by a new one then. If the store cannot be read, that first use raises
+        :class:`.SessionStoreError` instead of handing out a fresh session that
+        would replace the visitor's real one.
         """
         session_id = self.state.extract(app, request)
-        if session_id is not None:
-            try:
-                record = self.store.fetch(store_key(session_id))
-            except SessionStoreError as error:
-                return UnavailableSession(error)
-            if record is not None:
-                try:
-                    data = {key: self.serializer.loads(value) for key, value in record.data.items()}
-                except Exception:
-                    logger.warning(
-                        "Ignoring a stored session whose data cannot be decoded.", exc_info=True
-                    )
-                else:
-                    return self.session_class(
-                        self.serializer,
-                        session_id,
-                        data,
-                        loaded=record.data,
-                        created_at=record.created_at,
-                        expires_at=record.expires_at,
-                    )
-        return self.session_class(self.serializer)
+        session = self.session_class(self, session_id)
+        if session_id is not None and has_request_context():
+            # Runs before the app's after_request functions.
+            after_this_request(session.view_finished)
+        return session
+
+    def load(self, session_id: str) -> Record | None:
+        """Return what the store holds for ``session_id``."""
+        return self.store.fetch(store_key(session_id))
+
+    def lifetime(
+        self, session: ServerSession, app: Flask | None = None
+    ) -> tuple[float | None, bool]:
+        """Return the session's idle timeout (``None`` for the store's
+        ``expiration_timeout``) and whether its cookie outlives the browser.
+
+        A lifetime from :meth:`.ServerSession.set_expiry` comes first, then
+        ``permanent_timeout`` or ``PERMANENT_SESSION_LIFETIME`` for a permanent
+        session.
+        """
+        override = session.expiry_override()
+        if override is not None:
+            if "until" in override:
+                return override["until"] - self.store.clock(), True
+            return override["idle"], True
+        if session.permanent:
+            timeout = self.store.permanent_timeout
+            if timeout is None:
+                timeout = (app or current_app).permanent_session_lifetime.total_seconds()
+            return timeout, True
+        return None, False
+
+    def expiry(self, session: ServerSession, app: Flask | None = None) -> float:
+        """Return when ``session`` expires if this request is its last use."""
+        timeout, _ = self.lifetime(session, app)
+        times = session.stored_times
+        created_at = self.store.clock() if times is None else times[0]
+        return self.store.expiry_for(created_at, timeout=timeout)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Write what the request changed to the store and set or expire the cookie.
 
-        Nothing is written for a session without data, a session emptied by
-        the request is deleted with its cookie, and a session that was only
-        read is touched (its expiry moved) at most once per
+        Nothing is done for a session the request never used, nor twice for
+        one request (Flask calls this again for the error page when it fails).
+        A session emptied by the request is deleted with its cookie unless
+        another request stored a key meanwhile; a session that was only read
+        is touched (its expiry moved) at most once per
         :meth:`.StoreDriver.touch_due` interval.
         """
-        if not isinstance(session, ServerSession):
-            return  # The store could not be read: there is nothing to save.
+        if not isinstance(session, ServerSession) or session.saved:
+            return
+        session.saved = True
         if session.accessed:
             response.vary.add("Cookie")
-        store = self.store
-        key = store_key(session.id)
-
-        if session.new:
-            if session:
-                created = store.clock() if session.created_at is None else session.created_at
-                store.apply(key, session.changes(created))
-                self.state.finalize(app, response, session.id, permanent=session.permanent)
-            elif session.discarded_ids:
+        if not session.loaded:
+            return
+        origin = session.origin
+        if origin is None:
+            self._create(app, session, response)
+        elif session.ended:
+            self.store.remove(store_key(origin))
+            if not self._create(app, session, response):
                 self.state.expire(app, response)
+        elif session.id != origin:
+            self._move(app, session, origin, response)
         else:
-            created_at, expires_at = session.created_at, session.expires_at
-            assert created_at is not None and expires_at is not None  # loaded sessions have both
-            changes = session.changes() if session.accessed else None
-            if changes and not session:
-                # Emptied (session.clear() at logout, say): gone, as Flask does.
-                store.remove(key)
-                self.state.expire(app, response)
-            elif changes:
-                store.apply(key, changes)
-                self.state.finalize(app, response, session.id, permanent=session.permanent)
-            elif store.touch_due(created_at, expires_at):
-                store.touch(key, store.expiry_for(created_at))
-                self.state.finalize(app, response, session.id, permanent=session.permanent)
+            self._update(app, session, response)
 
-        # Old ids go only after the new one is safely stored.
-        for session_id in session.discarded_ids:
-            store.remove(store_key(session_id))
-        store.maybe_purge()
+    def _create(self, app: Flask, session: ServerSession, response: Response) -> bool:
+        data = session.values_to_store()
+        if not data:
+            return False
+        timeout, persistent = self.lifetime(session, app)
+        created_at = self.store.clock()
+        self.store.apply(
+            store_key(session.id), ChangeSet(data, created_at=created_at, timeout=timeout)
+        )
+        self._send(app, session, response, created_at, timeout, persistent)
+        self.store.maybe_purge()
+        return True
+
+    def _update(self, app: Flask, session: ServerSession, response: Response) -> None:
+        store = self.store
+        times = session.stored_times
+        assert times is not None  # a stored session has both
+        created_at, expires_at = times
+        timeout, persistent = self.lifetime(session, app)
+        refresh = persistent and app.config["SESSION_REFRESH_EACH_REQUEST"]
+        changes = session.changes(timeout=timeout)
+        if changes:
+            if not store.apply(store_key(session.id), changes):
+                session.stored(None)
+                self.state.expire(app, response)
+                return
+            expires_at = store.expiry_for(created_at, timeout=timeout)
+            session.stored(Record({}, created_at, expires_at))
+            refresh = refresh or not _LIFETIME_KEYS.isdisjoint(
+                changes.updated.keys() | changes.removed
+            )
+            store.maybe_purge()
+        elif store.touch_due(created_at, expires_at, timeout):
+            expires_at = store.expiry_for(created_at, timeout=timeout)
+            store.touch(store_key(session.id), expires_at)
+            session.stored(Record({}, created_at, expires_at))
+            refresh = refresh or persistent
+        if refresh or self.state.needs_refresh(app, request, session.id):
+            self._cookie(app, session, response, expires_at, persistent)
+
+    def _move(self, app: Flask, session: ServerSession, origin: str, response: Response) -> None:
+        """Store a regenerated session under its new id, unless another request
+        ended it meanwhile: then it stays ended."""
+        store = self.store
+        old_key, new_key = store_key(origin), store_key(session.id)
+        record = store.fetch(old_key)
+        if record is not None:
+            changes = session.changes()
+            data = {k: v for k, v in record.data.items() if k not in changes.removed}
+            data.update(changes.updated)
+            if data:
+                timeout, persistent = self.lifetime(session, app)
+                store.apply(new_key, ChangeSet(data, created_at=record.created_at, timeout=timeout))
+                if store.remove(old_key):
+                    self._send(app, session, response, record.created_at, timeout, persistent)
+                    return
+                store.remove(new_key)  # Ended between the two steps.
+            else:
+                store.remove(old_key)
+        session.stored(None)
+        self.state.expire(app, response)
+
+    def _send(
+        self,
+        app: Flask,
+        session: ServerSession,
+        response: Response,
+        created_at: float,
+        timeout: float | None,
+        persistent: bool,
+    ) -> None:
+        expires_at = self.store.expiry_for(created_at, timeout=timeout)
+        session.stored(Record({}, created_at, expires_at))
+        self._cookie(app, session, response, expires_at, persistent)
+
+    def _cookie(
+        self,
+        app: Flask,
+        session: ServerSession,
+        response: Response,
+        expires_at: float,
+        persistent: bool,
+    ) -> None:
+        expires = datetime.fromtimestamp(expires_at, timezone.utc)
+        self.state.finalize(app, response, session.id, expires=expires, persistent=persistent)

@@ -1,20 +1,36 @@
-"""Turning session values into strings and back, without pickle.
+"""Turning session values into strings and back, exactly, without pickle.
 
 Values are encoded one key at a time with Flask's tagged JSON, so ``tuple``,
-``bytes``, ``UUID`` and ``Markup`` round-trip. Two tags are added here: ``set``,
-and ``datetime`` in ISO 8601, which keeps the microseconds and the time zone
-that Flask's cookie-sized HTTP date format drops. Unpickling data from a
-store would let whoever can write to the store run code in the app, so pickle
-is never used.
+``bytes``, ``UUID`` and ``Markup`` round-trip, and tags added here bring back
+``set``, ``frozenset``, ``Decimal``, ``date``, ``time`` and ``datetime`` (in
+ISO 8601, which keeps the microseconds and the time zone that Flask's
+cookie-sized HTTP date drops). Every other type, including subclasses such as
+``OrderedDict`` or an ``Enum``, is refused with a :class:`TypeError` instead
+of coming back as something else. Unpickling data from a store would let
+whoever can write to the store run code in the app, so pickle is never used.
 """
 
 from __future__ import annotations
 
+import json
 import typing as t
+import uuid
+from datetime import date
 from datetime import datetime
+from datetime import time
+from decimal import Decimal
 
 from flask.json.tag import JSONTag
 from flask.json.tag import TaggedJSONSerializer
+from markupsafe import Markup
+
+#: How deeply containers may nest in one value. Deeper (or self-containing)
+#: values are refused, so loading them can never exhaust the stack.
+MAX_DEPTH = 64
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
+_OTHERS = frozenset({bytes, Markup, uuid.UUID, datetime, date, time, Decimal})
 
 
 class Serializer(t.Protocol):
@@ -25,14 +41,20 @@ class Serializer(t.Protocol):
     def loads(self, value: str) -> t.Any: ...
 
 
-class TagSet(JSONTag):
-    """Serialise :class:`set` as a tagged list."""
+class _Tag(JSONTag):
+    """A tag for one exact type, with its JSON form made by ``str``."""
 
     __slots__ = ()
-    key = " ps"
+    python_type: t.ClassVar[type]
 
     def check(self, value: t.Any) -> bool:
-        return isinstance(value, set)
+        return type(value) is self.python_type
+
+
+class TagSet(_Tag):
+    __slots__ = ()
+    key = " ps"
+    python_type: t.ClassVar[type[t.Any]] = set
 
     def to_json(self, value: t.Any) -> t.Any:
         return [self.serializer.tag(item) for item in value]
@@ -41,14 +63,19 @@ class TagSet(JSONTag):
         return set(value)
 
 
-class TagISODateTime(JSONTag):
-    """Serialise :class:`~datetime.datetime` in ISO 8601, exactly."""
+class TagFrozenSet(TagSet):
+    __slots__ = ()
+    key = " pf"
+    python_type: t.ClassVar[type[t.Any]] = frozenset
 
+    def to_python(self, value: t.Any) -> t.Any:
+        return frozenset(value)
+
+
+class TagISODateTime(_Tag):
     __slots__ = ()
     key = " pd"
-
-    def check(self, value: t.Any) -> bool:
-        return isinstance(value, datetime)
+    python_type: t.ClassVar[type[t.Any]] = datetime
 
     def to_json(self, value: t.Any) -> t.Any:
         return value.isoformat()
@@ -57,25 +84,94 @@ class TagISODateTime(JSONTag):
         return datetime.fromisoformat(value)
 
 
-def make_serializer() -> TaggedJSONSerializer:
-    """Return Flask's tagged JSON serializer with the tags of this module added."""
-    serializer = TaggedJSONSerializer()
-    serializer.register(TagSet)
-    # Checked before Flask's own datetime tag, which would otherwise win.
-    serializer.register(TagISODateTime, index=0)
-    return serializer
+class TagDate(TagISODateTime):
+    __slots__ = ()
+    key = " pD"
+    python_type: t.ClassVar[type[t.Any]] = date
+
+    def to_python(self, value: t.Any) -> t.Any:
+        return date.fromisoformat(value)
+
+
+class TagTime(TagISODateTime):
+    __slots__ = ()
+    key = " pt"
+    python_type: t.ClassVar[type[t.Any]] = time
+
+    def to_python(self, value: t.Any) -> t.Any:
+        return time.fromisoformat(value)
+
+
+class TagDecimal(_Tag):
+    __slots__ = ()
+    key = " pn"
+    python_type: t.ClassVar[type[t.Any]] = Decimal
+
+    def to_json(self, value: t.Any) -> t.Any:
+        return str(value)
+
+    def to_python(self, value: t.Any) -> t.Any:
+        return Decimal(value)
+
+
+class SessionSerializer(TaggedJSONSerializer):
+    """Flask's tagged JSON, made exact: more types come back as they went in,
+    and values that would not are refused."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Checked first: Flask's own datetime tag would otherwise win.
+        for first in (TagISODateTime, TagDate, TagTime):
+            self.register(first, index=0)
+        for last in (TagSet, TagFrozenSet, TagDecimal):
+            self.register(last)
+
+    def dumps(self, value: t.Any) -> str:
+        if type(value) in _SCALARS:
+            return json.dumps(value)
+        _check(value, MAX_DEPTH)
+        return json.dumps(self.tag(value), separators=(",", ":"))
+
+    def loads(self, value: str) -> t.Any:
+        return json.loads(value, object_hook=self.untag)
+
+
+def _check(value: t.Any, depth: int) -> None:
+    kind = type(value)
+    if kind in _SCALARS or kind in _OTHERS:
+        return
+    if kind not in _CONTAINERS:
+        raise TypeError(f"{kind.__module__}.{kind.__qualname__} values cannot be stored")
+    if depth == 0:
+        raise TypeError(f"values nested more than {MAX_DEPTH} levels deep cannot be stored")
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError(f"dictionary keys must be strings, not {key!r}")
+            _check(item, depth - 1)
+    else:
+        for item in value:
+            _check(item, depth - 1)
+
+
+def make_serializer() -> SessionSerializer:
+    """Return the serializer sessions use by default."""
+    return SessionSerializer()
 
 
 def dumps_value(serializer: Serializer, key: str, value: t.Any) -> str:
     """Serialise the value of session key ``key``.
 
-    :raise TypeError: naming the key, when the value cannot be serialised.
+    :raise TypeError: naming the key, when the value cannot be stored exactly.
     """
     try:
         return serializer.dumps(value)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RecursionError) as error:
         raise TypeError(
             f"The value of session key {key!r} cannot be stored: {error}."
-            " Store plain data (str, int, float, bool, None, list, dict, tuple,"
-            " set, bytes, datetime, UUID, Markup)."
+            " Store plain data: str, int, float, bool, None, and list, tuple, set,"
+            " frozenset and dict (with string keys) of them, bytes, Decimal, date,"
+            " time, datetime, UUID or Markup."
         ) from error

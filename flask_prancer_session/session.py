@@ -3,75 +3,247 @@
 from __future__ import annotations
 
 import copy
+import logging
 import typing as t
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
 
+from flask import session as flask_session
 from flask.sessions import SessionMixin
-from werkzeug.datastructures import CallbackDict
 
 from .changes import ChangeSet
+from .changes import Record
 from .errors import SessionStoreError
 from .ids import new_id
 from .serializer import dumps_value
 from .serializer import Serializer
 
+if t.TYPE_CHECKING:
+    from flask import Response
+
+    from .interface import PrancerSessionInterface
+
+logger = logging.getLogger(__name__)
+
 _MISSING: t.Any = object()
 
+#: Values that cannot be changed in place: returned as they are by :meth:`get`,
+#: and their serialised form at :meth:`set` time is still right at save time.
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
 
-class ServerSession(CallbackDict[str, t.Any], SessionMixin):
+#: The session key of a per-session expiry set with :meth:`ServerSession.set_expiry`.
+EXPIRY_KEY = "_prancer_expiry"
+
+
+class ServerSession(SessionMixin):
     """A session whose data lives in a store and whose id travels in the cookie.
 
     It is a full Flask session (a mutable mapping with ``permanent``,
     ``modified``, ``new`` and ``accessed``), so Flask-Login, Flask-WTF and
     :func:`flask.flash` work unchanged, and it adds Prancer's methods:
     :attr:`id`, :meth:`has`, :meth:`get`, :meth:`set`, :meth:`remove`,
-    :meth:`expire` and :meth:`regenerate`.
+    :meth:`expire`, :meth:`regenerate` and :meth:`set_expiry`.
 
-    What is saved is worked out at the end of the request by comparing each
-    value with what was loaded, so changes made in place
-    (``session["cart"].append(item)``) are saved without setting
-    :attr:`modified`, and only the keys this request changed are written.
+    The stored session is read when the request first uses the session, so a
+    view that never touches it costs no store round trip. Values are decoded
+    when first read. What is saved is worked out at the end of the request by
+    comparing each value the request read or set with what was loaded, so
+    changes made in place (``session["cart"].append(item)``) are saved without
+    setting :attr:`modified`, and only the keys this request changed are
+    written, whichever reference to the session they were made through.
 
-    :param serializer: turns values into strings; values are checked with it
-        as they are set.
-    :param session_id: the id, or ``None`` to make a new one.
-    :param data: the values loaded from the store.
-    :param loaded: the serialised form of ``data`` as the store returned it.
-    :param created_at: when the stored session was created, for a loaded one.
-    :param expires_at: when the stored session expires, for a loaded one.
+    :param interface: the session interface that opened the session.
+    :param session_id: the id the visitor's cookie carries, or ``None`` for a
+        new session.
     """
 
-    def __init__(
-        self,
-        serializer: Serializer,
-        session_id: str | None = None,
-        data: t.Mapping[str, t.Any] | None = None,
-        *,
-        loaded: t.Mapping[str, str] | None = None,
-        created_at: float | None = None,
-        expires_at: float | None = None,
-    ) -> None:
-        def on_update(self: ServerSession) -> None:
-            self.modified = True
-
-        super().__init__(data, on_update)
-        self._serializer = serializer
+    def __init__(self, interface: PrancerSessionInterface, session_id: str | None = None) -> None:
+        self._interface = interface
+        self._serializer: Serializer = interface.serializer
+        #: Stored under :attr:`id` as the request began: the id, or ``None``.
+        self._origin: str | None = None
         self._id = session_id or new_id()
-        self._loaded: dict[str, str] = dict(loaded or {})
-        #: ``True`` for a session that is not in the store yet.
-        self.new = created_at is None
-        #: When the stored session was created, ``None`` for a new one.
-        self.created_at = created_at
-        #: When the stored session expires unless used, ``None`` for a new one.
-        self.expires_at = expires_at
-        #: Ids of stored sessions to delete when the request ends.
-        self.discarded_ids: list[str] = []
+        self._pending = session_id is not None
+        self._error: SessionStoreError | None = None
+        self._error_raised = False
+        #: The stored values, serialised, as loaded.
+        self._raw: dict[str, str] = {}
+        #: The current values; those not in :attr:`_decoded` are still serialised.
+        self._data: dict[str, t.Any] = {}
+        self._decoded: set[str] = set()
+        #: The keys this request set or handed out by reference, with their
+        #: serialised form where it is known to be current.
+        self._encoded: dict[str, str | None] = {}
+        self._created: float | None = None
+        self._expires: float | None = None
+        self._ended = False
+        self._view_finished = False
+        #: Set by the interface once it saved the session, so a failed save
+        #: is not attempted again for the error page.
+        self.saved = False
+        self.accessed = False
         self.modified = False
+
+    def _load(self) -> None:
+        """Read the stored session the first time the request needs it."""
+        self.accessed = True
+        if self._pending:
+            self._pending = False
+            try:
+                record = self._interface.load(self._id)
+            except SessionStoreError as error:
+                self._error = error
+            else:
+                if record is None:
+                    self._id = new_id()  # An unknown id is never adopted.
+                else:
+                    self._origin = self._id
+                    self._raw = record.data
+                    self._data = dict(record.data)
+                    self._created = record.created_at
+                    self._expires = record.expires_at
+        if self._error is not None:
+            self._fail()
+
+    def _fail(self) -> None:
+        """Raise the store failure the first time the view uses the session.
+
+        After that, and in functions that run after the view (such as
+        Flask-Login's ``after_request``), the session reads as empty, so an
+        error handler can answer and hooks need not fail again; writes still
+        raise, so nothing is silently lost.
+        """
+        error = self._error
+        assert error is not None
+        if self._error_raised or self._view_finished:
+            return
+        self._error_raised = True
+        raise SessionStoreError(str(error), error.original_error) from error
+
+    def view_finished(self, response: Response) -> Response:
+        """Note that the view has returned; called before ``after_request``
+        functions."""
+        self._view_finished = True
+        return response
+
+    def _writable(self) -> None:
+        self._load()
+        if self._error is not None:
+            raise SessionStoreError(
+                "The session cannot be changed: the store could not be read.",
+                self._error.original_error,
+            ) from self._error
+        self.modified = True
+
+    def _value(self, key: str) -> t.Any:
+        """Return the value of ``key``, decoding it if needed.
+
+        :raise KeyError: if there is no such key, or its stored value cannot be
+            decoded (it is then logged and deleted at save).
+        """
+        value = self._data[key]
+        if key not in self._decoded:
+            try:
+                value = self._serializer.loads(value)
+            except Exception:
+                logger.warning("Dropping session key %r: its stored value cannot be decoded.", key)
+                del self._data[key]
+                raise KeyError(key) from None
+            self._data[key] = value
+            self._decoded.add(key)
+        return value
+
+    def _put(self, key: str, value: t.Any, *, private: bool) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"Session keys must be strings, not {type(key).__name__} ({key!r}).")
+        # Serialised now so a bad value fails at the line that stored it.
+        encoded = dumps_value(self._serializer, key, value)
+        self._writable()
+        self._data[key] = value
+        self._decoded.add(key)
+        # The form is still right at save time unless someone else holds the
+        # value and can change it in place.
+        self._encoded[key] = encoded if private or type(value) in _IMMUTABLE else None
+
+    # The mapping protocol; every other mapping method is built on these.
+
+    def __getitem__(self, key: str) -> t.Any:
+        self._load()
+        value = self._value(key)
+        if type(value) not in _IMMUTABLE:
+            self._encoded[key] = None  # The caller may change it in place.
+        return value
+
+    def __setitem__(self, key: str, value: t.Any) -> None:
+        self._put(key, value, private=False)
+
+    def __delitem__(self, key: str) -> None:
+        self._writable()
+        del self._data[key]
+        self._decoded.discard(key)
+        self._encoded.pop(key, None)
+
+    def __iter__(self) -> t.Iterator[str]:
+        self._load()
+        return iter(list(self._data))
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        self._load()
+        return key in self._data
+
+    def __repr__(self) -> str:
+        if self._pending or self._error is not None:
+            return f"<{type(self).__name__} (not loaded)>"
+        return f"<{type(self).__name__} {dict(self)!r}>"
+
+    def clear(self) -> None:
+        self._writable()
+        self._data.clear()
+        self._decoded.clear()
+        self._encoded.clear()
+
+    def copy(self) -> dict[str, t.Any]:
+        """Return a shallow copy of the data as a :class:`dict`."""
+        return dict(self)
+
+    # Prancer's API.
 
     @property
     def id(self) -> str:
         """The session's id, the same for every request of one visitor until
         :meth:`expire` or :meth:`regenerate` replaces it."""
+        self._load()
         return self._id
+
+    @property
+    def new(self) -> bool:  # type: ignore[override]
+        """``True`` for a session that is not in the store (yet) under :attr:`id`."""
+        self._load()
+        return self._origin is None or self._id != self._origin
+
+    @property
+    def created_at(self) -> datetime | None:
+        """When the stored session was created, or ``None`` for a new one."""
+        self._load()
+        return None if self._created is None else _utc(self._created)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the session expires if it is not used again after this request,
+        or ``None`` for a session that holds nothing and so is not stored.
+
+        The store may keep an expiry up to a minute earlier when a request
+        that only read the session skips moving it (see
+        :meth:`.StoreDriver.touch_due`)."""
+        self._load()
+        if not self._data:
+            return None
+        return _utc(self._interface.expiry(self))
 
     def has(self, key: str) -> bool:
         """Tell whether the session holds ``key``."""
@@ -84,24 +256,33 @@ class ServerSession(CallbackDict[str, t.Any], SessionMixin):
         session; use :meth:`set` to store it again. ``session[key]`` returns the
         value itself, for code that changes it in place.
         """
-        value = super().get(key, _MISSING)
-        if value is _MISSING:
+        self._load()
+        try:
+            value = self._value(key)
+        except KeyError:
             return default
-        return copy.deepcopy(value)
+        return value if type(value) in _IMMUTABLE else copy.deepcopy(value)
 
     def set(self, key: str, value: t.Any) -> t.Any:
         """Store a deep copy of ``value`` under ``key`` and return the previous
         value, or ``None``.
 
-        :raise TypeError: naming the key, if the value cannot be serialised.
+        :raise TypeError: naming the key, if the key is not a string or the
+            value cannot be stored.
         """
-        previous = super().get(key)
-        self[key] = copy.deepcopy(value)
+        previous = self.get(key)
+        self._put(key, copy.deepcopy(value), private=True)
         return previous
 
     def remove(self, key: str) -> t.Any:
         """Delete ``key`` and return its value, or ``None`` if it was not set."""
-        return self.pop(key, None)
+        self._load()
+        try:
+            value = self._value(key)
+        except KeyError:
+            return None
+        del self[key]
+        return value
 
     def expire(self) -> None:
         """End the session: its data is cleared, the stored copy is deleted and
@@ -110,13 +291,11 @@ class ServerSession(CallbackDict[str, t.Any], SessionMixin):
         Values stored after this go into a brand-new session with a new id; the
         old id is never valid again.
         """
-        self._discard_id()
-        dict.clear(self)
-        self._loaded = {}
-        self.new = True
-        self.created_at = None
-        self.expires_at = None
-        self.modified = True
+        self.clear()
+        self._ended = True
+        self._id = new_id()
+        self._created = None
+        self._expires = None
 
     def regenerate(self) -> None:
         """Give the session a new id and keep its data; the old id is deleted
@@ -124,69 +303,109 @@ class ServerSession(CallbackDict[str, t.Any], SessionMixin):
 
         Call it when the visitor logs in (or their privileges change), so an id
         planted before login by an attacker (session fixation) is worthless.
+        If another request ends the session meanwhile (a logout), the session
+        stays ended: its data is not stored under the new id.
         """
-        self._discard_id()
-        # Written in full under the new id; the creation time is kept so
-        # regenerating cannot extend an absolute lifetime.
-        self._loaded = {}
-        self.new = True
-        self.modified = True
-
-    def _discard_id(self) -> None:
-        if not self.new:
-            self.discarded_ids.append(self._id)
+        self._writable()
         self._id = new_id()
 
-    def __setitem__(self, key: str, value: t.Any) -> None:
-        # Serialise now so a bad value fails at the line that stored it.
-        dumps_value(self._serializer, key, value)
-        super().__setitem__(key, value)
+    def set_expiry(self, value: float | timedelta | datetime | None) -> None:
+        """Give this session its own lifetime, as Django's ``set_expiry`` does.
 
-    def setdefault(self, key: str, default: t.Any = None) -> t.Any:
-        if key not in self:
-            dumps_value(self._serializer, key, default)
-        return super().setdefault(key, default)
+        :param value: seconds or a :class:`~datetime.timedelta` of inactivity
+            after which it expires (sliding); a :class:`~datetime.datetime` at
+            which it expires however it is used (naive means UTC); or ``None``
+            to go back to the app's lifetime (``permanent`` or not). A session
+            with its own lifetime gets a cookie that expires with it, and the
+            store's ``absolute_timeout`` still caps it.
+        :raise ValueError: for a duration that is not positive.
+        """
+        if value is None:
+            self.pop(EXPIRY_KEY, None)
+            return
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=timezone.utc)
+            self[EXPIRY_KEY] = {"until": value.timestamp()}
+            return
+        seconds = value.total_seconds() if isinstance(value, timedelta) else value
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+            raise ValueError(
+                f"The session lifetime must be a positive duration, not {value!r};"
+                " call expire() to end the session now."
+            )
+        self[EXPIRY_KEY] = {"idle": float(seconds)}
 
-    def update(self, *args: t.Any, **kwargs: t.Any) -> None:
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
+    # For the session interface.
 
-    def changes(self, created_at: float | None = None) -> ChangeSet:
+    @property
+    def loaded(self) -> bool:
+        """Tell whether the request used the session and its store could be read."""
+        return not self._pending and self._error is None and self.accessed
+
+    @property
+    def origin(self) -> str | None:
+        """The id the session was stored under when the request began, if any."""
+        return self._origin
+
+    @property
+    def ended(self) -> bool:
+        """``True`` once :meth:`expire` was called."""
+        return self._ended
+
+    @property
+    def stored_times(self) -> tuple[float, float] | None:
+        """``(created_at, expires_at)`` as the store last reported them."""
+        if self._created is None or self._expires is None:
+            return None
+        return self._created, self._expires
+
+    def stored(self, record: Record | None) -> None:
+        """Note what the store now holds, after the interface saved the session."""
+        if record is None:
+            self._created = self._expires = None
+        else:
+            self._created, self._expires = record.created_at, record.expires_at
+
+    def expiry_override(self) -> dict[str, float] | None:
+        """The lifetime :meth:`set_expiry` gave this session, if any."""
+        if EXPIRY_KEY not in self._data:
+            return None
+        value = self._value(EXPIRY_KEY)
+        return value if isinstance(value, dict) else None
+
+    def values_to_store(self) -> dict[str, str]:
+        """Return every value, serialised, for a session written in full."""
+        return {key: self._serialised(key) for key in self._data}
+
+    def _serialised(self, key: str) -> str:
+        if key in self._encoded:
+            return self._encoded[key] or dumps_value(self._serializer, key, self._data[key])
+        return self._raw[key]  # Neither set nor handed out: unchanged since loaded.
+
+    def changes(self, timeout: float | None = None) -> ChangeSet:
         """Return what this request changed relative to what was loaded.
 
-        :param created_at: passed on to :attr:`.ChangeSet.created_at` for a
-            session that the changes may create.
+        Only values the request set or handed out by reference are
+        serialised again: no other value can have changed.
+
+        :param timeout: passed on to :attr:`.ChangeSet.timeout`.
         :raise TypeError: naming the key, if a value cannot be serialised.
         """
         updated = {}
-        for key, value in dict.items(self):
-            encoded = dumps_value(self._serializer, key, value)
-            if self._loaded.get(key) != encoded:
+        for key in self._encoded:
+            encoded = self._serialised(key)
+            if self._raw.get(key) != encoded:
                 updated[key] = encoded
-        removed = frozenset(self._loaded.keys() - dict.keys(self))
-        return ChangeSet(updated, removed, created_at)
+        removed = frozenset(self._raw.keys() - self._data.keys())
+        return ChangeSet(updated, removed, timeout=timeout)
 
 
-class UnavailableSession(SessionMixin):
-    """Stands in for the session when the store could not be read.
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
 
-    Every use raises :class:`~flask_prancer_session.errors.SessionStoreError`,
-    so a view that needs the session fails loudly (and an
-    ``errorhandler(SessionStoreError)`` can answer it), while views that never
-    touch the session, such as health checks, still work. Nothing is saved.
 
-    :param error: the failure that made the session unavailable.
-    """
-
-    def __init__(self, error: SessionStoreError) -> None:
-        self.error = error
-
-    def _fail(self, *args: t.Any, **kwargs: t.Any) -> t.NoReturn:
-        raise SessionStoreError(str(self.error), self.error.original_error) from self.error
-
-    __getitem__ = __setitem__ = __delitem__ = __iter__ = __len__ = _fail
-    has = get = set = remove = expire = regenerate = _fail
-
-    @property
-    def id(self) -> str:
-        self._fail()
+#: :data:`flask.session`, typed as the :class:`ServerSession` it is once
+#: :class:`.PrancerSession` is set up, so type checkers and editors know
+#: :attr:`~ServerSession.id`, :meth:`~ServerSession.set` and the rest.
+session: ServerSession = t.cast(ServerSession, flask_session)

@@ -45,8 +45,13 @@ def session_app(app: Flask, store: StoreDriver, clock: FakeClock) -> Flask:
 
 
 def new_visitor(app: Flask) -> str:
-    """Create a session with a fresh client and return its id."""
-    return app.test_client().get("/").text.split()[1]
+    """Create a session with a fresh client and return its id, once any
+    purge the request started has finished."""
+    session_id = app.test_client().get("/").text.split()[1]
+    store = app.extensions["prancer_session"].store
+    if store.purge_thread is not None:
+        store.purge_thread.join()
+    return session_id
 
 
 def purge(app: Flask) -> str:
@@ -162,4 +167,52 @@ def test_autopurge_from_config(app: Flask, clock: FakeClock) -> None:
     app.test_client().get("/")
     clock.advance(61)
     app.test_client().get("/")
+    store.purge_thread.join()
     assert len(store) == 1
+
+
+def test_autopurge_runs_at_most_once_a_minute(app: Flask, tmp_path: Path, clock: FakeClock) -> None:
+    store = make_store("memory", tmp_path, autopurge=True, autopurge_probability=1.0)
+    session_app(app, store, clock)
+    new_visitor(app)
+    first = store.purge_thread
+    clock.advance(59)
+    new_visitor(app)
+    assert store.purge_thread is first
+    clock.advance(1)
+    new_visitor(app)
+    assert store.purge_thread is not first
+
+
+class FailingPurgeStore(MemoryStore):
+    def purge(self) -> int:
+        raise OSError("disk on fire")
+
+
+def test_a_failed_purge_is_logged_and_never_fails_a_request(
+    app: Flask, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FailingPurgeStore(autopurge=True, autopurge_probability=1.0)
+    session_app(app, store, clock)
+    response = app.test_client().get("/")
+    assert response.status_code == 200
+    assert store.purge_thread is not None
+    store.purge_thread.join()
+    assert "Purging expired sessions failed" in caplog.text
+    clock.advance(60)
+    assert app.test_client().get("/").status_code == 200
+    store.purge_thread.join()
+
+
+def test_autopurge_never_runs_for_requests_without_a_session(app: Flask, clock: FakeClock) -> None:
+    store = MemoryStore(autopurge=True, autopurge_probability=1.0)
+    session_app(app, store, clock)
+
+    @app.get("/plain")
+    def plain() -> str:
+        return "no session here"
+
+    client = app.test_client()
+    for _ in range(5):
+        assert client.get("/plain").status_code == 200
+    assert store.purge_thread is None

@@ -97,13 +97,14 @@ def test_regenerated_session_old_id_stays_dead(
     store_app: Flask, store: StoreDriver, cookie: str
 ) -> None:
     slow = open_session(store_app, cookie)
+    old_id = slow.id  # loaded before the login saves
     login = open_session(store_app, cookie)
     login.regenerate()
     login["user"] = "ann"
     new_cookie = cookie_of(save(store_app, login))
     slow["late"] = "write"
     save(store_app, slow)
-    assert store.fetch(store_key(slow.id)) is None
+    assert store.fetch(store_key(old_id)) is None
     assert dict(open_session(store_app, new_cookie)) == {"start": 0, "user": "ann"}
 
 

@@ -37,24 +37,28 @@ class DictStore(StoreDriver):
             return None
         return Record(dict(record.data), record.created_at, record.expires_at)
 
-    def apply(self, key: str, changes: ChangeSet) -> None:
+    def apply(self, key: str, changes: ChangeSet) -> bool:
         record = self.fetch(key)
         if record is None:
             if changes.created_at is None:
-                return
+                return False
             record = Record({}, changes.created_at, 0)
         data = {k: v for k, v in record.data.items() if k not in changes.removed}
         data.update(changes.updated)
-        expires_at = self.expiry_for(record.created_at)
+        if not data:
+            self.records.pop(key, None)
+            return False
+        expires_at = self.expiry_for(record.created_at, timeout=changes.timeout)
         self.records[key] = Record(data, record.created_at, expires_at)
+        return True
 
     def touch(self, key: str, expires_at: float) -> None:
         record = self.fetch(key)
         if record is not None:
             self.records[key] = Record(record.data, record.created_at, expires_at)
 
-    def remove(self, key: str) -> None:
-        self.records.pop(key, None)
+    def remove(self, key: str) -> bool:
+        return self.fetch(key) is not None and self.records.pop(key) is not None
 
 
 class IncompleteStore(StoreDriver):

@@ -139,7 +139,7 @@ def test_every_option_reaches_set_cookie(app: Flask) -> None:
     options = {
         "path": "/app",
         "domain": "example.org",
-        "expires": 3600,
+        "expires": 600,
         "secure": True,
         "httponly": False,
         "samesite": "strict",
@@ -149,7 +149,7 @@ def test_every_option_reaches_set_cookie(app: Flask) -> None:
     add_write_view(app)
     response = app.test_client().get("/write", base_url="https://example.org/app/")
     _, attributes = psession(response)
-    assert_close(attributes.pop("expires"), datetime.now(timezone.utc) + timedelta(hours=1))
+    assert_close(attributes.pop("expires"), datetime.now(timezone.utc) + timedelta(minutes=10))
     assert attributes == {
         "domain": "example.org",
         "secure": None,
@@ -221,10 +221,21 @@ def test_flask_settings_are_read_per_request(app: Flask) -> None:
 
 
 def test_expires_option_is_relative_to_each_response(app: Flask) -> None:
-    PrancerSession(app, state={"driver": "cookie", "options": {"expires": 86400}})
+    PrancerSession(app, state={"driver": "cookie", "options": {"expires": 600}})
     add_write_view(app)
     _, attributes = psession(app.test_client().get("/write"))
-    assert_close(attributes.get("expires"), datetime.now(timezone.utc) + timedelta(days=1))
+    assert_close(attributes.get("expires"), datetime.now(timezone.utc) + timedelta(minutes=10))
+
+
+def test_expires_option_never_outlives_the_stored_session(app: Flask) -> None:
+    PrancerSession(
+        app,
+        state={"driver": "cookie", "options": {"expires": 86400}},
+        store={"driver": "memory", "options": {"expiration_timeout": 3600}},
+    )
+    add_write_view(app)
+    _, attributes = psession(app.test_client().get("/write"))
+    assert_close(attributes.get("expires"), datetime.now(timezone.utc) + timedelta(hours=1))
 
 
 def test_permanent_session_follows_permanent_session_lifetime(app: Flask) -> None:
@@ -434,10 +445,11 @@ def test_expired_session_gets_a_new_id(app: Flask, clock: FakeClock) -> None:
     client = app.test_client()
     old = client.get("/write").text.split()[1]
     clock.advance(store.expiration_timeout + 1)
-    count, new = client.get("/write").text.split()
+    response = client.get("/write")
+    count, new = response.text.split()
     assert count == "1"
     assert new != old
-    assert psession(client.get("/write"))[0] == sign(new, "test secret")
+    assert psession(response)[0] == sign(new, "test secret")
 
 
 def test_removed_session_gets_a_new_id(app: Flask) -> None:

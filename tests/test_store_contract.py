@@ -154,30 +154,35 @@ def test_changes_carry_the_session_timeout(store: StoreDriver, clock: FakeClock)
     assert store.fetch(key).expires_at == clock.now + 60  # type: ignore[union-attr]
 
 
+def remove_during_writes(store: StoreDriver) -> str:
+    """Remove a session while four threads write to it; return its key."""
+    key = new_key()
+    create(store, key, a="1")
+    barrier = threading.Barrier(5)
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(20):
+                store.apply(key, ChangeSet(updated={f"w{n}": str(i)}))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    store.remove(key)
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    return key
+
+
 def test_no_write_in_flight_revives_a_removed_session(store: StoreDriver) -> None:
     for _ in range(5):
-        key = new_key()
-        create(store, key, a="1")
-        barrier = threading.Barrier(5)
-        errors: list[BaseException] = []
-
-        def write(n: int) -> None:
-            try:
-                barrier.wait()
-                for i in range(20):
-                    store.apply(key, ChangeSet(updated={f"w{n}": str(i)}))
-            except BaseException as error:  # reported below
-                errors.append(error)
-
-        threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
-        for thread in threads:
-            thread.start()
-        barrier.wait()
-        store.remove(key)
-        for thread in threads:
-            thread.join()
-        assert errors == []
-        assert store.fetch(key) is None
+        assert store.fetch(remove_during_writes(store)) is None
 
 
 def test_idle_session_expires(store: StoreDriver, clock: FakeClock) -> None:

@@ -11,6 +11,8 @@ import abc
 import typing as t
 
 if t.TYPE_CHECKING:
+    from datetime import datetime
+
     from flask import Flask
     from flask import Request
     from flask import Response
@@ -29,13 +31,29 @@ class StateDriver(abc.ABC):
         """
 
     @abc.abstractmethod
-    def finalize(self, app: Flask, response: Response, session_id: str, *, permanent: bool) -> None:
+    def finalize(
+        self,
+        app: Flask,
+        response: Response,
+        session_id: str,
+        *,
+        expires: datetime,
+        persistent: bool,
+    ) -> None:
         """Make the response carry ``session_id``.
 
-        :param permanent: the session's :attr:`~flask.sessions.SessionMixin.permanent`
-            flag, for drivers that can make the id outlive the browser session.
+        :param expires: when the stored session expires unless used again.
+        :param persistent: whether the id should outlive the browser session
+            (until ``expires``): true for a permanent session, or one with its
+            own lifetime.
         """
 
     @abc.abstractmethod
     def expire(self, app: Flask, response: Response) -> None:
         """Make the browser forget its session id."""
+
+    def needs_refresh(self, app: Flask, request: Request, session_id: str) -> bool:
+        """Tell whether the request carries ``session_id`` in a form that
+        should be sent again (signed with a retired key, say), although the
+        session has not changed. The default never asks."""
+        return False

@@ -19,9 +19,10 @@ setting, read on every request as Flask does:
 ``path``, ``domain``, ``secure``, ``httponly``, ``samesite``, ``partitioned``
     the cookie attributes; defaults ``/``, none, off, on, ``Lax``, off.
 ``expires``
-    the cookie's lifetime in seconds. Unset, the cookie ends with the browser
-    session, or follows ``PERMANENT_SESSION_LIFETIME`` when the view sets
-    ``session.permanent = True``.
+    seconds for which the cookie outlives the browser session, even for a
+    session that is not permanent; never past the stored session's own expiry.
+    Unset, the cookie ends with the browser session, unless the session is
+    permanent (or has its own lifetime): then the cookie expires with it.
 """
 
 from __future__ import annotations
@@ -159,15 +160,32 @@ class CookieState(StateDriver):
                 return None
         return value if is_well_formed(value) else None
 
-    def finalize(self, app: Flask, response: Response, session_id: str, *, permanent: bool) -> None:
+    def finalize(
+        self,
+        app: Flask,
+        response: Response,
+        session_id: str,
+        *,
+        expires: datetime,
+        persistent: bool,
+    ) -> None:
         signer = self._signer(app)
         value = session_id if signer is None else signer.sign(session_id).decode("ascii")
-        expires: datetime | None = None
-        if self.expires is not None:
-            expires = datetime.now(timezone.utc) + timedelta(seconds=self.expires)
-        elif permanent:
-            expires = datetime.now(timezone.utc) + app.permanent_session_lifetime
-        response.set_cookie(self.name, value, expires=expires, **self._cookie_options(app))
+        cookie_expires: datetime | None = expires if persistent else None
+        if self.expires is not None and not persistent:
+            cookie_expires = min(
+                expires, datetime.now(timezone.utc) + timedelta(seconds=self.expires)
+            )
+        response.set_cookie(self.name, value, expires=cookie_expires, **self._cookie_options(app))
+
+    def needs_refresh(self, app: Flask, request: Request, session_id: str) -> bool:
+        """Re-sign a cookie that was signed with a key in ``SECRET_KEY_FALLBACKS``."""
+        if not app.config.get("SECRET_KEY_FALLBACKS"):
+            return False
+        signer = self._signer(app)
+        return signer is not None and request.cookies.get(self.name) != signer.sign(
+            session_id
+        ).decode("ascii")
 
     def expire(self, app: Flask, response: Response) -> None:
         response.delete_cookie(self.name, **self._cookie_options(app))

@@ -101,6 +101,9 @@ class StoreDriver(abc.ABC):
         self.autopurge_probability = float(autopurge_probability)
         self._purge_lock = threading.Lock()
         self._last_purge = -math.inf
+        #: The thread of the latest automatic purge, for tests and shutdown
+        #: code that want to wait for it.
+        self.purge_thread: threading.Thread | None = None
 
     @abc.abstractmethod
     def fetch(self, key: str) -> Record | None:
@@ -177,13 +180,15 @@ class StoreDriver(abc.ABC):
         """
         if not self.autopurge or random.random() >= self.autopurge_probability:
             return None
-        now = time.monotonic()
-        if now - self._last_purge < AUTOPURGE_INTERVAL or not self._purge_lock.acquire(False):
+        now = self.clock()
+        if abs(now - self._last_purge) < AUTOPURGE_INTERVAL or not self._purge_lock.acquire(False):
             return None
         self._last_purge = now
-        thread = threading.Thread(target=self._purge_in_background, daemon=True)
-        thread.start()
-        return thread
+        self.purge_thread = threading.Thread(
+            target=self._purge_in_background, name="prancer-session-purge", daemon=True
+        )
+        self.purge_thread.start()
+        return self.purge_thread
 
     def _purge_in_background(self) -> None:
         try:
