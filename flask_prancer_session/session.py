@@ -111,8 +111,8 @@ class ServerSession(SessionMixin):
 
         After that, and in functions that run after the view (such as
         Flask-Login's ``after_request``), the session reads as empty, so an
-        error handler can answer and hooks need not fail again; writes still
-        raise, so nothing is silently lost.
+        error handler can answer and hooks need not fail again; writes in the
+        view still raise, so nothing is silently lost.
         """
         error = self._error
         assert error is not None
@@ -128,12 +128,20 @@ class ServerSession(SessionMixin):
         return response
 
     def _writable(self) -> None:
+        """Allow a change, or raise if the store could not be read.
+
+        In functions that run after the view, a change to a session whose store
+        is down is logged and dropped instead: it could not be saved anyway,
+        and raising would turn the error page into a second failure.
+        """
         self._load()
-        if self._error is not None:
+        if self._error is not None and not self._view_finished:
             raise SessionStoreError(
                 "The session cannot be changed: the store could not be read.",
                 self._error.original_error,
             ) from self._error
+        if self._error is not None:
+            logger.warning("Dropping a change to a session whose store could not be read.")
         self.modified = True
 
     def _value(self, key: str) -> t.Any:
@@ -157,6 +165,11 @@ class ServerSession(SessionMixin):
     def _put(self, key: str, value: t.Any, *, private: bool) -> None:
         if not isinstance(key, str):
             raise TypeError(f"Session keys must be strings, not {type(key).__name__} ({key!r}).")
+        if not key.isascii():
+            try:
+                key.encode()
+            except UnicodeEncodeError:
+                raise TypeError(f"Session keys must be valid Unicode text, not {key!r}.") from None
         # Serialised now so a bad value fails at the line that stored it.
         encoded = dumps_value(self._serializer, key, value)
         self._writable()

@@ -175,3 +175,39 @@ def test_threaded_server_eight_clients_one_cookie(store_app: Flask) -> None:
     assert failures == []
     expected = {f"c{n}r{i}" for n in range(clients) for i in range(requests_each)} | {"start"}
     assert set(body.split(",")) == expected
+
+
+def test_emptying_keeps_a_key_another_request_added(store_app: Flask, cookie: str) -> None:
+    flash = open_session(store_app, cookie)
+    other = open_session(store_app, cookie)
+    assert flash.pop("start") == 0  # the last key, as a flash message is read
+    other["cart"] = ["apple"]
+    save(store_app, other)
+    response = save(store_app, flash)
+    assert "Set-Cookie" not in response.headers
+    assert dict(open_session(store_app, cookie)) == {"cart": ["apple"]}
+
+
+def test_emptying_alone_deletes_the_session_and_its_cookie(
+    store_app: Flask, store: StoreDriver, cookie: str
+) -> None:
+    emptied = open_session(store_app, cookie)
+    session_id = emptied.id
+    del emptied["start"]
+    response = save(store_app, emptied)
+    assert "PSESSION=;" in response.headers["Set-Cookie"]
+    assert store.fetch(store_key(session_id)) is None
+
+
+def test_regenerate_after_a_logout_stays_logged_out(
+    store_app: Flask, store: StoreDriver, cookie: str
+) -> None:
+    login = open_session(store_app, cookie)
+    login["user"] = "ann"  # loaded before the logout
+    logout = open_session(store_app, cookie)
+    logout.expire()
+    save(store_app, logout)
+    login.regenerate()
+    response = save(store_app, login)
+    assert "PSESSION=;" in response.headers["Set-Cookie"]
+    assert store.fetch(store_key(login.id)) is None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import typing as t
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -424,6 +426,11 @@ def test_storable_dir_must_be_writable(app: Flask, tmp_path: Path) -> None:
         ("absolute_timeout", 0),
         ("absolute_timeout", "1d"),
         ("absolute_timeout", float("inf")),
+        ("expiration_timeout", 1e17),
+        ("expiration_timeout", timedelta(days=3651)),
+        ("permanent_timeout", timedelta(0)),
+        ("permanent_timeout", "14d"),
+        ("absolute_timeout", 1e10),
         ("autopurge", "yes"),
         ("autopurge", 1),
         ("autopurge_probability", 1.5),
@@ -451,7 +458,8 @@ def test_bad_max_sessions(app: Flask, value: object) -> None:
 
 def test_good_common_store_options(app: Flask) -> None:
     options = {
-        "expiration_timeout": 600,
+        "expiration_timeout": timedelta(minutes=10),
+        "permanent_timeout": 3650 * 86400,
         "absolute_timeout": 86400.5,
         "autopurge": True,
         "autopurge_probability": 1,
@@ -460,6 +468,7 @@ def test_good_common_store_options(app: Flask) -> None:
     _, store = configured(app, {"store": {"driver": "memory", "options": options}})
     assert isinstance(store, MemoryStore)
     assert (store.expiration_timeout, store.absolute_timeout) == (600.0, 86400.5)
+    assert store.permanent_timeout == 3650 * 86400.0
     assert (store.autopurge, store.autopurge_probability, store.max_sessions) == (True, 1.0, 3)
 
 
@@ -525,3 +534,44 @@ def test_prancer_yaml_mistake_names_the_key(app: Flask, tmp_path: Path) -> None:
         PrancerSession(app)
     assert info.value.key == "PRANCER_SESSION.store.options.expiration_timout"
     assert "expiration_timeout" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "key", ["SESSION_TYPE", "SESSION_REDIS", "SESSION_KEY_PREFIX", "SESSION_FILE_DIR"]
+)
+def test_flask_session_config_is_refused_not_ignored(app: Flask, key: str) -> None:
+    app.config[key] = "redis"
+    with pytest.raises(ConfigurationError, match="Flask-Session") as caught:
+        PrancerSession(app)
+    assert caught.value.key == key
+
+
+def test_flask_session_config_beside_prancer_session_is_left_alone(app: Flask) -> None:
+    app.config.update(SESSION_TYPE="redis", PRANCER_SESSION={"store": "memory"})
+    PrancerSession(app)
+
+
+def test_memory_store_in_production_warns_once(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    app.testing = False
+    with caplog.at_level(logging.WARNING, "flask_prancer_session"):
+        PrancerSession(app)
+    [record] = caplog.records
+    assert "memory of each process" in record.getMessage()
+    assert "PRANCER_SESSION" in record.getMessage()
+
+
+@pytest.mark.parametrize("mode", ["testing", "debug", "shared store"])
+def test_no_memory_warning_when_it_does_not_matter(
+    app: Flask, tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    app.testing = mode == "testing"
+    app.debug = mode == "debug"
+    if mode == "shared store":
+        app.config["PRANCER_SESSION"] = {
+            "store": {"driver": "storable", "options": {"dir": str(tmp_path / "s")}}
+        }
+    with caplog.at_level(logging.WARNING, "flask_prancer_session"):
+        PrancerSession(app)
+    assert caplog.records == []

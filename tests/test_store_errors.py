@@ -96,3 +96,103 @@ def test_unwritable_session_fails_the_request(app: Flask, down_store: StoreDrive
     assert response.status_code == 500
     assert "Set-Cookie" not in response.headers
     assert isinstance(errors[0], SessionStoreError)
+
+
+@pytest.fixture
+def login_app(app: Flask, down_store: StoreDriver) -> Flask:
+    """An app with Flask-Login and Flask-WTF whose session store is down."""
+    from flask_login import LoginManager
+    from flask_login import UserMixin
+    from flask_login import current_user
+    from flask_wtf.csrf import CSRFProtect
+
+    app.testing = False
+    app.config["REMEMBER_COOKIE_REFRESH_EACH_REQUEST"] = True
+    PrancerSession(app, store=down_store)
+    login_manager = LoginManager(app)
+    CSRFProtect(app)
+
+    class User(UserMixin):
+        id = "1"
+
+    @login_manager.user_loader
+    def load_user(user_id: str) -> User:
+        return User()
+
+    @app.errorhandler(SessionStoreError)
+    def store_down(error: SessionStoreError) -> tuple[str, int]:
+        return f"sessions are down ({current_user.is_authenticated})", 503
+
+    @app.get("/me")
+    def me() -> str:
+        return str(current_user.is_authenticated)
+
+    @app.post("/form")
+    def form() -> str:
+        return "posted"
+
+    @app.get("/health")
+    def health() -> str:
+        return "ok"
+
+    return app
+
+
+def test_error_handler_answers_503_with_flask_login_installed(login_app: Flask) -> None:
+    client = login_app.test_client()
+    client.set_cookie("PSESSION", signed_cookie(login_app))
+    response = client.get("/me")
+    assert (response.status_code, response.text) == (503, "sessions are down (False)")
+    assert "Set-Cookie" not in response.headers
+
+
+def test_csrf_protected_form_answers_503_when_the_store_is_down(login_app: Flask) -> None:
+    client = login_app.test_client()
+    client.set_cookie("PSESSION", signed_cookie(login_app))
+    assert client.post("/form", data={"csrf_token": "x"}).status_code == 503
+
+
+def test_views_that_never_use_the_session_survive_an_outage(login_app: Flask) -> None:
+    client = login_app.test_client()
+    client.set_cookie("PSESSION", signed_cookie(login_app))
+    response = client.get("/health")
+    assert (response.status_code, response.text) == (200, "ok")
+    assert "Set-Cookie" not in response.headers
+
+
+def test_writes_after_a_reported_failure_still_raise(app: Flask, down_store: StoreDriver) -> None:
+    PrancerSession(app, store=down_store)
+
+    @app.get("/")
+    def index() -> str:
+        with pytest.raises(SessionStoreError):
+            session.get("user")
+        assert session.get("user") is None  # reported once; now reads as empty
+        with pytest.raises(SessionStoreError):
+            session["user"] = "ann"
+        return "handled"
+
+    client = app.test_client()
+    client.set_cookie("PSESSION", signed_cookie(app))
+    assert client.get("/").text == "handled"
+
+
+def test_a_failed_save_is_attempted_once(app: Flask, down_store: StoreDriver) -> None:
+    app.testing = False
+    attempts: list[str] = []
+    original_apply = down_store.apply
+
+    def counting_apply(*args: t.Any) -> bool:
+        attempts.append("apply")
+        return original_apply(*args)
+
+    down_store.apply = counting_apply  # type: ignore[method-assign]
+    PrancerSession(app, store=down_store)
+
+    @app.get("/")
+    def index() -> str:
+        session["visited"] = True
+        return "ok"
+
+    assert app.test_client().get("/").status_code == 500
+    assert attempts == ["apply"]

@@ -1,0 +1,242 @@
+"""One lifetime model for cookie and store: idle, permanent, per-session and
+absolute timeouts, over every store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
+
+import pytest
+from flask import Flask
+from flask import session
+from flask.testing import FlaskClient
+
+from flask_prancer_session.ids import store_key
+from flask_prancer_session.store.base import StoreDriver
+
+from .clock import FakeClock
+
+DAY = 86400.0
+
+
+def at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def cookie_expiry(client: FlaskClient) -> datetime | None:
+    cookie = client.get_cookie("PSESSION")
+    assert cookie is not None
+    return cookie.expires
+
+
+def stored_expiry(store: StoreDriver, session_id: str) -> float | None:
+    record = store.fetch(store_key(session_id))
+    return None if record is None else record.expires_at
+
+
+@pytest.fixture
+def views(store_app: Flask) -> Flask:
+    store_app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(days=14)
+
+    @store_app.get("/count")
+    def count() -> str:
+        session["n"] = session.get("n", 0) + 1
+        return f"{session['n']} {session.id}"
+
+    @store_app.get("/read")
+    def read() -> str:
+        return f"{session.get('n')} {session.id}"
+
+    @store_app.get("/permanent/<int:on>")
+    def permanent(on: int) -> str:
+        session.permanent = bool(on)
+        session["n"] = session.get("n", 0) + 1
+        return f"{session['n']} {session.id}"
+
+    return store_app
+
+
+def test_a_session_that_is_not_permanent_has_a_browser_cookie(
+    views: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock
+) -> None:
+    session_id = client.get("/count").text.split()[1]
+    assert cookie_expiry(client) is None
+    assert stored_expiry(store, session_id) == clock.now + store.expiration_timeout
+    clock.advance(store.expiration_timeout + 1)
+    assert client.get("/count").text.split()[0] == "1"
+
+
+def test_a_permanent_session_lives_as_long_as_its_cookie(
+    views: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock
+) -> None:
+    session_id = client.get("/permanent/1").text.split()[1]
+    assert cookie_expiry(client) == at(clock.now + 14 * DAY)
+    assert stored_expiry(store, session_id) == clock.now + 14 * DAY
+    # Far past the idle timeout of sessions that are not permanent.
+    clock.advance(3 * DAY)
+    assert client.get("/count").text == f"2 {session_id}"
+    assert cookie_expiry(client) == at(clock.now + 14 * DAY)
+    assert stored_expiry(store, session_id) == clock.now + 14 * DAY
+
+
+def test_permanent_timeout_overrides_the_flask_lifetime(
+    views: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock
+) -> None:
+    store.permanent_timeout = 2 * DAY
+    session_id = client.get("/permanent/1").text.split()[1]
+    assert cookie_expiry(client) == at(clock.now + 2 * DAY)
+    assert stored_expiry(store, session_id) == clock.now + 2 * DAY
+
+
+def test_absolute_timeout_caps_cookie_and_store(
+    views: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock
+) -> None:
+    store.absolute_timeout = DAY
+    created = clock.now
+    session_id = client.get("/permanent/1").text.split()[1]
+    assert cookie_expiry(client) == at(created + DAY)
+    assert stored_expiry(store, session_id) == created + DAY
+    clock.advance(DAY)
+    assert client.get("/read").text.split()[0] == "None"
+
+
+def test_leaving_permanence_turns_the_cookie_into_a_browser_cookie(
+    views: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock
+) -> None:
+    client.get("/permanent/1")
+    assert cookie_expiry(client) is not None
+    session_id = client.get("/permanent/0").text.split()[1]
+    assert cookie_expiry(client) is None
+    assert stored_expiry(store, session_id) == clock.now + store.expiration_timeout
+
+
+@pytest.mark.parametrize("refresh", [True, False])
+def test_refresh_each_request_resends_a_permanent_cookie(
+    views: Flask, client: FlaskClient, refresh: bool
+) -> None:
+    views.config["SESSION_REFRESH_EACH_REQUEST"] = refresh
+    client.get("/permanent/1")
+    response = client.get("/read")
+    assert ("PSESSION=" in response.headers.get("Set-Cookie", "")) is refresh
+
+
+def test_a_browser_cookie_is_sent_only_when_it_changes(views: Flask, client: FlaskClient) -> None:
+    assert "Set-Cookie" in client.get("/count").headers
+    assert "Set-Cookie" not in client.get("/count").headers
+    assert "Set-Cookie" not in client.get("/read").headers
+
+
+def test_a_read_only_request_slides_the_expiry(
+    views: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock
+) -> None:
+    session_id = client.get("/count").text.split()[1]
+    clock.advance(store.expiration_timeout - 10)
+    client.get("/read")
+    assert stored_expiry(store, session_id) == clock.now + store.expiration_timeout
+    clock.advance(store.expiration_timeout - 10)
+    assert client.get("/read").text == f"1 {session_id}"
+
+
+@pytest.mark.parametrize(
+    "lifetime", [7200, 7200.0, timedelta(hours=2)], ids=["int", "float", "timedelta"]
+)
+def test_set_expiry_gives_a_session_its_own_idle_timeout(
+    store_app: Flask,
+    client: FlaskClient,
+    store: StoreDriver,
+    clock: FakeClock,
+    lifetime: float | timedelta,
+) -> None:
+    @store_app.get("/remember")
+    def remember() -> str:
+        session.set_expiry(lifetime)
+        session["user"] = "ann"
+        return session.id
+
+    @store_app.get("/who")
+    def who() -> str:
+        return str(session.get("user"))
+
+    session_id = client.get("/remember").text
+    assert cookie_expiry(client) == at(clock.now + 7200)
+    assert stored_expiry(store, session_id) == clock.now + 7200
+    clock.advance(7000)
+    assert client.get("/who").text == "ann"
+    assert stored_expiry(store, session_id) == clock.now + 7200
+    clock.advance(7200)
+    assert client.get("/who").text == "None"
+
+
+def test_set_expiry_at_a_moment_does_not_slide(
+    store_app: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock
+) -> None:
+    end = clock.now + 5000
+
+    @store_app.get("/until")
+    def until() -> str:
+        session.set_expiry(at(end))
+        session["user"] = "ann"
+        return session.id
+
+    @store_app.get("/who")
+    def who() -> str:
+        session["seen"] = session.get("seen", 0) + 1
+        return str(session.get("user"))
+
+    session_id = client.get("/until").text
+    assert cookie_expiry(client) == at(end)
+    clock.advance(4000)
+    assert client.get("/who").text == "ann"
+    assert stored_expiry(store, session_id) == pytest.approx(end)
+    clock.advance(1001)
+    assert client.get("/who").text == "None"
+
+
+def test_set_expiry_none_goes_back_to_the_app_lifetime(
+    store_app: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock
+) -> None:
+    @store_app.get("/expiry/<int:seconds>")
+    def expiry(seconds: int) -> str:
+        session.set_expiry(seconds or None)
+        session["user"] = "ann"
+        return session.id
+
+    client.get("/expiry/7200")
+    session_id = client.get("/expiry/0").text
+    assert cookie_expiry(client) is None
+    assert stored_expiry(store, session_id) == clock.now + store.expiration_timeout
+
+
+@pytest.mark.parametrize("bad", [0, -1, timedelta(0), True, "3600"])
+def test_set_expiry_refuses_what_is_not_a_positive_duration(
+    store_app: Flask, client: FlaskClient, bad: object
+) -> None:
+    @store_app.get("/bad")
+    def set_bad() -> str:
+        with pytest.raises((ValueError, TypeError)):
+            session.set_expiry(bad)  # type: ignore[arg-type]
+        return "ok"
+
+    assert client.get("/bad").text == "ok"
+
+
+def test_created_at_and_expires_at_are_readable(
+    views: Flask, store_app: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock
+) -> None:
+    @store_app.get("/times")
+    def times() -> dict[str, object]:
+        created, expires = session.created_at, session.expires_at
+        return {
+            "created": None if created is None else created.timestamp(),
+            "expires": None if expires is None else expires.timestamp(),
+        }
+
+    start = clock.now
+    assert client.get("/times").json == {"created": None, "expires": None}
+    client.get("/count")
+    clock.advance(100)
+    assert client.get("/times").json == {
+        "created": start,
+        "expires": clock.now + store.expiration_timeout,
+    }
