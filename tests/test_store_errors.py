@@ -101,9 +101,9 @@ def test_unwritable_session_fails_the_request(app: Flask, down_store: StoreDrive
 @pytest.fixture
 def login_app(app: Flask, down_store: StoreDriver) -> Flask:
     """An app with Flask-Login and Flask-WTF whose session store is down."""
+    from flask_login import current_user
     from flask_login import LoginManager
     from flask_login import UserMixin
-    from flask_login import current_user
     from flask_wtf.csrf import CSRFProtect
 
     app.testing = False

@@ -20,8 +20,8 @@ import pytest
 from flask import Flask
 from flask import session
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck
 from hypothesis import given
+from hypothesis import HealthCheck
 from hypothesis import settings
 from hypothesis import strategies as st
 from markupsafe import Markup
