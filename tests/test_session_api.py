@@ -513,3 +513,14 @@ def test_undecodable_stored_value_is_dropped_and_logged(
     record = store.fetch(store_key(sid))
     assert record is not None
     assert record.data == {"b": "2"}
+
+
+def test_the_typed_proxy_is_flask_session(store_app: Flask, client: FlaskClient) -> None:
+    from flask_prancer_session import session as typed_session
+
+    @store_app.get("/typed")
+    def typed() -> str:
+        typed_session.set("a", 1)
+        return f"{session['a']} {typed_session.id == session.id}"
+
+    assert client.get("/typed").text == "1 True"
