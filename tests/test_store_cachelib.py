@@ -189,6 +189,31 @@ def test_no_resurrection_after_remove(clock: FakeClock) -> None:
     assert store.fetch(key) is None
 
 
+def test_an_emptied_session_leaves_no_entry(clock: FakeClock) -> None:
+    cache = cachelib.SimpleCache()
+    store = make(clock, cache=cache)
+    key = store_key(new_id())
+    assert store.apply(key, ChangeSet(created_at=clock())) is False
+    assert not cache.has(PREFIX + key)
+    store.apply(key, created(clock, a='"1"'))
+    assert store.apply(key, ChangeSet(removed=frozenset({"a"}))) is False
+    assert not cache.has(PREFIX + key)
+
+
+def test_remove_tells_whether_a_live_session_was_deleted(clock: FakeClock) -> None:
+    cache = RecordingCache()
+    store = make(clock, cache=cache)
+    key = store_key(new_id())
+    store.apply(key, ChangeSet(updated={"a": '"1"'}, created_at=clock(), timeout=60))
+    assert cache.timeouts == [60]
+    clock.advance(60)
+    assert cache.has(PREFIX + key)  # the cache's timer runs on real time
+    assert store.remove(key) is False
+    assert not cache.has(PREFIX + key)
+    store.apply(key, created(clock, a='"1"'))
+    assert store.remove(key) is True
+
+
 def test_corrupt_entries_are_no_session(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     cache = cachelib.SimpleCache()
     store = make(clock, cache=cache)
@@ -277,7 +302,7 @@ def test_processes_sharing_a_cache_dir_lose_no_keys(tmp_path: Path) -> None:
     cache_dir = str(tmp_path / "cache")
     store = CachelibStore(backend="filesystem", cache_dir=cache_dir)
     key = store_key(new_id())
-    store.apply(key, ChangeSet(created_at=store.clock()))
+    store.apply(key, ChangeSet(updated={"start": "0"}, created_at=store.clock()))
     # spawn, not fork: a fresh interpreter, as separate workers would be.
     context = multiprocessing.get_context("spawn")
     processes = [
@@ -290,4 +315,4 @@ def test_processes_sharing_a_cache_dir_lose_no_keys(tmp_path: Path) -> None:
         assert process.exitcode == 0
     record = store.fetch(key)
     assert record is not None
-    assert set(record.data) == {f"p{i}k{n}" for i in range(4) for n in range(25)}
+    assert set(record.data) == {"start"} | {f"p{i}k{n}" for i in range(4) for n in range(25)}

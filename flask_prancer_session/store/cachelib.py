@@ -32,8 +32,8 @@ Options:
     Prepended to every key, default ``"prancer:session:"``, so sessions can
     share a cache with other data.
 
-plus the common ``expiration_timeout``, ``absolute_timeout``, ``autopurge``
-and ``autopurge_probability``.
+plus the common ``expiration_timeout``, ``permanent_timeout``, ``absolute_timeout``,
+``autopurge`` and ``autopurge_probability``.
 
 Caveats. cachelib has no transactions, so :meth:`~CachelibStore.apply` reads
 the entry, changes it and writes it back. Writes to one session are
@@ -72,6 +72,7 @@ from ..changes import Record
 from ..errors import ConfigurationError
 from ..errors import SessionStoreError
 from .base import DEFAULT_EXPIRATION_TIMEOUT
+from .base import Seconds
 from .base import StoreDriver
 
 logger = logging.getLogger(__name__)
@@ -112,14 +113,16 @@ class CachelibStore(StoreDriver):
         cache: cachelib.BaseCache | None = None,
         backend: str | None = None,
         key_prefix: str = "prancer:session:",
-        expiration_timeout: float = DEFAULT_EXPIRATION_TIMEOUT,
-        absolute_timeout: float | None = None,
+        expiration_timeout: Seconds = DEFAULT_EXPIRATION_TIMEOUT,
+        permanent_timeout: Seconds | None = None,
+        absolute_timeout: Seconds | None = None,
         autopurge: bool = False,
         autopurge_probability: float = 0.1,
         **backend_options: t.Any,
     ) -> None:
         super().__init__(
             expiration_timeout=expiration_timeout,
+            permanent_timeout=permanent_timeout,
             absolute_timeout=absolute_timeout,
             autopurge=autopurge,
             autopurge_probability=autopurge_probability,
@@ -205,12 +208,12 @@ class CachelibStore(StoreDriver):
     def fetch(self, key: str) -> Record | None:
         return self._live(key)
 
-    def apply(self, key: str, changes: ChangeSet) -> None:
+    def apply(self, key: str, changes: ChangeSet) -> bool:
         with self._locked(key):
             record = self._live(key)
             if record is None:
                 if changes.created_at is None:
-                    return
+                    return False
                 data: dict[str, str] = {}
                 created_at = changes.created_at
             else:
@@ -219,7 +222,13 @@ class CachelibStore(StoreDriver):
             for removed in changes.removed:
                 data.pop(removed, None)
             data.update(changes.updated)
-            self._write(key, Record(data, created_at, self.expiry_for(created_at)))
+            if not data:
+                if record is not None:
+                    self._delete(key)
+                return False
+            expires_at = self.expiry_for(created_at, timeout=changes.timeout)
+            self._write(key, Record(data, created_at, expires_at))
+            return True
 
     def touch(self, key: str, expires_at: float) -> None:
         with self._locked(key):
@@ -227,12 +236,17 @@ class CachelibStore(StoreDriver):
             if record is not None:
                 self._write(key, Record(record.data, record.created_at, expires_at))
 
-    def remove(self, key: str) -> None:
+    def remove(self, key: str) -> bool:
         with self._locked(key):
-            # delete() is also False when there was nothing to delete, so only
-            # a session still there afterwards is a failure.
-            if not self._call("delete", key, "delete") and self._call("delete", key, "has"):
-                raise _failure("delete", key, None)
+            live = self._live(key) is not None
+            self._delete(key)
+            return live
+
+    def _delete(self, key: str) -> None:
+        # delete() is also False when there was nothing to delete, so only
+        # an entry still there afterwards is a failure.
+        if not self._call("delete", key, "delete") and self._call("delete", key, "has"):
+            raise _failure("delete", key, None)
 
 
 def _make_cache(backend: str, options: dict[str, t.Any]) -> cachelib.BaseCache:
