@@ -191,6 +191,19 @@ def test_every_operation_is_one_round_trip(
     assert counts == [1] * len(operations)
 
 
+def test_replies_are_parsed_by_hiredis(rstore: RedisStore) -> None:
+    # redis-py's pure-Python parser costs more than the round trip itself.
+    services.require_module("hiredis", "redis")
+    from redis.utils import HIREDIS_AVAILABLE
+
+    assert HIREDIS_AVAILABLE
+    connection = rstore.client.connection_pool.get_connection()
+    try:
+        assert type(connection._parser).__name__ == "_HiredisParser"
+    finally:
+        rstore.client.connection_pool.release(connection)
+
+
 def test_ttl_follows_expiry(
     make_store: t.Callable[..., RedisStore], redis_client: redis.Redis, clock: FakeClock
 ) -> None:
