@@ -159,6 +159,34 @@ def test_cachelib_redis_entries_expire_in_redis(clock: FakeClock) -> None:
         client.close()
 
 
+@pytest.mark.parametrize("backend", ["simple", "filesystem", "redis"])
+def test_timeouts_are_capped_at_ten_years(
+    backend: str, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
+) -> None:
+    from flask_prancer_session.store.base import MAX_SECONDS
+
+    options: dict[str, t.Any] = {"backend": backend}
+    if backend == "filesystem":
+        options["cache_dir"] = str(tmp_path / "cache")
+    elif backend == "redis":
+        services.require_module("redis", "redis")
+        services.require_server("Redis", "127.0.0.1", 6379)
+        options.update(host="127.0.0.1", port=6379)
+        options["key_prefix"] = services.unique_name("prancer_cachelib") + ":"
+    # FileSystemCache keeps the expiry in 32 bits: 1e10 s made every write fail.
+    with pytest.raises(ConfigurationError) as info:
+        make(clock, expiration_timeout=1e10, **options)
+    assert info.value.key == "expiration_timeout"
+    store = make(clock, expiration_timeout=MAX_SECONDS, **options)
+    key = store_key(new_id())
+    request.addfinalizer(lambda: store.cache.delete(store.key_prefix + key))
+    assert store.apply(key, created(clock, a='"1"')) is True
+    record = store.fetch(key)
+    assert record is not None and record.expires_at == clock() + MAX_SECONDS
+    assert store.apply(key, ChangeSet(updated={"b": '"2"'}, timeout=MAX_SECONDS)) is True
+    assert store.fetch(key) is not None
+
+
 def test_expiry_is_checked_against_the_clock(clock: FakeClock) -> None:
     cache = cachelib.SimpleCache()
     store = make(clock, cache=cache)

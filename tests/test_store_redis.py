@@ -228,6 +228,28 @@ def test_ttl_follows_expiry(
     assert 0 < redis_client.pttl(name) <= 1000
 
 
+def test_timeouts_are_capped_at_ten_years(
+    make_store: t.Callable[..., RedisStore], redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    from flask_prancer_session.store.base import MAX_SECONDS
+
+    # 1e17 s overflowed PEXPIRE's milliseconds: the write "succeeded" and the
+    # session was gone.
+    with pytest.raises(ConfigurationError) as info:
+        make_store(expiration_timeout=1e17)
+    assert info.value.key == "expiration_timeout"
+    store = make_store(expiration_timeout=MAX_SECONDS, absolute_timeout=MAX_SECONDS)
+    key = store_key(new_id())
+    assert store.apply(key, created(clock, a='"1"')) is True
+    record = store.fetch(key)
+    assert record is not None and record.expires_at == clock() + MAX_SECONDS
+    assert (
+        MAX_SECONDS * 1000 - 60_000 < redis_client.pttl(store.name_for(key)) <= MAX_SECONDS * 1000
+    )
+    assert store.apply(key, ChangeSet(updated={"b": '"2"'}, timeout=MAX_SECONDS)) is True
+    assert redis_client.pttl(store.name_for(key)) > 0
+
+
 def test_expiry_is_checked_against_the_clock(
     rstore: RedisStore, redis_client: redis.Redis, clock: FakeClock
 ) -> None:
