@@ -61,11 +61,17 @@ import logging
 import math
 import os
 import re
+import stat
 import threading
 import typing as t
 import zlib
 
 import cachelib
+from cachelib.serializers import DynamoDbSerializer
+from cachelib.serializers import FileSystemSerializer
+from cachelib.serializers import MongoDbSerializer
+from cachelib.serializers import RedisSerializer
+from cachelib.serializers import UWSGISerializer
 
 from ..changes import ChangeSet
 from ..changes import Record
@@ -92,6 +98,51 @@ BACKENDS: dict[str, str] = {
 LOCK_STRIPES = 64
 
 _BOUNDED = {"simple", "filesystem"}
+
+
+class JSONSerializer(
+    FileSystemSerializer, RedisSerializer, DynamoDbSerializer, MongoDbSerializer, UWSGISerializer
+):
+    """Values as JSON, for the cachelib caches that would unpickle them.
+
+    Pickle runs whatever code the stored bytes name, so with cachelib's
+    default whoever can write the cache (a file in the directory, a key in
+    Redis) can run code in the app. JSON holds our entries, which are
+    strings, and the integers cachelib keeps itself (``FileSystemCache``'s
+    entry count, ``RedisCache``'s counters, sent as plain digits as before).
+    One class is every flavour, so it fits every cache's ``serializer``.
+    """
+
+    def dumps(self, value: t.Any, *args: t.Any, **kwargs: t.Any) -> bytes:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+    # cachelib's bases name the argument bvalue and value: no name fits both.
+    def loads(self, value: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:  # type: ignore[override]
+        if value is None:
+            return None
+        try:
+            return json.loads(value)
+        except (ValueError, TypeError, RecursionError) as error:
+            logger.warning("A cache entry is not JSON (%s); ignoring it", error)
+            return None
+
+    def dump(self, value: t.Any, f: t.IO[bytes], *args: t.Any, **kwargs: t.Any) -> None:
+        # FileSystemCache writes its expiry header before and reads it itself.
+        f.write(self.dumps(value))
+
+    def load(self, f: t.IO[bytes], *args: t.Any, **kwargs: t.Any) -> t.Any:
+        return self.loads(f.read())
+
+
+#: The cachelib caches that read values others can write through a
+#: serializer: each one gets a :class:`JSONSerializer`.
+UNPICKLING_CACHES = (
+    cachelib.FileSystemCache,
+    cachelib.RedisCache,
+    cachelib.DynamoDbCache,
+    cachelib.MongoDbCache,
+    cachelib.UWSGICache,
+)
 
 
 class CachelibStore(StoreDriver):
@@ -142,6 +193,8 @@ class CachelibStore(StoreDriver):
                 callable(getattr(cache, name, None)) for name in ("get", "set", "delete")
             ):
                 raise ConfigurationError("must be a cachelib cache that keeps data", "cache")
+            if isinstance(cache, cachelib.FileSystemCache):
+                _check_private_dir(cache._path, "cache")
             #: The cachelib cache holding the sessions.
             self.cache: cachelib.BaseCache = cache
         elif backend is None:
@@ -150,6 +203,11 @@ class CachelibStore(StoreDriver):
             )
         else:
             self.cache = _make_cache(backend, backend_options)
+        if isinstance(self.cache, UNPICKLING_CACHES):
+            self.cache.serializer = JSONSerializer()
+            if isinstance(self.cache, cachelib.FileSystemCache):
+                # cachelib pickled its entry count on creation: write it anew.
+                self.cache._update_count(value=len(list(self.cache._list_dir())))
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._lock_dir: str | None = None
         self._lock_suffix = ""
@@ -261,6 +319,13 @@ def _make_cache(backend: str, options: dict[str, t.Any]) -> cachelib.BaseCache:
                 raise ConfigurationError(f"not an option of cachelib's {class_name}", name)
     if backend in _BOUNDED:
         options = {"threshold": 10000, **options}
+    if backend == "filesystem" and isinstance(options.get("cache_dir"), (str, os.PathLike)):
+        # cachelib would make it 0755, or 0777 under umask 0.
+        try:
+            os.makedirs(options["cache_dir"], mode=0o700, exist_ok=True)
+        except OSError as error:
+            raise ConfigurationError(f"cannot be made: {error}", "cache_dir") from error
+        _check_private_dir(options["cache_dir"], "cache_dir")
     try:
         return cls(**options)
     except TypeError as error:
@@ -271,6 +336,23 @@ def _make_cache(backend: str, options: dict[str, t.Any]) -> cachelib.BaseCache:
         ) from error
     except (ValueError, RuntimeError, ImportError, OSError) as error:
         raise ConfigurationError(f"{class_name} cannot be made: {error}", "backend") from error
+
+
+def _check_private_dir(path: str | os.PathLike[str], option: str) -> None:
+    """Refuse a cache directory others could write into: they could plant
+    or replace sessions there."""
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        raise ConfigurationError(f"cannot be used: {error}", option) from error
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigurationError(f"{os.fspath(path)!r} is not a directory", option)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise ConfigurationError(
+            f"{os.fspath(path)!r} must belong to this user and be writable by no one"
+            " else (chmod go-w)",
+            option,
+        )
 
 
 def _decode(key: str, raw: object) -> Record | None:
