@@ -11,15 +11,16 @@
 
 Each session is one cache entry under ``<key_prefix><store key>``: a JSON
 string ``{"created": ..., "expires": ..., "data": {...}}`` whose data values
-are already serialised, so no object of ours is ever pickled (cachelib's own
-serializer still wraps the string). The cache timeout of each entry follows
-the session's expiry, so the cache drops sessions by itself and
-:meth:`~CachelibStore.purge` has nothing to do.
+are already serialised. The cache timeout of each entry follows the session's
+expiry, so the cache drops sessions by itself and
+:meth:`~CachelibStore.purge` has nothing to do. A session left without keys
+is deleted instead of written, and creating one without keys stores nothing.
 
 Options:
 
 ``cache``
-    A ready :class:`cachelib.BaseCache`, used as given.
+    A ready :class:`cachelib.BaseCache`, used as given, except that it gets
+    the JSON serializer described below.
 ``backend``
     Or the name of a cachelib class to make one: ``simple``
     (``SimpleCache``), ``filesystem`` (``FileSystemCache``), ``redis``,
@@ -28,23 +29,46 @@ Options:
     keyword it does not take stops the app at start. For ``simple`` and
     ``filesystem``, ``threshold`` defaults to 10000 instead of cachelib's
     500: past the threshold cachelib evicts entries, which logs visitors out.
+    A ``cache_dir`` that does not exist is created with mode 0700.
 ``key_prefix``
     Prepended to every key, default ``"prancer:session:"``, so sessions can
     share a cache with other data.
 
 plus the common ``expiration_timeout``, ``permanent_timeout``, ``absolute_timeout``,
-``autopurge`` and ``autopurge_probability``.
+``autopurge`` and ``autopurge_probability`` (at most ten years, which fits
+``FileSystemCache``'s 32-bit expiry times).
+
+No pickle. cachelib's serializers pickle, and unpickling runs whatever code
+the stored bytes name, so with them whoever can write the cache could run
+code in the app. What each backend does here:
+
+``filesystem``, ``redis``, ``dynamodb``, ``mongodb``, ``uwsgi``
+    The cache, made here or given, gets :class:`JSONSerializer`, which cannot
+    run code: an entry that is not JSON (a planted pickle, say) is logged and
+    is no session. Other data sharing a given cache must be JSON too, and
+    what it held pickled reads as missing. The ``filesystem`` cache
+    directory must belong to the app's user and be writable by no one else
+    (otherwise the store refuses it at start), so no one else can plant or
+    replace a session there.
+``simple``
+    Entries live in this process's memory, which nobody else writes.
+``memcached``
+    cachelib leaves serialisation to the client library (``pylibmc``,
+    ``python-memcached``...), which unpickles any value stored with its
+    pickle flag. Whoever can write to the memcached server can therefore
+    run code in the app: use it only where nobody else can reach it.
 
 Caveats. cachelib has no transactions, so :meth:`~CachelibStore.apply` reads
-the entry, changes it and writes it back. Writes to one session are
-serialised by a lock among the threads of one process, and for the
-``filesystem`` backend also among the processes of one machine (``flock`` on
-lock files in the cache directory). Requests served by *different machines*
-sharing a networked cache (Redis, memcached, DynamoDB, MongoDB) are not
-serialised: two concurrent requests of one visitor can lose one's keys, and a
-save can revive a session that another machine removed a moment before. Use
-the ``redis`` store when that matters. cachelib reports most faults by
-returning ``None``/``False``: a failed write raises
+the entry, changes it and writes it back (or deletes it). Writes to and
+removals of one session are serialised by a lock among the threads of one
+process, and for the ``filesystem`` backend also among the processes of one
+machine (``flock`` on lock files in the cache directory), which makes them
+atomic there. Requests served by *different machines* sharing a networked
+cache (Redis, memcached, DynamoDB, MongoDB) are not serialised: two
+concurrent requests of one visitor can lose one's keys, and a save can revive
+a session that another machine removed a moment before. Use the ``redis``
+store when that matters. cachelib reports most faults by returning
+``None``/``False``: a failed write or delete raises
 :class:`~flask_prancer_session.errors.SessionStoreError`, but a failed read
 looks like a missing session on most backends (it is logged by cachelib), and
 exceptions of the backend's client library are raised as

@@ -8,14 +8,18 @@
 
 Each session is one Redis hash named ``<key_prefix>{<store key>}``, with a
 field ``d:<name>`` per session key holding its serialised value, and the
-fields ``created`` and ``expires`` (seconds since the epoch). Every request
-costs one round trip: :meth:`~RedisStore.fetch` is one ``HGETALL``, and
-:meth:`~RedisStore.apply` and :meth:`~RedisStore.touch` are one Lua script each
-(``EVALSHA``), which the server runs atomically. So two requests of one
-visitor that change different keys both keep their writes, and a session that
-one request expired or removed is not recreated by another request's save.
-Redis deletes each hash by itself (its TTL follows the session's expiry), so
-:meth:`~RedisStore.purge` has nothing to do.
+fields ``created`` and ``expires`` (seconds since the epoch). Every operation
+is one round trip: :meth:`~RedisStore.fetch` is one ``HGETALL``, and
+:meth:`~RedisStore.apply`, :meth:`~RedisStore.touch` and
+:meth:`~RedisStore.remove` are one Lua script each (``EVALSHA``), which the
+server runs atomically. So two requests of one visitor that change different
+keys both keep their writes; a session left without keys is deleted by the
+script that removed its last one, while a key another request added meanwhile
+keeps it; and once a session is expired or removed, no other request's save
+brings it back. Redis deletes each hash by itself (its TTL follows the
+session's expiry), so :meth:`~RedisStore.purge` has nothing to do. The
+``redis`` extra installs ``hiredis``, which redis-py then uses to parse
+replies, several times faster than its own parser.
 
 Options:
 
@@ -38,11 +42,16 @@ Connection options
 plus the common ``expiration_timeout``, ``permanent_timeout``, ``absolute_timeout``,
 ``autopurge`` and ``autopurge_probability``.
 
+Timeouts are at most ten years, which Redis's millisecond TTLs hold.
+
 Redis Cluster: the store key inside the name is a hash tag, so everything a
 session keeps lives in one slot, and the scripts, which only touch that key,
 run unchanged on a cluster. Failures (server down, timeout, failover in
 progress) raise :class:`~flask_prancer_session.errors.SessionStoreError`;
-redis-py's own retry options apply before that.
+redis-py's own retry options apply before that. A write that timed out may
+still have been applied (the server may only have been slow); either way the
+next request sees a whole session. A dropped connection is reconnected by
+redis-py on the next use.
 """
 
 from __future__ import annotations
