@@ -4,10 +4,14 @@ test_store_contract.py."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import multiprocessing
+import os
+import pickle
 import shutil
+import struct
 import typing as t
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from flask_prancer_session.errors import SessionStoreError
 from flask_prancer_session.ids import new_id
 from flask_prancer_session.ids import store_key
 from flask_prancer_session.store.cachelib import CachelibStore
+from flask_prancer_session.store.cachelib import JSONSerializer
 
 from . import services
 
@@ -159,6 +164,34 @@ def test_cachelib_redis_entries_expire_in_redis(clock: FakeClock) -> None:
         client.close()
 
 
+@pytest.mark.parametrize("backend", ["simple", "filesystem", "redis"])
+def test_timeouts_are_capped_at_ten_years(
+    backend: str, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
+) -> None:
+    from flask_prancer_session.store.base import MAX_SECONDS
+
+    options: dict[str, t.Any] = {"backend": backend}
+    if backend == "filesystem":
+        options["cache_dir"] = str(tmp_path / "cache")
+    elif backend == "redis":
+        services.require_module("redis", "redis")
+        services.require_server("Redis", "127.0.0.1", 6379)
+        options.update(host="127.0.0.1", port=6379)
+        options["key_prefix"] = services.unique_name("prancer_cachelib") + ":"
+    # FileSystemCache keeps the expiry in 32 bits: 1e10 s made every write fail.
+    with pytest.raises(ConfigurationError) as info:
+        make(clock, expiration_timeout=1e10, **options)
+    assert info.value.key == "expiration_timeout"
+    store = make(clock, expiration_timeout=MAX_SECONDS, **options)
+    key = store_key(new_id())
+    request.addfinalizer(lambda: store.cache.delete(store.key_prefix + key))
+    assert store.apply(key, created(clock, a='"1"')) is True
+    record = store.fetch(key)
+    assert record is not None and record.expires_at == clock() + MAX_SECONDS
+    assert store.apply(key, ChangeSet(updated={"b": '"2"'}, timeout=MAX_SECONDS)) is True
+    assert store.fetch(key) is not None
+
+
 def test_expiry_is_checked_against_the_clock(clock: FakeClock) -> None:
     cache = cachelib.SimpleCache()
     store = make(clock, cache=cache)
@@ -187,6 +220,31 @@ def test_no_resurrection_after_remove(clock: FakeClock) -> None:
     store.touch(key, clock() + 60)
     assert cache.get(PREFIX + key) is None
     assert store.fetch(key) is None
+
+
+def test_an_emptied_session_leaves_no_entry(clock: FakeClock) -> None:
+    cache = cachelib.SimpleCache()
+    store = make(clock, cache=cache)
+    key = store_key(new_id())
+    assert store.apply(key, ChangeSet(created_at=clock())) is False
+    assert not cache.has(PREFIX + key)
+    store.apply(key, created(clock, a='"1"'))
+    assert store.apply(key, ChangeSet(removed=frozenset({"a"}))) is False
+    assert not cache.has(PREFIX + key)
+
+
+def test_remove_tells_whether_a_live_session_was_deleted(clock: FakeClock) -> None:
+    cache = RecordingCache()
+    store = make(clock, cache=cache)
+    key = store_key(new_id())
+    store.apply(key, ChangeSet(updated={"a": '"1"'}, created_at=clock(), timeout=60))
+    assert cache.timeouts == [60]
+    clock.advance(60)
+    assert cache.has(PREFIX + key)  # the cache's timer runs on real time
+    assert store.remove(key) is False
+    assert not cache.has(PREFIX + key)
+    store.apply(key, created(clock, a='"1"'))
+    assert store.remove(key) is True
 
 
 def test_corrupt_entries_are_no_session(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
@@ -277,7 +335,7 @@ def test_processes_sharing_a_cache_dir_lose_no_keys(tmp_path: Path) -> None:
     cache_dir = str(tmp_path / "cache")
     store = CachelibStore(backend="filesystem", cache_dir=cache_dir)
     key = store_key(new_id())
-    store.apply(key, ChangeSet(created_at=store.clock()))
+    store.apply(key, ChangeSet(updated={"start": "0"}, created_at=store.clock()))
     # spawn, not fork: a fresh interpreter, as separate workers would be.
     context = multiprocessing.get_context("spawn")
     processes = [
@@ -290,4 +348,139 @@ def test_processes_sharing_a_cache_dir_lose_no_keys(tmp_path: Path) -> None:
         assert process.exitcode == 0
     record = store.fetch(key)
     assert record is not None
-    assert set(record.data) == {f"p{i}k{n}" for i in range(4) for n in range(25)}
+    assert set(record.data) == {"start"} | {f"p{i}k{n}" for i in range(4) for n in range(25)}
+
+
+class Planted:
+    """Unpickling this touches a marker file: what an attacker's code would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[t.Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def _payload(marker: Path) -> bytes:
+    payload = pickle.dumps(Planted(marker))
+    # The payload is live: cachelib's default serializer runs it.
+    cachelib.serializers.FileSystemSerializer().load(io.BytesIO(payload))
+    assert marker.exists()
+    marker.unlink()
+    return payload
+
+
+def _check_planted_entry_is_ignored(
+    store: CachelibStore, key: str, marker: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert store.fetch(key) is None
+    assert not marker.exists()
+    assert [r.name for r in caplog.records] == [LOGGER]
+    assert store.apply(key, ChangeSet(updated={"b": '"2"'})) is False
+    assert store.remove(key) is False
+    assert not marker.exists()
+
+
+def test_a_pickle_planted_in_the_cache_dir_does_not_run(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = tmp_path / "pwned"
+    payload = _payload(marker)
+    store = make(clock, backend="filesystem", cache_dir=str(tmp_path / "cache"))
+    cache = store.cache
+    assert isinstance(cache, cachelib.FileSystemCache)
+    key = store_key(new_id())
+    with caplog.at_level(logging.WARNING):
+        store.apply(key, created(clock, a='"1"'))
+    # The entry count, which cachelib keeps through the serializer, still works.
+    assert cache._file_count == 1
+    assert caplog.records == []
+    # An expiry header of 0 (never), then the payload, where our entry was.
+    Path(cache._get_filename(PREFIX + key)).write_bytes(struct.pack("I", 0) + payload)
+    _check_planted_entry_is_ignored(store, key, marker, caplog)
+
+
+def test_a_pickle_planted_in_redis_does_not_run(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = services.require_module("redis", "redis")
+    services.require_server("Redis", "127.0.0.1", 6379)
+    marker = tmp_path / "pwned"
+    payload = _payload(marker)
+    prefix = services.unique_name("prancer_cachelib") + ":"
+    store = make(clock, backend="redis", host="127.0.0.1", port=6379, key_prefix=prefix)
+    client = redis.Redis.from_url(services.REDIS_URL)
+    key = store_key(new_id())
+    try:
+        store.apply(key, created(clock, a='"1"'))
+        assert client.exists(prefix + key)
+        # RedisCache's default serializer unpickles values that start with "!".
+        client.set(prefix + key, b"!" + payload)
+        _check_planted_entry_is_ignored(store, key, marker, caplog)
+    finally:
+        client.delete(prefix + key)
+        client.close()
+
+
+def test_given_caches_get_the_json_serializer(tmp_path: Path) -> None:
+    files = cachelib.FileSystemCache(str(tmp_path / "cache"))
+    assert isinstance(CachelibStore(cache=files).cache.serializer, JSONSerializer)  # type: ignore[attr-defined]
+    redis_cache = cachelib.RedisCache(host="127.0.0.1", port=1)
+    CachelibStore(cache=redis_cache)
+    assert isinstance(redis_cache.serializer, JSONSerializer)
+    # SimpleCache keeps objects in this process's memory: nobody else writes there.
+    simple = cachelib.SimpleCache()
+    CachelibStore(cache=simple)
+    assert not isinstance(simple.serializer, JSONSerializer)
+
+
+def test_the_serializer_round_trips_what_cachelib_stores() -> None:
+    serializer = JSONSerializer()
+    for value in ['{"created":1}', "é \ud800", 42, None, [1, "a"]]:
+        assert serializer.loads(serializer.dumps(value)) == value
+        stream = io.BytesIO()
+        serializer.dump(value, stream)
+        stream.seek(0)
+        assert serializer.load(stream) == value
+    # Counters stay plain digits, which RedisCache.inc() increments in Redis.
+    assert serializer.dumps(42) == b"42"
+
+
+def test_cache_dirs_are_private_under_umask_0(tmp_path: Path, clock: FakeClock) -> None:
+    old = os.umask(0)
+    try:
+        cache_dir = tmp_path / "new" / "cache"
+        store = make(clock, backend="filesystem", cache_dir=str(cache_dir))
+        store.apply(store_key(new_id()), created(clock, a='"1"'))
+        assert cache_dir.stat().st_mode & 0o777 == 0o700
+        assert all(path.stat().st_mode & 0o077 == 0 for path in cache_dir.iterdir())
+
+        # A directory cachelib made under umask 0 is writable by everyone.
+        shared = cachelib.FileSystemCache(str(tmp_path / "shared"))
+        with pytest.raises(ConfigurationError) as info:
+            CachelibStore(cache=shared)
+        assert info.value.key == "cache"
+        with pytest.raises(ConfigurationError) as info:
+            CachelibStore(backend="filesystem", cache_dir=str(tmp_path / "shared"))
+        assert info.value.key == "cache_dir"
+    finally:
+        os.umask(old)
+
+
+def test_cache_dirs_of_others_are_refused(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        os.chown(cache_dir, 65534, 65534)
+    else:
+        cache_dir.chmod(0o720)
+    with pytest.raises(ConfigurationError) as info:
+        CachelibStore(backend="filesystem", cache_dir=str(cache_dir))
+    assert info.value.key == "cache_dir"
+    file = tmp_path / "file"
+    file.write_text("")
+    with pytest.raises(ConfigurationError) as info:
+        CachelibStore(backend="filesystem", cache_dir=str(file))
+    assert info.value.key == "cache_dir"

@@ -171,19 +171,37 @@ def test_every_operation_is_one_round_trip(
 
     store = make_store(connection_class=CountingConnection)
     key = store_key(new_id())
-    # The first call connects and may load the script (NOSCRIPT, SCRIPT LOAD).
-    store.apply(key, created(clock, a='"1"'))
     operations: list[t.Callable[[], object]] = [
+        lambda: store.apply(key, created(clock, a='"1"')),
         lambda: store.fetch(key),
         lambda: store.apply(key, ChangeSet(updated={"b": '"2"'}, removed=frozenset({"a"}))),
         lambda: store.touch(key, clock() + 60),
-        lambda: store.fetch(key),
+        lambda: store.apply(key, ChangeSet(removed=frozenset({"b"}))),
+        lambda: store.apply(key, created(clock, a='"1"')),
         lambda: store.remove(key),
     ]
+    # The first round connects and may load the scripts (NOSCRIPT, SCRIPT LOAD).
+    for operation in operations:
+        operation()
+    counts = []
     for operation in operations:
         sent.clear()
         operation()
-        assert len(sent) == 1
+        counts.append(len(sent))
+    assert counts == [1] * len(operations)
+
+
+def test_replies_are_parsed_by_hiredis(rstore: RedisStore) -> None:
+    # redis-py's pure-Python parser costs more than the round trip itself.
+    services.require_module("hiredis", "redis")
+    from redis.utils import HIREDIS_AVAILABLE
+
+    assert HIREDIS_AVAILABLE
+    connection = rstore.client.connection_pool.get_connection()
+    try:
+        assert type(connection._parser).__name__ == "_HiredisParser"
+    finally:
+        rstore.client.connection_pool.release(connection)
 
 
 def test_ttl_follows_expiry(
@@ -208,6 +226,28 @@ def test_ttl_follows_expiry(
     # Never a TTL of zero or less, which would delete the key at once.
     store.touch(key, clock() + 0.001)
     assert 0 < redis_client.pttl(name) <= 1000
+
+
+def test_timeouts_are_capped_at_ten_years(
+    make_store: t.Callable[..., RedisStore], redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    from flask_prancer_session.store.base import MAX_SECONDS
+
+    # 1e17 s overflowed PEXPIRE's milliseconds: the write "succeeded" and the
+    # session was gone.
+    with pytest.raises(ConfigurationError) as info:
+        make_store(expiration_timeout=1e17)
+    assert info.value.key == "expiration_timeout"
+    store = make_store(expiration_timeout=MAX_SECONDS, absolute_timeout=MAX_SECONDS)
+    key = store_key(new_id())
+    assert store.apply(key, created(clock, a='"1"')) is True
+    record = store.fetch(key)
+    assert record is not None and record.expires_at == clock() + MAX_SECONDS
+    assert (
+        MAX_SECONDS * 1000 - 60_000 < redis_client.pttl(store.name_for(key)) <= MAX_SECONDS * 1000
+    )
+    assert store.apply(key, ChangeSet(updated={"b": '"2"'}, timeout=MAX_SECONDS)) is True
+    assert redis_client.pttl(store.name_for(key)) > 0
 
 
 def test_expiry_is_checked_against_the_clock(
@@ -241,6 +281,52 @@ def test_no_resurrection_after_remove(
     rstore.touch(key, clock() + 60)
     assert not redis_client.exists(rstore.name_for(key))
     assert rstore.fetch(key) is None
+
+
+def test_a_session_without_data_leaves_no_key(
+    rstore: RedisStore, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    key = store_key(new_id())
+    name = rstore.name_for(key)
+    assert rstore.apply(key, ChangeSet(created_at=clock())) is False
+    assert not redis_client.exists(name)
+    assert rstore.apply(key, created(clock, a='"1"', b='"2"')) is True
+    # Fields outside the data namespace do not keep an emptied session.
+    redis_client.hset(name, "future-metadata", "x")
+    assert rstore.apply(key, ChangeSet(removed=frozenset({"a", "b"}))) is False
+    assert not redis_client.exists(name)
+
+
+def test_remove_of_an_expired_hash_deletes_it(
+    rstore: RedisStore, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    key = store_key(new_id())
+    rstore.apply(key, created(clock, a='"1"'))
+    clock.advance(rstore.expiration_timeout)
+    assert redis_client.exists(rstore.name_for(key))  # Redis's TTL runs on real time
+    assert rstore.remove(key) is False
+    assert not redis_client.exists(rstore.name_for(key))
+
+
+def test_the_session_timeout_sets_the_ttl(
+    rstore: RedisStore, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    key = store_key(new_id())
+    rstore.apply(key, ChangeSet(updated={"a": '"1"'}, created_at=clock(), timeout=86400))
+    assert 86_399_000 < redis_client.pttl(rstore.name_for(key)) <= 86_400_000
+    rstore.apply(key, ChangeSet(updated={"a": '"2"'}, timeout=60))
+    assert 59_000 < redis_client.pttl(rstore.name_for(key)) <= 60_000
+
+
+def test_many_fields_in_one_apply(rstore: RedisStore, clock: FakeClock) -> None:
+    # More than Lua's unpack() takes at once.
+    key = store_key(new_id())
+    rstore.apply(key, created(clock, **{f"k{n}": str(n) for n in range(10_000)}))
+    removed = frozenset(f"k{n}" for n in range(9_000))
+    assert rstore.apply(key, ChangeSet(removed=removed)) is True
+    record = rstore.fetch(key)
+    assert record is not None and len(record.data) == 1000
+    assert rstore.apply(key, ChangeSet(removed=frozenset(record.data))) is False
 
 
 def test_corrupt_hashes_are_no_session(
@@ -285,6 +371,10 @@ def test_a_key_of_another_type_is_no_session(
     redis_client.set(rstore.name_for(key), "not a hash")
     assert rstore.fetch(key) is None
     rstore.touch(key, clock() + 60)
+    assert rstore.apply(key, ChangeSet(updated={"a": '"1"'})) is False
+    assert rstore.remove(key) is False
+    assert not redis_client.exists(rstore.name_for(key))
+    redis_client.set(rstore.name_for(key), "not a hash")
     rstore.apply(key, created(clock, a='"1"'))
     record = rstore.fetch(key)
     assert record is not None and record.data == {"a": '"1"'}

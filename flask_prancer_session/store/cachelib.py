@@ -11,15 +11,16 @@
 
 Each session is one cache entry under ``<key_prefix><store key>``: a JSON
 string ``{"created": ..., "expires": ..., "data": {...}}`` whose data values
-are already serialised, so no object of ours is ever pickled (cachelib's own
-serializer still wraps the string). The cache timeout of each entry follows
-the session's expiry, so the cache drops sessions by itself and
-:meth:`~CachelibStore.purge` has nothing to do.
+are already serialised. The cache timeout of each entry follows the session's
+expiry, so the cache drops sessions by itself and
+:meth:`~CachelibStore.purge` has nothing to do. A session left without keys
+is deleted instead of written, and creating one without keys stores nothing.
 
 Options:
 
 ``cache``
-    A ready :class:`cachelib.BaseCache`, used as given.
+    A ready :class:`cachelib.BaseCache`, used as given, except that it gets
+    the JSON serializer described below.
 ``backend``
     Or the name of a cachelib class to make one: ``simple``
     (``SimpleCache``), ``filesystem`` (``FileSystemCache``), ``redis``,
@@ -28,23 +29,46 @@ Options:
     keyword it does not take stops the app at start. For ``simple`` and
     ``filesystem``, ``threshold`` defaults to 10000 instead of cachelib's
     500: past the threshold cachelib evicts entries, which logs visitors out.
+    A ``cache_dir`` that does not exist is created with mode 0700.
 ``key_prefix``
     Prepended to every key, default ``"prancer:session:"``, so sessions can
     share a cache with other data.
 
-plus the common ``expiration_timeout``, ``absolute_timeout``, ``autopurge``
-and ``autopurge_probability``.
+plus the common ``expiration_timeout``, ``permanent_timeout``, ``absolute_timeout``,
+``autopurge`` and ``autopurge_probability`` (at most ten years, which fits
+``FileSystemCache``'s 32-bit expiry times).
+
+No pickle. cachelib's serializers pickle, and unpickling runs whatever code
+the stored bytes name, so with them whoever can write the cache could run
+code in the app. What each backend does here:
+
+``filesystem``, ``redis``, ``dynamodb``, ``mongodb``, ``uwsgi``
+    The cache, made here or given, gets :class:`JSONSerializer`, which cannot
+    run code: an entry that is not JSON (a planted pickle, say) is logged and
+    is no session. Other data sharing a given cache must be JSON too, and
+    what it held pickled reads as missing. The ``filesystem`` cache
+    directory must belong to the app's user and be writable by no one else
+    (otherwise the store refuses it at start), so no one else can plant or
+    replace a session there.
+``simple``
+    Entries live in this process's memory, which nobody else writes.
+``memcached``
+    cachelib leaves serialisation to the client library (``pylibmc``,
+    ``python-memcached``...), which unpickles any value stored with its
+    pickle flag. Whoever can write to the memcached server can therefore
+    run code in the app: use it only where nobody else can reach it.
 
 Caveats. cachelib has no transactions, so :meth:`~CachelibStore.apply` reads
-the entry, changes it and writes it back. Writes to one session are
-serialised by a lock among the threads of one process, and for the
-``filesystem`` backend also among the processes of one machine (``flock`` on
-lock files in the cache directory). Requests served by *different machines*
-sharing a networked cache (Redis, memcached, DynamoDB, MongoDB) are not
-serialised: two concurrent requests of one visitor can lose one's keys, and a
-save can revive a session that another machine removed a moment before. Use
-the ``redis`` store when that matters. cachelib reports most faults by
-returning ``None``/``False``: a failed write raises
+the entry, changes it and writes it back (or deletes it). Writes to and
+removals of one session are serialised by a lock among the threads of one
+process, and for the ``filesystem`` backend also among the processes of one
+machine (``flock`` on lock files in the cache directory), which makes them
+atomic there. Requests served by *different machines* sharing a networked
+cache (Redis, memcached, DynamoDB, MongoDB) are not serialised: two
+concurrent requests of one visitor can lose one's keys, and a save can revive
+a session that another machine removed a moment before. Use the ``redis``
+store when that matters. cachelib reports most faults by returning
+``None``/``False``: a failed write or delete raises
 :class:`~flask_prancer_session.errors.SessionStoreError`, but a failed read
 looks like a missing session on most backends (it is logged by cachelib), and
 exceptions of the backend's client library are raised as
@@ -61,17 +85,24 @@ import logging
 import math
 import os
 import re
+import stat
 import threading
 import typing as t
 import zlib
 
 import cachelib
+from cachelib.serializers import DynamoDbSerializer
+from cachelib.serializers import FileSystemSerializer
+from cachelib.serializers import MongoDbSerializer
+from cachelib.serializers import RedisSerializer
+from cachelib.serializers import UWSGISerializer
 
 from ..changes import ChangeSet
 from ..changes import Record
 from ..errors import ConfigurationError
 from ..errors import SessionStoreError
 from .base import DEFAULT_EXPIRATION_TIMEOUT
+from .base import Seconds
 from .base import StoreDriver
 
 logger = logging.getLogger(__name__)
@@ -93,6 +124,51 @@ LOCK_STRIPES = 64
 _BOUNDED = {"simple", "filesystem"}
 
 
+class JSONSerializer(
+    FileSystemSerializer, RedisSerializer, DynamoDbSerializer, MongoDbSerializer, UWSGISerializer
+):
+    """Values as JSON, for the cachelib caches that would unpickle them.
+
+    Pickle runs whatever code the stored bytes name, so with cachelib's
+    default whoever can write the cache (a file in the directory, a key in
+    Redis) can run code in the app. JSON holds our entries, which are
+    strings, and the integers cachelib keeps itself (``FileSystemCache``'s
+    entry count, ``RedisCache``'s counters, sent as plain digits as before).
+    One class is every flavour, so it fits every cache's ``serializer``.
+    """
+
+    def dumps(self, value: t.Any, *args: t.Any, **kwargs: t.Any) -> bytes:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+    # cachelib's bases name the argument bvalue and value: no name fits both.
+    def loads(self, value: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:  # type: ignore[override]
+        if value is None:
+            return None
+        try:
+            return json.loads(value)
+        except (ValueError, TypeError, RecursionError) as error:
+            logger.warning("A cache entry is not JSON (%s); ignoring it", error)
+            return None
+
+    def dump(self, value: t.Any, f: t.IO[bytes], *args: t.Any, **kwargs: t.Any) -> None:
+        # FileSystemCache writes its expiry header before and reads it itself.
+        f.write(self.dumps(value))
+
+    def load(self, f: t.IO[bytes], *args: t.Any, **kwargs: t.Any) -> t.Any:
+        return self.loads(f.read())
+
+
+#: The cachelib caches that read values others can write through a
+#: serializer: each one gets a :class:`JSONSerializer`.
+UNPICKLING_CACHES = (
+    cachelib.FileSystemCache,
+    cachelib.RedisCache,
+    cachelib.DynamoDbCache,
+    cachelib.MongoDbCache,
+    cachelib.UWSGICache,
+)
+
+
 class CachelibStore(StoreDriver):
     """Keep each session in one entry of a cachelib cache.
 
@@ -112,14 +188,16 @@ class CachelibStore(StoreDriver):
         cache: cachelib.BaseCache | None = None,
         backend: str | None = None,
         key_prefix: str = "prancer:session:",
-        expiration_timeout: float = DEFAULT_EXPIRATION_TIMEOUT,
-        absolute_timeout: float | None = None,
+        expiration_timeout: Seconds = DEFAULT_EXPIRATION_TIMEOUT,
+        permanent_timeout: Seconds | None = None,
+        absolute_timeout: Seconds | None = None,
         autopurge: bool = False,
         autopurge_probability: float = 0.1,
         **backend_options: t.Any,
     ) -> None:
         super().__init__(
             expiration_timeout=expiration_timeout,
+            permanent_timeout=permanent_timeout,
             absolute_timeout=absolute_timeout,
             autopurge=autopurge,
             autopurge_probability=autopurge_probability,
@@ -139,6 +217,8 @@ class CachelibStore(StoreDriver):
                 callable(getattr(cache, name, None)) for name in ("get", "set", "delete")
             ):
                 raise ConfigurationError("must be a cachelib cache that keeps data", "cache")
+            if isinstance(cache, cachelib.FileSystemCache):
+                _check_private_dir(cache._path, "cache")
             #: The cachelib cache holding the sessions.
             self.cache: cachelib.BaseCache = cache
         elif backend is None:
@@ -147,6 +227,11 @@ class CachelibStore(StoreDriver):
             )
         else:
             self.cache = _make_cache(backend, backend_options)
+        if isinstance(self.cache, UNPICKLING_CACHES):
+            self.cache.serializer = JSONSerializer()
+            if isinstance(self.cache, cachelib.FileSystemCache):
+                # cachelib pickled its entry count on creation: write it anew.
+                self.cache._update_count(value=len(list(self.cache._list_dir())))
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._lock_dir: str | None = None
         self._lock_suffix = ""
@@ -205,12 +290,12 @@ class CachelibStore(StoreDriver):
     def fetch(self, key: str) -> Record | None:
         return self._live(key)
 
-    def apply(self, key: str, changes: ChangeSet) -> None:
+    def apply(self, key: str, changes: ChangeSet) -> bool:
         with self._locked(key):
             record = self._live(key)
             if record is None:
                 if changes.created_at is None:
-                    return
+                    return False
                 data: dict[str, str] = {}
                 created_at = changes.created_at
             else:
@@ -219,7 +304,13 @@ class CachelibStore(StoreDriver):
             for removed in changes.removed:
                 data.pop(removed, None)
             data.update(changes.updated)
-            self._write(key, Record(data, created_at, self.expiry_for(created_at)))
+            if not data:
+                if record is not None:
+                    self._delete(key)
+                return False
+            expires_at = self.expiry_for(created_at, timeout=changes.timeout)
+            self._write(key, Record(data, created_at, expires_at))
+            return True
 
     def touch(self, key: str, expires_at: float) -> None:
         with self._locked(key):
@@ -227,12 +318,17 @@ class CachelibStore(StoreDriver):
             if record is not None:
                 self._write(key, Record(record.data, record.created_at, expires_at))
 
-    def remove(self, key: str) -> None:
+    def remove(self, key: str) -> bool:
         with self._locked(key):
-            # delete() is also False when there was nothing to delete, so only
-            # a session still there afterwards is a failure.
-            if not self._call("delete", key, "delete") and self._call("delete", key, "has"):
-                raise _failure("delete", key, None)
+            live = self._live(key) is not None
+            self._delete(key)
+            return live
+
+    def _delete(self, key: str) -> None:
+        # delete() is also False when there was nothing to delete, so only
+        # an entry still there afterwards is a failure.
+        if not self._call("delete", key, "delete") and self._call("delete", key, "has"):
+            raise _failure("delete", key, None)
 
 
 def _make_cache(backend: str, options: dict[str, t.Any]) -> cachelib.BaseCache:
@@ -247,6 +343,13 @@ def _make_cache(backend: str, options: dict[str, t.Any]) -> cachelib.BaseCache:
                 raise ConfigurationError(f"not an option of cachelib's {class_name}", name)
     if backend in _BOUNDED:
         options = {"threshold": 10000, **options}
+    if backend == "filesystem" and isinstance(options.get("cache_dir"), (str, os.PathLike)):
+        # cachelib would make it 0755, or 0777 under umask 0.
+        try:
+            os.makedirs(options["cache_dir"], mode=0o700, exist_ok=True)
+        except OSError as error:
+            raise ConfigurationError(f"cannot be made: {error}", "cache_dir") from error
+        _check_private_dir(options["cache_dir"], "cache_dir")
     try:
         return cls(**options)
     except TypeError as error:
@@ -257,6 +360,23 @@ def _make_cache(backend: str, options: dict[str, t.Any]) -> cachelib.BaseCache:
         ) from error
     except (ValueError, RuntimeError, ImportError, OSError) as error:
         raise ConfigurationError(f"{class_name} cannot be made: {error}", "backend") from error
+
+
+def _check_private_dir(path: str | os.PathLike[str], option: str) -> None:
+    """Refuse a cache directory others could write into: they could plant
+    or replace sessions there."""
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        raise ConfigurationError(f"cannot be used: {error}", option) from error
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigurationError(f"{os.fspath(path)!r} is not a directory", option)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise ConfigurationError(
+            f"{os.fspath(path)!r} must belong to this user and be writable by no one"
+            " else (chmod go-w)",
+            option,
+        )
 
 
 def _decode(key: str, raw: object) -> Record | None:

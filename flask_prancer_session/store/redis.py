@@ -8,14 +8,18 @@
 
 Each session is one Redis hash named ``<key_prefix>{<store key>}``, with a
 field ``d:<name>`` per session key holding its serialised value, and the
-fields ``created`` and ``expires`` (seconds since the epoch). Every request
-costs one round trip: :meth:`~RedisStore.fetch` is one ``HGETALL``, and
-:meth:`~RedisStore.apply` and :meth:`~RedisStore.touch` are one Lua script each
-(``EVALSHA``), which the server runs atomically. So two requests of one
-visitor that change different keys both keep their writes, and a session that
-one request expired or removed is not recreated by another request's save.
-Redis deletes each hash by itself (its TTL follows the session's expiry), so
-:meth:`~RedisStore.purge` has nothing to do.
+fields ``created`` and ``expires`` (seconds since the epoch). Every operation
+is one round trip: :meth:`~RedisStore.fetch` is one ``HGETALL``, and
+:meth:`~RedisStore.apply`, :meth:`~RedisStore.touch` and
+:meth:`~RedisStore.remove` are one Lua script each (``EVALSHA``), which the
+server runs atomically. So two requests of one visitor that change different
+keys both keep their writes; a session left without keys is deleted by the
+script that removed its last one, while a key another request added meanwhile
+keeps it; and once a session is expired or removed, no other request's save
+brings it back. Redis deletes each hash by itself (its TTL follows the
+session's expiry), so :meth:`~RedisStore.purge` has nothing to do. The
+``redis`` extra installs ``hiredis``, which redis-py then uses to parse
+replies, several times faster than its own parser.
 
 Options:
 
@@ -35,14 +39,19 @@ Connection options
     default to 5 seconds here (redis-py waits forever), so a hung server fails
     the request instead of hanging the worker. Only with ``url``.
 
-plus the common ``expiration_timeout``, ``absolute_timeout``, ``autopurge``
-and ``autopurge_probability``.
+plus the common ``expiration_timeout``, ``permanent_timeout``, ``absolute_timeout``,
+``autopurge`` and ``autopurge_probability``.
+
+Timeouts are at most ten years, which Redis's millisecond TTLs hold.
 
 Redis Cluster: the store key inside the name is a hash tag, so everything a
 session keeps lives in one slot, and the scripts, which only touch that key,
 run unchanged on a cluster. Failures (server down, timeout, failover in
 progress) raise :class:`~flask_prancer_session.errors.SessionStoreError`;
-redis-py's own retry options apply before that.
+redis-py's own retry options apply before that. A write that timed out may
+still have been applied (the server may only have been slow); either way the
+next request sees a whole session. A dropped connection is reconnected by
+redis-py on the next use.
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ from ..changes import Record
 from ..errors import ConfigurationError
 from ..errors import SessionStoreError
 from .base import DEFAULT_EXPIRATION_TIMEOUT
+from .base import Seconds
 from .base import StoreDriver
 
 if t.TYPE_CHECKING:
@@ -73,63 +83,105 @@ DEFAULT_CONNECTION_OPTIONS: dict[str, t.Any] = {
 
 _DATA = "d:"
 
-# ARGV: now, idle timeout, absolute timeout or "", created_at or "", number of
-# removed fields, the removed fields, then field/value pairs to set. The
-# metadata is written with %.17g so the floats read back exactly as sent.
-_APPLY_SCRIPT = """
+# unpack() is bounded by Lua's C stack (some 8000 values), so many fields are
+# sent in chunks. A key of another type makes HMGET/HGET fail: redis.pcall
+# turns that into "no session" without a TYPE call first.
+_LUA_HELPERS = """
 local key = KEYS[1]
-local now = tonumber(ARGV[1])
-local kind = redis.call('TYPE', key)['ok']
-local live = false
-local created
-if kind == 'hash' then
-  local meta = redis.call('HMGET', key, 'created', 'expires')
-  created = tonumber(meta[1])
-  local expires = tonumber(meta[2])
-  live = created ~= nil and expires ~= nil and expires > now
+local function chunked(command, args, first, last)
+  for i = first, last, 1000 do
+    redis.call(command, key, unpack(args, i, math.min(i + 999, last)))
+  end
 end
-if not live then
-  if ARGV[4] == '' then
+-- tonumber() takes 'nan' and 'inf', which fetch() rejects as corrupt.
+local function finite(x)
+  return x ~= nil and x == x and x > -math.huge and x < math.huge
+end
+local function live_created(now)
+  local meta = redis.pcall('HMGET', key, 'created', 'expires')
+  if meta.err then
+    return nil
+  end
+  local created, expires = tonumber(meta[1]), tonumber(meta[2])
+  if finite(created) and finite(expires) and expires > now then
+    return created
+  end
+  return nil
+end
+"""
+
+# ARGV: now, idle timeout, absolute timeout or "", created_at or "", number of
+# removed fields, the removed fields, then field/value pairs to set. Returns 1
+# if a session is stored afterwards. The metadata is written with %.17g so the
+# floats read back exactly as sent.
+_APPLY_SCRIPT = (
+    _LUA_HELPERS
+    + """
+local now = tonumber(ARGV[1])
+local first_set = 6 + tonumber(ARGV[5])
+local created = live_created(now)
+local fields = {}
+if created == nil then
+  if ARGV[4] == '' or first_set > #ARGV then
     return 0
   end
-  if kind ~= 'none' then
-    redis.call('DEL', key)
-  end
+  -- An expired or corrupt hash, or a key of another type: start afresh.
+  redis.call('DEL', key)
   created = tonumber(ARGV[4])
-end
-local i = 6
-for _ = 1, tonumber(ARGV[5]) do
-  redis.call('HDEL', key, ARGV[i])
-  i = i + 1
-end
-while i < #ARGV do
-  redis.call('HSET', key, ARGV[i], ARGV[i + 1])
-  i = i + 2
+  fields = {'created', string.format('%.17g', created)}
+elseif first_set > 6 then
+  chunked('HDEL', ARGV, 6, first_set - 1)
+  if first_set > #ARGV then
+    local empty = true
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      if string.sub(field, 1, 2) == 'd:' then
+        empty = false
+        break
+      end
+    end
+    if empty then
+      redis.call('DEL', key)
+      return 0
+    end
+  end
 end
 local expires = now + tonumber(ARGV[2])
 if ARGV[3] ~= '' then
   expires = math.min(expires, created + tonumber(ARGV[3]))
 end
-redis.call('HSET', key, 'created', string.format('%.17g', created),
-  'expires', string.format('%.17g', expires))
+fields[#fields + 1] = 'expires'
+fields[#fields + 1] = string.format('%.17g', expires)
+for i = first_set, #ARGV do
+  fields[#fields + 1] = ARGV[i]
+end
+chunked('HSET', fields, 1, #fields)
 redis.call('PEXPIRE', key, string.format('%d', math.max(1000, math.ceil((expires - now) * 1000))))
 return 1
 """
+)
 
 # ARGV: now, new expires_at, TTL in milliseconds.
-_TOUCH_SCRIPT = """
-local key = KEYS[1]
-if redis.call('TYPE', key)['ok'] ~= 'hash' then
-  return 0
-end
-local expires = tonumber(redis.call('HGET', key, 'expires'))
-if expires == nil or expires <= tonumber(ARGV[1]) then
+_TOUCH_SCRIPT = (
+    _LUA_HELPERS
+    + """
+if live_created(tonumber(ARGV[1])) == nil then
   return 0
 end
 redis.call('HSET', key, 'expires', ARGV[2])
 redis.call('PEXPIRE', key, ARGV[3])
 return 1
 """
+)
+
+# ARGV: now. Returns 1 if a live session was deleted.
+_REMOVE_SCRIPT = (
+    _LUA_HELPERS
+    + """
+local live = live_created(tonumber(ARGV[1])) ~= nil
+redis.call('DEL', key)
+return live and 1 or 0
+"""
+)
 
 
 class RedisStore(StoreDriver):
@@ -151,14 +203,16 @@ class RedisStore(StoreDriver):
         url: str | None = None,
         client: t.Any = None,
         key_prefix: str = "prancer:session:",
-        expiration_timeout: float = DEFAULT_EXPIRATION_TIMEOUT,
-        absolute_timeout: float | None = None,
+        expiration_timeout: Seconds = DEFAULT_EXPIRATION_TIMEOUT,
+        permanent_timeout: Seconds | None = None,
+        absolute_timeout: Seconds | None = None,
         autopurge: bool = False,
         autopurge_probability: float = 0.1,
         **connection_options: t.Any,
     ) -> None:
         super().__init__(
             expiration_timeout=expiration_timeout,
+            permanent_timeout=permanent_timeout,
             absolute_timeout=absolute_timeout,
             autopurge=autopurge,
             autopurge_probability=autopurge_probability,
@@ -192,6 +246,7 @@ class RedisStore(StoreDriver):
             self.client = _client_from_url(redis, url, connection_options)
         self._apply_script: Script = self.client.register_script(_APPLY_SCRIPT)
         self._touch_script: Script = self.client.register_script(_TOUCH_SCRIPT)
+        self._remove_script: Script = self.client.register_script(_REMOVE_SCRIPT)
 
     def name_for(self, key: str) -> str:
         """Return the Redis key name of the session stored under ``key``.
@@ -220,10 +275,11 @@ class RedisStore(StoreDriver):
             return None
         return record
 
-    def apply(self, key: str, changes: ChangeSet) -> None:
+    def apply(self, key: str, changes: ChangeSet) -> bool:
+        timeout = self.expiration_timeout if changes.timeout is None else changes.timeout
         args: list[str | int] = [
             repr(float(self.clock())),
-            repr(self.expiration_timeout),
+            repr(float(timeout)),
             "" if self.absolute_timeout is None else repr(self.absolute_timeout),
             "" if changes.created_at is None else repr(float(changes.created_at)),
             len(changes.removed),
@@ -232,7 +288,7 @@ class RedisStore(StoreDriver):
         for name, value in changes.updated.items():
             args.extend((_DATA + name, value))
         try:
-            self._apply_script(keys=[self.name_for(key)], args=args)
+            return bool(self._apply_script(keys=[self.name_for(key)], args=args))
         except self._errors as error:
             raise _failure("write", key, error) from error
 
@@ -245,9 +301,10 @@ class RedisStore(StoreDriver):
         except self._errors as error:
             raise _failure("touch", key, error) from error
 
-    def remove(self, key: str) -> None:
+    def remove(self, key: str) -> bool:
+        args = [repr(float(self.clock()))]
         try:
-            self.client.delete(self.name_for(key))
+            return bool(self._remove_script(keys=[self.name_for(key)], args=args))
         except self._errors as error:
             raise _failure("delete", key, error) from error
 
