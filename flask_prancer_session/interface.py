@@ -21,6 +21,7 @@ from .serializer import Serializer
 from .session import EXPIRY_KEY
 from .session import ServerSession
 from .state.base import StateDriver
+from .store.base import MAX_SECONDS
 from .store.base import StoreDriver
 
 if t.TYPE_CHECKING:
@@ -94,11 +95,12 @@ class PrancerSessionInterface(SessionInterface):
         if override is not None:
             if "until" in override:
                 return override["until"] - self.store.clock(), True
-            return override["idle"], True
+            return min(override["idle"], MAX_SECONDS), True
         if session.permanent:
             timeout = self.store.permanent_timeout
             if timeout is None:
-                timeout = (app or current_app).permanent_session_lifetime.total_seconds()
+                lifetime = (app or current_app).permanent_session_lifetime.total_seconds()
+                timeout = min(lifetime, MAX_SECONDS)  # what every store can represent
             return timeout, True
         return None, False
 

@@ -328,7 +328,8 @@ class ServerSession(SessionMixin):
         :param value: seconds or a :class:`~datetime.timedelta` of inactivity
             after which it expires (sliding); a :class:`~datetime.datetime` at
             which it expires however it is used (naive means UTC); or ``None``
-            to go back to the app's lifetime (``permanent`` or not). A session
+            to go back to the app's lifetime (``permanent`` or not). Lifetimes
+            over ten years count as ten years. A session
             with its own lifetime gets a cookie that expires with it, and the
             store's ``absolute_timeout`` still caps it.
         :raise ValueError: for a duration that is not positive.
