@@ -16,7 +16,7 @@ from flask_prancer_session import session
 app = Flask(__name__)
 app.config["SECRET_KEY"] = "change-me"
 app.config["PRANCER_SESSION"] = {
-    "store": {"driver": "storable", "options": {"dir": "/var/lib/myapp/sessions"}},
+    "store": {"driver": "storable", "options": {"dir": f"{app.instance_path}/sessions"}},
 }
 PrancerSession(app)
 
