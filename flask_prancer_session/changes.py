@@ -8,9 +8,15 @@ their writes, where writing the whole session back would let the last one win.
 
 from __future__ import annotations
 
+import json
 import typing as t
 from dataclasses import dataclass
 from dataclasses import field
+
+#: The session key that binds a session to a user (see
+#: :meth:`.ServerSession.bind_user`). Its stored value is the user id as a
+#: JSON string; stores that index sessions by user read it.
+USER_KEY = "_prancer_user"
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,27 @@ class ChangeSet:
 
     def __bool__(self) -> bool:
         return bool(self.updated or self.removed or self.created_at is not None)
+
+    @property
+    def binds_user(self) -> bool:
+        """Whether the changes bind the session to a user or unbind it."""
+        return USER_KEY in self.updated or USER_KEY in self.removed
+
+    @property
+    def user_id(self) -> str | None:
+        """The user the changes bind the session to, or ``None``."""
+        value = self.updated.get(USER_KEY)
+        return None if value is None else user_id_of(value)
+
+
+def user_id_of(value: str) -> str | None:
+    """Return the user id a stored :data:`USER_KEY` value holds, or ``None``
+    for a value that is not a JSON string."""
+    try:
+        user_id = json.loads(value)
+    except ValueError:
+        return None
+    return user_id if isinstance(user_id, str) else None
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,167 @@
-"""The ``flask session`` commands."""
+"""The ``flask session`` commands, for operators."""
 
 from __future__ import annotations
+
+import itertools
+import json
+import sys
+import typing as t
+from datetime import datetime
+from datetime import timezone
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .ids import store_key
+
+if t.TYPE_CHECKING:
+    from .changes import Record
+    from .interface import PrancerSessionInterface
+    from .store.base import StoreDriver
+
 session_cli = AppGroup("session", help="Manage the server-side sessions.")
+
+
+def _interface() -> PrancerSessionInterface:
+    return t.cast("PrancerSessionInterface", current_app.extensions["prancer_session"])
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _when(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+
+
+def _scan(store: StoreDriver, label: str) -> t.Iterator[tuple[str, Record]]:
+    """Yield every live session with a progress bar on stderr, or stop the
+    command if the store cannot list its sessions."""
+    try:
+        sessions = store.scan()
+        first = next(sessions, None)
+    except NotImplementedError as error:
+        raise click.ClickException(str(error)) from error
+    if first is None:
+        return
+    items: t.Iterable[tuple[str, Record]] = itertools.chain([first], sessions)
+    with click.progressbar(
+        items,
+        label=label,
+        show_pos=True,
+        file=sys.stderr,
+    ) as bar:
+        yield from bar
+
+
+def _session_key(value: str) -> str:
+    """Turn an id as the visitor's cookie holds it, signed or not, into its store key."""
+    session_id = _interface().state.id_from(current_app, value)
+    if session_id is None:
+        raise click.BadParameter("not a session id issued by this app", param_hint="ID")
+    return store_key(session_id)
 
 
 @session_cli.command("purge")
 def purge_command() -> None:
     """Delete the expired sessions from the store."""
-    store = current_app.extensions["prancer_session"].store
+    store = _interface().store
     removed = store.purge()
-    click.echo(f"Removed {removed} expired session{'' if removed == 1 else 's'}.")
+    click.echo(f"Removed {_plural(removed, 'expired session')}.")
     if store.expires_natively:
         click.echo(f"{type(store).__name__} deletes expired sessions by itself.")
+
+
+@session_cli.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
+def stats_command(as_json: bool) -> None:
+    """Count the live sessions, their total and largest size, and the oldest
+    and newest."""
+    store = _interface().store
+    count = total = largest = 0
+    oldest = newest = None
+    for _, record in _scan(store, "Reading sessions"):
+        size = sum(len(key) + len(value) for key, value in record.data.items())
+        count += 1
+        total += size
+        largest = max(largest, size)
+        oldest = record.created_at if oldest is None else min(oldest, record.created_at)
+        newest = record.created_at if newest is None else max(newest, record.created_at)
+    numbers = {
+        "store": type(store).__name__,
+        "sessions": count,
+        "total_bytes": total,
+        "largest_bytes": largest,
+        "oldest_created_at": None if oldest is None else _when(oldest),
+        "newest_created_at": None if newest is None else _when(newest),
+    }
+    if as_json:
+        click.echo(json.dumps(numbers))
+        return
+    click.echo(f"{_plural(count, 'live session')} in {numbers['store']}")
+    if count:
+        click.echo(f"size: {total} bytes in all, {largest} bytes the largest")
+        click.echo(f"created: the oldest at {numbers['oldest_created_at']},")
+        click.echo(f"         the newest at {numbers['newest_created_at']}")
+
+
+@session_cli.command("show")
+@click.argument("session_id", metavar="ID")
+def show_command(session_id: str) -> None:
+    """Print the data of the session ID (as the visitor's cookie holds it)."""
+    interface = _interface()
+    record = interface.store.fetch(_session_key(session_id))
+    if record is None:
+        raise click.ClickException("No such session (it may have expired).")
+    data = {}
+    for key, value in record.data.items():
+        try:
+            data[key] = interface.serializer.loads(value)
+        except Exception:
+            data[key] = f"<undecodable: {value!r}>"
+    document = {
+        "created_at": _when(record.created_at),
+        "expires_at": _when(record.expires_at),
+        "data": data,
+    }
+    click.echo(json.dumps(document, indent=2, default=repr, ensure_ascii=False))
+
+
+@session_cli.command("delete")
+@click.argument("session_id", metavar="[ID]", required=False)
+@click.option("--user", "user_id", help="Delete every session bound to this user instead.")
+def delete_command(session_id: str | None, user_id: str | None) -> None:
+    """Delete the session ID, or every session of a user with --user."""
+    store = _interface().store
+    if (session_id is None) == (user_id is None):
+        raise click.UsageError("Give either a session ID or --user, not both.")
+    if user_id is not None:
+        try:
+            removed = store.remove_user(user_id)
+        except NotImplementedError as error:
+            raise click.ClickException(str(error)) from error
+        click.echo(f"Deleted {_plural(removed, 'session')} of user {user_id!r}.")
+        return
+    assert session_id is not None
+    if store.remove(_session_key(session_id)):
+        click.echo("Deleted the session.")
+    else:
+        raise click.ClickException("No such session (it may have expired).")
+
+
+@session_cli.command("clear")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def clear_command(yes: bool) -> None:
+    """Delete every session of this application: everybody is logged out."""
+    store = _interface().store
+    if not yes:
+        click.confirm(
+            f"Delete every session in {type(store).__name__}? Everybody will be logged out",
+            abort=True,
+        )
+    try:
+        removed = store.clear()
+    except NotImplementedError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"Deleted {_plural(removed, 'session')}.")

@@ -13,6 +13,7 @@ naming the offending key, such as ``PRANCER_SESSION.store.options.dir``.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import typing as t
 
@@ -26,6 +27,8 @@ from .store.base import StoreDriver
 
 #: The config key the extension reads.
 CONFIG_KEY = "PRANCER_SESSION"
+#: The keys of ``PRANCER_SESSION``.
+SECTIONS = ("state", "store", "flask_login")
 #: The drivers used when the config names none, as in Prancer.
 DEFAULT_STATE = "cookie"
 DEFAULT_STORE = "memory"
@@ -53,9 +56,9 @@ def load_drivers(
     if not isinstance(config, t.Mapping):
         raise ConfigurationError("must be a mapping with 'state' and 'store'", CONFIG_KEY)
     for name in config:
-        if name not in ("state", "store"):
+        if name not in SECTIONS:
             raise ConfigurationError(
-                "unknown key; expected 'state' and 'store'", f"{CONFIG_KEY}.{name}"
+                f"unknown key; expected {', '.join(map(repr, SECTIONS))}", f"{CONFIG_KEY}.{name}"
             )
     state_key = f"{CONFIG_KEY}.state" if state is None else "state"
     store_key = f"{CONFIG_KEY}.store" if store is None else "store"
@@ -75,6 +78,22 @@ def load_drivers(
             DEFAULT_STORE,
         ),
     )
+
+
+def flask_login_enabled(config: object) -> bool:
+    """Read ``PRANCER_SESSION.flask_login``: whether Flask-Login's
+    ``login_user`` and ``logout_user`` bind the session to the user.
+
+    :raise ConfigurationError: if it is not a boolean, or Flask-Login is missing.
+    """
+    value = config.get("flask_login", False) if isinstance(config, t.Mapping) else False
+    if not isinstance(value, bool):
+        raise ConfigurationError("must be true or false", f"{CONFIG_KEY}.flask_login")
+    if value and importlib.util.find_spec("flask_login") is None:
+        raise ConfigurationError(
+            "needs Flask-Login: pip install flask-login", f"{CONFIG_KEY}.flask_login"
+        )
+    return value
 
 
 def _build(

@@ -5,16 +5,23 @@ from __future__ import annotations
 import logging
 import typing as t
 
+from flask import current_app
+
 from .cli import session_cli
 from .config import CONFIG_KEY
 from .config import DriverSpec
+from .config import flask_login_enabled
 from .config import load_drivers
 from .errors import ConfigurationError
 from .interface import PrancerSessionInterface
+from .session import FINGERPRINT_LENGTH
+from .session import session
 from .store.memory import MemoryStore
 
 if t.TYPE_CHECKING:
     from flask import Flask
+
+    from .changes import Record
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +110,78 @@ class PrancerSession:
                 ' in app.config[%r]["store"] (storable, database or redis).',
                 CONFIG_KEY,
             )
+        if flask_login_enabled(config):
+            if not store.indexes_users:
+                raise ConfigurationError(
+                    f"needs a store that indexes sessions by user; {type(store).__name__} does not",
+                    f"{CONFIG_KEY}.flask_login",
+                )
+            _connect_flask_login(app)
         interface = PrancerSessionInterface(state, store)
         app.session_interface = interface
         app.extensions[EXTENSION_KEY] = interface
         app.cli.add_command(session_cli)
+
+    @staticmethod
+    def user_sessions(user_id: str | int, app: Flask | None = None) -> dict[str, Record]:
+        """Return the live sessions bound to ``user_id`` (see
+        :meth:`.ServerSession.bind_user`), keyed by their
+        :attr:`~.ServerSession.fingerprint`, for a "your devices" page.
+
+        :param app: the app; the current one by default.
+        :raise NotImplementedError: if the store does not index sessions by user.
+        """
+        store = _interface(app).store
+        sessions = store.sessions_of(str(user_id))
+        return {key[:FINGERPRINT_LENGTH]: record for key, record in sessions.items()}
+
+    @staticmethod
+    def end_session(fingerprint: str, user_id: str | int, app: Flask | None = None) -> bool:
+        """End the session of ``user_id`` whose fingerprint is ``fingerprint``
+        (one device); return whether there was one."""
+        store = _interface(app).store
+        keys = [key for key in store.sessions_of(str(user_id)) if key.startswith(fingerprint)]
+        return len(keys) == 1 and store.remove(keys[0])
+
+    @staticmethod
+    def end_user_sessions(user_id: str | int, app: Flask | None = None) -> int:
+        """End every session bound to ``user_id`` ("log out everywhere", or
+        after a password change) and return how many were ended.
+
+        The current request's own session is among them if it is bound to the
+        user: call :meth:`.ServerSession.expire` too, or
+        :meth:`.ServerSession.regenerate` to keep it.
+
+        :param app: the app; the current one by default.
+        :raise NotImplementedError: if the store does not index sessions by user.
+        """
+        return _interface(app).store.remove_user(str(user_id))
+
+
+def _interface(app: Flask | None) -> PrancerSessionInterface:
+    interface = (app or current_app).extensions.get(EXTENSION_KEY)
+    if not isinstance(interface, PrancerSessionInterface):
+        raise RuntimeError("PrancerSession is not set up on this app.")
+    return interface
+
+
+def _connect_flask_login(app: Flask) -> None:
+    """Bind the session at ``login_user`` (with a new id, against session
+    fixation) and unbind it at ``logout_user``."""
+    from flask_login import user_logged_in
+    from flask_login import user_logged_out
+
+    def logged_in(sender: Flask, user: t.Any, **extra: t.Any) -> None:
+        session.regenerate()
+        session.bind_user(user.get_id())
+
+    def logged_out(sender: Flask, user: t.Any, **extra: t.Any) -> None:
+        session.unbind_user()
+
+    # Kept alive by the app: blinker holds receivers weakly.
+    app.extensions[f"{EXTENSION_KEY}.flask_login"] = (logged_in, logged_out)
+    user_logged_in.connect(logged_in, app)
+    user_logged_out.connect(logged_out, app)
 
 
 def _refuse_flask_session_config(app: Flask) -> None:

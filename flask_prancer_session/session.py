@@ -14,8 +14,10 @@ from flask.sessions import SessionMixin
 
 from .changes import ChangeSet
 from .changes import Record
+from .changes import USER_KEY
 from .errors import SessionStoreError
 from .ids import new_id
+from .ids import store_key
 from .serializer import dumps_value
 from .serializer import Serializer
 
@@ -34,6 +36,8 @@ _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
 
 #: The session key of a per-session expiry set with :meth:`ServerSession.set_expiry`.
 EXPIRY_KEY = "_prancer_expiry"
+#: How many hex digits of the store key make a :attr:`ServerSession.fingerprint`.
+FINGERPRINT_LENGTH = 12
 
 
 class ServerSession(SessionMixin):
@@ -349,6 +353,34 @@ class ServerSession(SessionMixin):
                 " call expire() to end the session now."
             )
         self[EXPIRY_KEY] = {"idle": float(seconds)}
+
+    def bind_user(self, user_id: str | int) -> None:
+        """Bind the session to a user, so that
+        :meth:`.PrancerSession.end_user_sessions` can end it with the user's
+        other sessions ("log out everywhere").
+
+        :param user_id: the user's id, as a string or an int.
+        """
+        if isinstance(user_id, bool) or not isinstance(user_id, (str, int)) or user_id == "":
+            raise TypeError(f"A user id must be a non-empty string or an int, not {user_id!r}.")
+        self[USER_KEY] = str(user_id)
+
+    def unbind_user(self) -> None:
+        """Undo :meth:`bind_user`, at logout say."""
+        self.pop(USER_KEY, None)
+
+    @property
+    def user_id(self) -> str | None:
+        """The user :meth:`bind_user` bound the session to, or ``None``."""
+        value = self.get(USER_KEY)
+        return value if isinstance(value, str) else None
+
+    @property
+    def fingerprint(self) -> str:
+        """A short, harmless name for the session, to show people instead of
+        its id: the id is the visitor's credential, this cannot be turned back
+        into it. :meth:`.PrancerSession.user_sessions` uses the same names."""
+        return store_key(self.id)[:FINGERPRINT_LENGTH]
 
     # For the session interface.
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 
 from flask_prancer_session import ChangeSet
+from flask_prancer_session.changes import USER_KEY
 from flask_prancer_session.ids import new_id
 from flask_prancer_session.ids import store_key
 from flask_prancer_session.store.base import StoreDriver
@@ -320,3 +322,101 @@ def test_sessions_survive_a_restart(make_store: StoreMaker) -> None:
     record = make_store().fetch(key)
     assert record is not None
     assert record.data == {"a": "1", "b": "2"}
+
+
+def bound(store: StoreDriver, user: str | None, **data: str) -> str:
+    """Create a session, bound to ``user`` unless None; return its key."""
+    key = new_key()
+    if user is not None:
+        data[USER_KEY] = json.dumps(user)
+    create(store, key, **data)
+    return key
+
+
+def require_scan(store: StoreDriver) -> None:
+    try:
+        next(store.scan(), None)
+    except NotImplementedError:
+        pytest.skip(f"{type(store).__name__} cannot list its sessions")
+
+
+def require_users(store: StoreDriver) -> None:
+    if not store.indexes_users:
+        with pytest.raises(NotImplementedError):
+            store.sessions_of("ann")
+        with pytest.raises(NotImplementedError):
+            store.remove_user("ann")
+        pytest.skip(f"{type(store).__name__} does not index sessions by user")
+
+
+def test_scan_yields_every_live_session(store: StoreDriver, clock: FakeClock) -> None:
+    require_scan(store)
+    expired = bound(store, None, a="1")
+    clock.advance(store.expiration_timeout - 1)
+    live = {bound(store, None, n=str(n)) for n in range(5)}
+    clock.advance(1)
+    found = dict(store.scan())
+    assert set(found) == live
+    assert expired not in found
+    assert {record.data["n"] for record in found.values()} == {str(n) for n in range(5)}
+
+
+def test_clear_deletes_every_session(store: StoreDriver) -> None:
+    require_scan(store)
+    keys = [bound(store, None, a="1") for _ in range(3)]
+    assert store.clear() == 3
+    assert all(store.fetch(key) is None for key in keys)
+    assert list(store.scan()) == []
+
+
+def test_sessions_of_a_user(store: StoreDriver, clock: FakeClock) -> None:
+    require_users(store)
+    phone, laptop = bound(store, "ann", a="1"), bound(store, "ann", a="2")
+    other = bound(store, "bob", a="3")
+    bound(store, None, a="4")
+    sessions = store.sessions_of("ann")
+    assert set(sessions) == {phone, laptop}
+    assert sessions[phone].data["a"] == "1"
+    assert set(store.sessions_of("bob")) == {other}
+    assert store.sessions_of("nobody") == {}
+
+
+def test_binding_follows_the_changes(store: StoreDriver) -> None:
+    require_users(store)
+    key = bound(store, None, a="1")
+    store.apply(key, ChangeSet(updated={USER_KEY: json.dumps("ann")}))
+    assert set(store.sessions_of("ann")) == {key}
+    store.apply(key, ChangeSet(updated={USER_KEY: json.dumps("bob")}))
+    assert store.sessions_of("ann") == {}
+    assert set(store.sessions_of("bob")) == {key}
+    store.apply(key, ChangeSet(removed=frozenset({USER_KEY})))
+    assert store.sessions_of("bob") == {}
+    assert store.fetch(key) is not None
+
+
+def test_removed_and_expired_sessions_leave_the_index(
+    store: StoreDriver, clock: FakeClock
+) -> None:
+    require_users(store)
+    removed, expiring = bound(store, "ann", a="1"), bound(store, "ann", a="2")
+    store.remove(removed)
+    clock.advance(store.expiration_timeout)
+    assert store.sessions_of("ann") == {}
+    emptied = bound(store, "ann")
+    store.apply(emptied, ChangeSet(removed=frozenset({USER_KEY})))
+    assert store.sessions_of("ann") == {}
+    assert store.fetch(expiring) is None
+
+
+def test_remove_user_ends_every_session_of_the_user(store: StoreDriver) -> None:
+    require_users(store)
+    keys = [bound(store, "ann", a=str(n)) for n in range(3)]
+    other = bound(store, "bob", a="x")
+    assert store.remove_user("ann") == 3
+    assert all(store.fetch(key) is None for key in keys)
+    assert store.sessions_of("ann") == {}
+    assert store.fetch(other) is not None
+    assert store.remove_user("ann") == 0
+    # Writes of requests that were running do not bring them back.
+    store.apply(keys[0], ChangeSet(updated={"late": "1"}))
+    assert store.fetch(keys[0]) is None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import abc
 import typing as t
 
+from ..ids import is_well_formed
+
 if t.TYPE_CHECKING:
     from datetime import datetime
 
@@ -51,6 +53,12 @@ class StateDriver(abc.ABC):
     @abc.abstractmethod
     def expire(self, app: Flask, response: Response) -> None:
         """Make the browser forget its session id."""
+
+    def id_from(self, app: Flask, value: str) -> str | None:
+        """Return the session id in ``value`` as the browser holds it (a cookie
+        value, say), or ``None`` if it is not intact. For ``flask session
+        show``; the default accepts a bare, well-formed id."""
+        return value if is_well_formed(value) else None
 
     def needs_refresh(self, app: Flask, request: Request, session_id: str) -> bool:
         """Tell whether the request carries ``session_id`` in a form that

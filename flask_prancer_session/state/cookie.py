@@ -150,6 +150,10 @@ class CookieState(StateDriver):
 
     def extract(self, app: Flask, request: Request) -> str | None:
         value = request.cookies.get(self.name)
+        return None if value is None else self.id_from(app, value)
+
+    def id_from(self, app: Flask, value: str) -> str | None:
+        """Return the id a cookie value carries, if it is intact."""
         if not value or len(value) > MAX_COOKIE_LENGTH or not value.isascii():
             return None
         signer = self._signer(app)

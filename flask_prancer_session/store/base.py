@@ -145,6 +145,41 @@ class StoreDriver(abc.ABC):
         """
         return 0
 
+    #: ``True`` for stores that keep an index of sessions by user, kept
+    #: atomically with the sessions, for :meth:`sessions_of` and
+    #: :meth:`remove_user` ("log out everywhere").
+    indexes_users: t.ClassVar[bool] = False
+
+    def scan(self) -> t.Iterator[tuple[str, Record]]:
+        """Yield the key and record of every live session, in bounded memory.
+
+        For the ``flask session`` commands. The default raises
+        :class:`NotImplementedError`: the backend cannot list its sessions.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its sessions.")
+
+    def clear(self) -> int:
+        """Delete every session of this store (of this application, where a
+        backend is shared) and return how many were deleted."""
+        keys = [key for key, _ in self.scan()]
+        return sum(self.remove(key) for key in keys)
+
+    def sessions_of(self, user_id: str) -> dict[str, Record]:
+        """Return the live sessions bound to ``user_id``, by key.
+
+        :raise NotImplementedError: unless :attr:`indexes_users`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not index sessions by user.")
+
+    def remove_user(self, user_id: str) -> int:
+        """Delete every session bound to ``user_id`` and return how many live
+        ones were deleted. Like :meth:`remove`, no write in flight can bring
+        one back.
+
+        :raise NotImplementedError: unless :attr:`indexes_users`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not index sessions by user.")
+
     def expiry_for(
         self, created_at: float, now: float | None = None, timeout: float | None = None
     ) -> float:

@@ -20,10 +20,13 @@ used sessions are evicted, so the store cannot exhaust memory; plus the common
 from __future__ import annotations
 
 import threading
+import typing as t
 from collections import OrderedDict
 
 from ..changes import ChangeSet
 from ..changes import Record
+from ..changes import user_id_of
+from ..changes import USER_KEY
 from ..errors import ConfigurationError
 from .base import DEFAULT_EXPIRATION_TIMEOUT
 from .base import Seconds
@@ -65,6 +68,7 @@ class MemoryStore(StoreDriver):
         self.max_sessions = max_sessions
         self.max_bytes = max_bytes
         self._records: OrderedDict[str, Record] = OrderedDict()
+        self._users: dict[str, set[str]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -90,16 +94,31 @@ class MemoryStore(StoreDriver):
         record = self._records.pop(key, None)
         if record is not None:
             self._bytes -= _size(record)
+            self._index(key, record, add=False)
         return record
 
     def _put(self, key: str, record: Record) -> None:
         self._pop(key)
         self._records[key] = record
         self._bytes += _size(record)
+        self._index(key, record, add=True)
         while len(self._records) > self.max_sessions or (
             self._bytes > self.max_bytes and len(self._records) > 1
         ):
             self._pop(next(iter(self._records)))
+
+    def _index(self, key: str, record: Record, *, add: bool) -> None:
+        value = record.data.get(USER_KEY)
+        user_id = None if value is None else user_id_of(value)
+        if user_id is None:
+            return
+        keys = self._users.setdefault(user_id, set())
+        if add:
+            keys.add(key)
+        else:
+            keys.discard(key)
+            if not keys:
+                del self._users[user_id]
 
     def fetch(self, key: str) -> Record | None:
         with self._lock:
@@ -139,6 +158,27 @@ class MemoryStore(StoreDriver):
     def remove(self, key: str) -> bool:
         with self._lock:
             return self._live(key) is not None and self._pop(key) is not None
+
+    indexes_users = True
+
+    def scan(self) -> t.Iterator[tuple[str, Record]]:
+        with self._lock:
+            keys = list(self._records)
+        for key in keys:
+            record = self.fetch(key)
+            if record is not None:
+                yield key, record
+
+    def sessions_of(self, user_id: str) -> dict[str, Record]:
+        with self._lock:
+            keys = list(self._users.get(user_id, ()))
+            live = {key: self._live(key) for key in keys}
+        return {key: record for key, record in live.items() if record is not None}
+
+    def remove_user(self, user_id: str) -> int:
+        with self._lock:
+            keys = list(self._users.get(user_id, ()))
+            return sum(self._live(key) is not None and self._pop(key) is not None for key in keys)
 
     def purge(self) -> int:
         with self._lock:

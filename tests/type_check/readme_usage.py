@@ -10,8 +10,8 @@ from flask import redirect
 from werkzeug import Response
 
 from flask_prancer_session import PrancerSession
-from flask_prancer_session import SessionStoreError
 from flask_prancer_session import session
+from flask_prancer_session import SessionStoreError
 
 app = Flask(__name__)
 app.config["SECRET_KEY"] = "change-me"
