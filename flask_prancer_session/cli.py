@@ -13,6 +13,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .ids import is_well_formed
 from .ids import store_key
 
 if t.TYPE_CHECKING:
@@ -57,7 +58,7 @@ def _scan(store: StoreDriver, label: str) -> t.Iterator[tuple[str, Record]]:
 
 def _session_key(value: str) -> str:
     """Turn an id as the visitor's cookie holds it, signed or not, into its store key."""
-    session_id = _interface().state.id_from(current_app, value)
+    session_id = value if is_well_formed(value) else _interface().state.id_from(current_app, value)
     if session_id is None:
         raise click.BadParameter("not a session id issued by this app", param_hint="ID")
     return store_key(session_id)

@@ -394,9 +394,7 @@ def test_binding_follows_the_changes(store: StoreDriver) -> None:
     assert store.fetch(key) is not None
 
 
-def test_removed_and_expired_sessions_leave_the_index(
-    store: StoreDriver, clock: FakeClock
-) -> None:
+def test_removed_and_expired_sessions_leave_the_index(store: StoreDriver, clock: FakeClock) -> None:
     require_users(store)
     removed, expiring = bound(store, "ann", a="1"), bound(store, "ann", a="2")
     store.remove(removed)
