@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from flask_login import LoginManager
-from flask_login import UserMixin
 from flask_login import current_user
 from flask_login import login_user
+from flask_login import LoginManager
 from flask_login import logout_user
+from flask_login import UserMixin
 
 from flask_prancer_session import ConfigurationError
 from flask_prancer_session import PrancerSession
