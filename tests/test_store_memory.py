@@ -45,3 +45,34 @@ def test_fetched_record_is_a_copy() -> None:
     assert record is not None
     record.data["a"] = "changed"
     assert store.fetch(key).data == {"a": "1"}  # type: ignore[union-attr]
+
+
+def test_the_size_of_the_data_is_bounded_too() -> None:
+    store = MemoryStore(max_bytes=100_000)
+    active = store_key("logged in")
+    store.apply(active, ChangeSet(updated={"user": '"ann"'}, created_at=store.clock()))
+    big = "x" * 20_000
+    for n in range(20):
+        store.apply(store_key(str(n)), ChangeSet(updated={"blob": big}, created_at=store.clock()))
+        store.fetch(active)  # the active visitor keeps using the site
+    assert store.size <= 100_000
+    assert len(store) <= 6
+    assert store.fetch(active) is not None
+
+
+def test_size_follows_updates_and_removals() -> None:
+    store = MemoryStore()
+    key = store_key("x")
+    store.apply(key, ChangeSet(updated={"a": "12345"}, created_at=store.clock()))
+    assert store.size == 6
+    store.apply(key, ChangeSet(updated={"a": "1"}))
+    assert store.size == 2
+    store.remove(key)
+    assert store.size == 0
+
+
+def test_a_single_session_larger_than_the_bound_is_kept() -> None:
+    store = MemoryStore(max_bytes=10)
+    key = store_key("x")
+    store.apply(key, ChangeSet(updated={"a": "x" * 100}, created_at=store.clock()))
+    assert store.fetch(key) is not None
