@@ -32,6 +32,18 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
+class Migrator(t.Protocol):
+    """Reads sessions that another session library stored, to move them over."""
+
+    def read(
+        self, app: Flask, request: Request
+    ) -> tuple[dict[str, t.Any], t.Callable[[Response], None]] | None:
+        """Return the data of the visitor's old session and a function that
+        deletes the old session and its cookie (called with the response once
+        the data is stored under a new id), or ``None`` if there is none."""
+
+
 #: Session keys whose change can turn a browser-session cookie into a
 #: persistent one or back.
 _LIFETIME_KEYS = frozenset({"_permanent", EXPIRY_KEY})
@@ -47,6 +59,9 @@ class PrancerSessionInterface(SessionInterface):
     :param state: carries the session id.
     :param store: keeps the session data.
     :param serializer: turns values into strings; exact tagged JSON by default.
+    :param migrator: reads the session of a visitor who arrives without our
+        cookie from where another session library kept it, such as
+        :class:`~flask_prancer_session.migration.FlaskSessionMigrator`.
     """
 
     session_class = ServerSession
@@ -56,10 +71,12 @@ class PrancerSessionInterface(SessionInterface):
         state: StateDriver,
         store: StoreDriver,
         serializer: Serializer | None = None,
+        migrator: Migrator | None = None,
     ) -> None:
         self.state = state
         self.store = store
         self.serializer: Serializer = serializer or make_serializer()
+        self.migrator = migrator
 
     def open_session(self, app: Flask, request: Request) -> ServerSession:
         """Return the visitor's session, or a new empty one with a new id.
@@ -75,6 +92,12 @@ class PrancerSessionInterface(SessionInterface):
         if session_id is not None and has_request_context():
             # Runs before the app's after_request functions.
             after_this_request(session.view_finished)
+        elif session_id is None and self.migrator is not None:
+            migrated = self.migrator.read(app, request)
+            if migrated is not None:
+                data, finish = migrated
+                session.update(data)
+                session.on_saved.append(finish)
         return session
 
     def load(self, session_id: str) -> Record | None:
@@ -150,6 +173,8 @@ class PrancerSessionInterface(SessionInterface):
             store_key(session.id), ChangeSet(data, created_at=created_at, timeout=timeout)
         )
         self._send(app, session, response, created_at, timeout, persistent)
+        for finish in session.on_saved:
+            finish(response)
         self.store.maybe_purge()
         return True
 

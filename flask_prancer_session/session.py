@@ -86,6 +86,8 @@ class ServerSession(SessionMixin):
         #: Set by the interface once it saved the session, so a failed save
         #: is not attempted again for the error page.
         self.saved = False
+        #: Called with the response once the session is stored under a new id.
+        self.on_saved: list[t.Callable[[Response], None]] = []
         self.accessed = False
         self.modified = False
 
