@@ -1,5 +1,6 @@
 from .changes import ChangeSet as ChangeSet
 from .changes import Record as Record
+from .encryption import Encryptor as Encryptor
 from .errors import ConfigurationError as ConfigurationError
 from .errors import PrancerSessionError as PrancerSessionError
 from .errors import SessionStoreError as SessionStoreError
@@ -17,6 +18,7 @@ __all__ = [
     "ChangeSet",
     "ConfigurationError",
     "CookieState",
+    "Encryptor",
     "MemoryStore",
     "PrancerSession",
     "PrancerSessionError",

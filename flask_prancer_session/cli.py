@@ -13,6 +13,9 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .changes import ChangeSet
+from .changes import USER_KEY
+from .encryption import PREFIX
 from .ids import is_well_formed
 from .ids import store_key
 
@@ -116,7 +119,7 @@ def show_command(session_id: str) -> None:
     if record is None:
         raise click.ClickException("No such session (it may have expired).")
     data = {}
-    for key, value in record.data.items():
+    for key, value in interface.open_values(record.data).items():
         try:
             data[key] = interface.serializer.loads(value)
         except Exception:
@@ -166,3 +169,36 @@ def clear_command(yes: bool) -> None:
     except NotImplementedError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"Deleted {_plural(removed, 'session')}.")
+
+
+@session_cli.command("rekey")
+def rekey_command() -> None:
+    """Encrypt every stored session value with the first configured key.
+
+    Run it after putting a new key first in ``PRANCER_SESSION["encryption"]``
+    (then the old keys can go), or after turning encryption on, to seal the
+    values stored before in the clear.
+    """
+    interface = _interface()
+    encryptor = interface.encryptor
+    if encryptor is None:
+        raise click.ClickException("Encryption is not configured (PRANCER_SESSION.encryption).")
+    store = interface.store
+    rewritten = 0
+    for key, record in _scan(store, "Re-encrypting sessions"):
+        updated = {}
+        for name, value in record.data.items():
+            if name == USER_KEY or encryptor.is_current(value):
+                continue
+            try:
+                plain = encryptor.open(value, name)
+            except ValueError:
+                if value.startswith(PREFIX):
+                    continue  # sealed with a key no longer configured: unreadable
+                plain = value  # stored before encryption was turned on
+            updated[name] = encryptor.seal(plain, name)
+        if updated:
+            # Without created_at: a session ended meanwhile stays ended.
+            store.apply(key, ChangeSet(updated))
+            rewritten += 1
+    click.echo(f"Re-encrypted {_plural(rewritten, 'session')}.")

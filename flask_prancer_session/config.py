@@ -18,6 +18,9 @@ import inspect
 import typing as t
 
 from .errors import ConfigurationError
+
+if t.TYPE_CHECKING:
+    from .encryption import Encryptor
 from .registry import DriverEntry
 from .registry import resolve
 from .registry import STATE_DRIVERS
@@ -28,7 +31,7 @@ from .store.base import StoreDriver
 #: The config key the extension reads.
 CONFIG_KEY = "PRANCER_SESSION"
 #: The keys of ``PRANCER_SESSION``.
-SECTIONS = ("state", "store", "flask_login")
+SECTIONS = ("state", "store", "flask_login", "encryption")
 #: The drivers used when the config names none, as in Prancer.
 DEFAULT_STATE = "cookie"
 DEFAULT_STORE = "memory"
@@ -94,6 +97,26 @@ def flask_login_enabled(config: object) -> bool:
             "needs Flask-Login: pip install flask-login", f"{CONFIG_KEY}.flask_login"
         )
     return value
+
+
+def load_encryptor(config: object) -> Encryptor | None:
+    """Build the :class:`.Encryptor` that ``PRANCER_SESSION.encryption`` asks
+    for, or return ``None``.
+
+    :raise ConfigurationError: naming the offending key.
+    """
+    section = config.get("encryption") if isinstance(config, t.Mapping) else None
+    if section is None:
+        return None
+    key = f"{CONFIG_KEY}.encryption"
+    if not isinstance(section, t.Mapping) or set(section) != {"keys"}:
+        raise ConfigurationError("must be a mapping with 'keys', a list of keys", key)
+    from .encryption import Encryptor
+
+    try:
+        return Encryptor(section["keys"])
+    except ConfigurationError as error:
+        raise error.under(key) from error
 
 
 def _build(

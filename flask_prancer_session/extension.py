@@ -12,6 +12,7 @@ from .config import CONFIG_KEY
 from .config import DriverSpec
 from .config import flask_login_enabled
 from .config import load_drivers
+from .config import load_encryptor
 from .errors import ConfigurationError
 from .interface import PrancerSessionInterface
 from .session import FINGERPRINT_LENGTH
@@ -117,7 +118,7 @@ class PrancerSession:
                     f"{CONFIG_KEY}.flask_login",
                 )
             _connect_flask_login(app)
-        interface = PrancerSessionInterface(state, store)
+        interface = PrancerSessionInterface(state, store, encryptor=load_encryptor(config))
         app.session_interface = interface
         app.extensions[EXTENSION_KEY] = interface
         app.cli.add_command(session_cli)

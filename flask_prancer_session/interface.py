@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import typing as t
 from datetime import datetime
@@ -15,6 +16,7 @@ from flask.sessions import SessionInterface
 
 from .changes import ChangeSet
 from .changes import Record
+from .changes import USER_KEY
 from .ids import store_key
 from .serializer import make_serializer
 from .serializer import Serializer
@@ -29,6 +31,8 @@ if t.TYPE_CHECKING:
     from flask import Request
     from flask import Response
     from flask.sessions import SessionMixin
+
+    from .encryption import Encryptor
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ class PrancerSessionInterface(SessionInterface):
     :param state: carries the session id.
     :param store: keeps the session data.
     :param serializer: turns values into strings; exact tagged JSON by default.
+    :param encryptor: seals values before they reach the store.
     :param migrator: reads the session of a visitor who arrives without our
         cookie from where another session library kept it, such as
         :class:`~flask_prancer_session.migration.FlaskSessionMigrator`.
@@ -72,11 +77,13 @@ class PrancerSessionInterface(SessionInterface):
         store: StoreDriver,
         serializer: Serializer | None = None,
         migrator: Migrator | None = None,
+        encryptor: Encryptor | None = None,
     ) -> None:
         self.state = state
         self.store = store
         self.serializer: Serializer = serializer or make_serializer()
         self.migrator = migrator
+        self.encryptor = encryptor
 
     def open_session(self, app: Flask, request: Request) -> ServerSession:
         """Return the visitor's session, or a new empty one with a new id.
@@ -101,8 +108,44 @@ class PrancerSessionInterface(SessionInterface):
         return session
 
     def load(self, session_id: str) -> Record | None:
-        """Return what the store holds for ``session_id``."""
-        return self.store.fetch(store_key(session_id))
+        """Return what the store holds for ``session_id``, with its values opened."""
+        record = self.store.fetch(store_key(session_id))
+        if record is None or self.encryptor is None:
+            return record
+        return Record(self.open_values(record.data), record.created_at, record.expires_at)
+
+    def open_values(self, data: t.Mapping[str, str]) -> dict[str, str]:
+        """Return the stored values ``data`` opened, if values are encrypted.
+
+        A value that is not sealed by a configured key is logged and replaced
+        by one that cannot be decoded, so the session drops it when read.
+        """
+        encryptor = self.encryptor
+        if encryptor is None:
+            return dict(data)
+        opened = {}
+        for name, value in data.items():
+            if name == USER_KEY:
+                opened[name] = value
+                continue
+            try:
+                opened[name] = encryptor.open(value, name)
+            except ValueError as error:
+                logger.warning("Dropping session key %r: %s.", name, error)
+                opened[name] = ""
+        return opened
+
+    def seal_values(self, data: t.Mapping[str, str]) -> dict[str, str]:
+        """Return the serialised values ``data`` sealed for the store, if
+        values are encrypted. The user binding stays readable for the store's
+        index."""
+        encryptor = self.encryptor
+        if encryptor is None:
+            return dict(data)
+        return {
+            name: value if name == USER_KEY else encryptor.seal(value, name)
+            for name, value in data.items()
+        }
 
     def lifetime(
         self, session: ServerSession, app: Flask | None = None
@@ -170,7 +213,8 @@ class PrancerSessionInterface(SessionInterface):
         timeout, persistent = self.lifetime(session, app)
         created_at = self.store.clock()
         self.store.apply(
-            store_key(session.id), ChangeSet(data, created_at=created_at, timeout=timeout)
+            store_key(session.id),
+            ChangeSet(self.seal_values(data), created_at=created_at, timeout=timeout),
         )
         self._send(app, session, response, created_at, timeout, persistent)
         for finish in session.on_saved:
@@ -187,6 +231,8 @@ class PrancerSessionInterface(SessionInterface):
         refresh = persistent and app.config["SESSION_REFRESH_EACH_REQUEST"]
         changes = session.changes(timeout=timeout)
         if changes:
+            if self.encryptor is not None:
+                changes = dataclasses.replace(changes, updated=self.seal_values(changes.updated))
             if not store.apply(store_key(session.id), changes):
                 session.stored(None)
                 self.state.expire(app, response)
@@ -214,7 +260,7 @@ class PrancerSessionInterface(SessionInterface):
         if record is not None:
             changes = session.changes()
             data = {k: v for k, v in record.data.items() if k not in changes.removed}
-            data.update(changes.updated)
+            data.update(self.seal_values(changes.updated))
             if data:
                 timeout, persistent = self.lifetime(session, app)
                 store.apply(new_key, ChangeSet(data, created_at=record.created_at, timeout=timeout))

@@ -1,0 +1,159 @@
+"""Encryption at rest, over every store."""
+
+from __future__ import annotations
+
+import secrets
+import typing as t
+
+import pytest
+from flask import Flask
+from flask import session
+from flask.testing import FlaskClient
+
+from flask_prancer_session import ConfigurationError
+from flask_prancer_session import PrancerSession
+from flask_prancer_session.changes import USER_KEY
+from flask_prancer_session.encryption import Encryptor
+from flask_prancer_session.encryption import PREFIX
+from flask_prancer_session.ids import store_key
+from flask_prancer_session.store.base import StoreDriver
+
+from .stores import PERSISTENT_STORES
+from .stores import StoreMaker
+
+SECRET = "the answer is 42"
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def make_app(store: StoreDriver, keys: list[str]) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        TESTING=True, SECRET_KEY="test secret", PRANCER_SESSION={"encryption": {"keys": keys}}
+    )
+    PrancerSession(app, store=store)
+
+    @app.get("/write")
+    def write() -> str:
+        session["secret"] = SECRET
+        session["cart"] = ["apple", {"n": 1}]
+        session.bind_user("ann")
+        return session.id
+
+    @app.get("/read")
+    def read() -> str:
+        return f"{session.get('secret')} {session.get('cart')}"
+
+    return app
+
+
+def copy_cookie(source: FlaskClient, target: FlaskClient) -> None:
+    cookie = source.get_cookie("PSESSION")
+    assert cookie is not None
+    target.set_cookie("PSESSION", cookie.value)
+
+
+def test_the_store_holds_no_readable_value(store: StoreDriver) -> None:
+    client = make_app(store, [new_key()]).test_client()
+    session_id = client.get("/write").text
+    assert client.get("/read").text == f"{SECRET} ['apple', {{'n': 1}}]"
+    record = store.fetch(store_key(session_id))
+    assert record is not None
+    stored = " ".join(record.data.values())
+    assert SECRET not in stored and "apple" not in stored
+    sealed = {name: value for name, value in record.data.items() if name != USER_KEY}
+    assert all(value.startswith(PREFIX) for value in sealed.values())
+    assert record.data[USER_KEY] == '"ann"'  # readable for "log out everywhere"
+
+
+@pytest.mark.parametrize("make_store", PERSISTENT_STORES, indirect=True)
+def test_keys_rotate_and_rekey_reseals(make_store: StoreMaker) -> None:
+    old, new = new_key(), new_key()
+    writer = make_app(make_store(), [old]).test_client()
+    session_id = writer.get("/write").text
+
+    store = make_store()
+    rotated = make_app(store, [new, old])
+    reader = rotated.test_client()
+    copy_cookie(writer, reader)
+    assert reader.get("/read").text.startswith(SECRET)
+
+    result = rotated.test_cli_runner().invoke(args=["session", "rekey"])
+    if result.exit_code == 1 and "cannot list" in result.output:
+        pytest.skip(f"{type(store).__name__} cannot list its sessions")
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith("Re-encrypted 1 session.\n")
+    record = store.fetch(store_key(session_id))
+    assert record is not None
+    assert all(
+        Encryptor([new]).is_current(value)
+        for name, value in record.data.items()
+        if name != USER_KEY
+    )
+
+    only_new = make_app(make_store(), [new]).test_client()
+    copy_cookie(writer, only_new)
+    assert only_new.get("/read").text.startswith(SECRET)
+
+
+@pytest.mark.parametrize("make_store", PERSISTENT_STORES, indirect=True)
+def test_a_value_sealed_with_an_unknown_key_is_dropped(
+    make_store: StoreMaker, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = make_app(make_store(), [new_key()]).test_client()
+    writer.get("/write")
+    stranger = make_app(make_store(), [new_key()]).test_client()
+    copy_cookie(writer, stranger)
+    response = stranger.get("/read")
+    assert (response.status_code, response.text) == (200, "None None")
+    assert "sealed with a key that is not configured" in caplog.text
+
+
+def test_a_tampered_or_plain_value_is_never_read(
+    store: StoreDriver, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flask_prancer_session import ChangeSet
+
+    client = make_app(store, [new_key()]).test_client()
+    session_id = client.get("/write").text
+    record = store.fetch(store_key(session_id))
+    assert record is not None
+    token = record.data["secret"]
+    middle = len(token) // 2
+    flipped = token[:middle] + ("A" if token[middle] != "A" else "B") + token[middle + 1 :]
+    store.apply(store_key(session_id), ChangeSet({"secret": flipped, "cart": '["planted"]'}))
+    assert client.get("/read").text == "None None"
+    assert "altered" in caplog.text
+    assert "not encrypted" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"keys": []}, "PRANCER_SESSION.encryption.keys"),
+        ({"keys": "abc"}, "PRANCER_SESSION.encryption.keys"),
+        ({"keys": ["short"]}, "PRANCER_SESSION.encryption.keys.0"),
+        ({"keys": [new_key(), b"x" * 31]}, "PRANCER_SESSION.encryption.keys.1"),
+        ({"key": new_key()}, "PRANCER_SESSION.encryption"),
+        ("secret", "PRANCER_SESSION.encryption"),
+    ],
+)
+def test_bad_encryption_config_names_the_key(app: Flask, section: t.Any, key: str) -> None:
+    app.config["PRANCER_SESSION"] = {"encryption": section}
+    with pytest.raises(ConfigurationError) as caught:
+        PrancerSession(app)
+    assert caught.value.key == key
+
+
+def test_raw_keys_are_accepted(app: Flask) -> None:
+    app.config["PRANCER_SESSION"] = {"encryption": {"keys": [secrets.token_bytes(32)]}}
+    PrancerSession(app)
+
+
+def test_rekey_without_encryption_says_so(app: Flask) -> None:
+    PrancerSession(app)
+    result = app.test_cli_runner().invoke(args=["session", "rekey"])
+    assert result.exit_code == 1
+    assert "Encryption is not configured" in result.output
