@@ -427,3 +427,17 @@ def test_concurrent_creates_lose_nothing(make_store: t.Callable[..., DatabaseSto
     _run_threads(8, create)
     for key in keys:
         assert sorted(store.fetch(key).data) == [f"k{n}" for n in range(8)]  # type: ignore[union-attr]
+
+
+def test_timedelta_options() -> None:
+    from datetime import timedelta
+
+    store = DatabaseStore(
+        url="sqlite://",
+        create_table=False,
+        permanent_timeout=timedelta(days=1),
+        connection_check_threshold=timedelta(hours=1),
+    )
+    assert store.permanent_timeout == 86400
+    assert store.engine.pool._recycle == 3600  # type: ignore[attr-defined]
+    store.engine.dispose()

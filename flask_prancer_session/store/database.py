@@ -70,6 +70,7 @@ from ..errors import ConfigurationError
 from ..errors import SessionStoreError
 from .base import DEFAULT_EXPIRATION_TIMEOUT
 from .base import positive_seconds
+from .base import Seconds
 from .base import StoreDriver
 
 logger = logging.getLogger(__name__)
@@ -119,14 +120,16 @@ class DatabaseStore(StoreDriver):
         application: str = "",
         create_table: bool = True,
         on_connect: t.Sequence[str] = (),
-        connection_check_threshold: float | None = None,
-        expiration_timeout: float = DEFAULT_EXPIRATION_TIMEOUT,
-        absolute_timeout: float | None = None,
+        connection_check_threshold: Seconds | None = None,
+        expiration_timeout: Seconds = DEFAULT_EXPIRATION_TIMEOUT,
+        permanent_timeout: Seconds | None = None,
+        absolute_timeout: Seconds | None = None,
         autopurge: bool = True,
         autopurge_probability: float = 0.1,
     ) -> None:
         super().__init__(
             expiration_timeout=expiration_timeout,
+            permanent_timeout=permanent_timeout,
             absolute_timeout=absolute_timeout,
             autopurge=autopurge,
             autopurge_probability=autopurge_probability,
@@ -152,7 +155,9 @@ class DatabaseStore(StoreDriver):
         ):
             raise ConfigurationError("must be a list of SQL statements", "on_connect")
         if connection_check_threshold is not None:
-            positive_seconds(connection_check_threshold, "connection_check_threshold")
+            connection_check_threshold = positive_seconds(
+                connection_check_threshold, "connection_check_threshold"
+            )
         if not isinstance(application, str) or len(application) > 128:
             raise ConfigurationError("must be a string of at most 128 characters", "application")
         if not isinstance(create_table, bool):
@@ -197,7 +202,7 @@ class DatabaseStore(StoreDriver):
         data = self._decode(key, row.data)
         return None if data is None else Record(data, row.created_at, row.expires_at)
 
-    def apply(self, key: str, changes: ChangeSet) -> None:
+    def apply(self, key: str, changes: ChangeSet) -> bool:
         with self._failures("write a session"), self._writer.begin() as connection:
             now = self.clock()
             if changes.created_at is not None:
@@ -205,7 +210,7 @@ class DatabaseStore(StoreDriver):
                 # same session queue on it instead of overwriting each other.
                 values = self._where(key) | {
                     "created_at": changes.created_at,
-                    "expires_at": self.expiry_for(changes.created_at, now),
+                    "expires_at": self.expiry_for(changes.created_at, now, changes.timeout),
                     "data": "{}",
                 }
                 connection.execute(_insert_if_missing(connection.dialect.name, self.table, values))
@@ -216,20 +221,24 @@ class DatabaseStore(StoreDriver):
                 created_at = row.created_at
             if data is None:
                 if changes.created_at is None:
-                    return
+                    return False
                 data, created_at = {}, changes.created_at
             for removed in changes.removed:
                 data.pop(removed, None)
             data.update(changes.updated)
+            if not data:
+                connection.execute(sa.delete(self.table).filter_by(**self._where(key)))
+                return False
             connection.execute(
                 sa.update(self.table)
                 .filter_by(**self._where(key))
                 .values(
                     created_at=created_at,
-                    expires_at=self.expiry_for(created_at, now),
+                    expires_at=self.expiry_for(created_at, now, changes.timeout),
                     data=json.dumps(data, separators=(",", ":")),
                 )
             )
+        return True
 
     def touch(self, key: str, expires_at: float) -> None:
         with self._failures("touch a session"), self._writer.begin() as connection:
@@ -240,9 +249,15 @@ class DatabaseStore(StoreDriver):
                 .values(expires_at=expires_at)
             )
 
-    def remove(self, key: str) -> None:
+    def remove(self, key: str) -> bool:
         with self._failures("remove a session"), self._writer.begin() as connection:
+            live = connection.execute(
+                sa.delete(self.table)
+                .filter_by(**self._where(key))
+                .where(self.table.c.expires_at > self.clock())
+            ).rowcount
             connection.execute(sa.delete(self.table).filter_by(**self._where(key)))
+        return live > 0
 
     def purge(self) -> int:
         with self._failures("purge expired sessions"), self._writer.begin() as connection:
