@@ -178,6 +178,10 @@ class DatabaseStore(StoreDriver):
             self.engine = _create_engine(
                 url, dialect, split, on_connect, connection_check_threshold
             )
+        self._backend = (
+            "mysql" if self.engine.dialect.name == "mariadb" else self.engine.dialect.name
+        )
+        self._build_statements()
         self._writer = self.engine
         if self.engine.dialect.name == "sqlite":
             # A deferred SQLite transaction that reads then writes can fail at
@@ -194,70 +198,61 @@ class DatabaseStore(StoreDriver):
 
     def fetch(self, key: str) -> Record | None:
         with self._failures("read a session"), self.engine.connect() as connection:
-            row = connection.execute(
-                self._select(key).where(self.table.c.expires_at > self.clock())
-            ).first()
+            row = connection.execute(self._fetch, {"key": key, "now": self.clock()}).first()
         if row is None:
             return None
         data = self._decode(key, row.data)
         return None if data is None else Record(data, row.created_at, row.expires_at)
 
     def apply(self, key: str, changes: ChangeSet) -> bool:
+        now = self.clock()
+        timeout = self.expiration_timeout if changes.timeout is None else changes.timeout
+        params: dict[str, t.Any] = {
+            "key": key,
+            "now": now,
+            "idle": now + timeout,
+            "absolute": self.absolute_timeout,
+        }
+        removals = 0
+        if self._backend == "sqlite":
+            # A JSON merge patch: null removes a key; the values, serialised
+            # session values, are JSON strings and never null.
+            params["patch"] = _dumps(dict.fromkeys(changes.removed) | dict(changes.updated))
+        else:
+            params["patch"] = _dumps(changes.updated)
+            params["removed"] = sorted(changes.removed)
+        if self._backend == "mysql" and changes.removed:
+            # Padded to a power of two with repeated paths, so that a few
+            # statements serve every number of keys removed.
+            paths = ["$." + json.dumps(name) for name in params.pop("removed")]
+            removals = 1 << (len(paths) - 1).bit_length()
+            paths += paths[-1:] * (removals - len(paths))
+            params.update((f"path_{n}", path) for n, path in enumerate(paths))
+        update, upsert = self._merge_statements(removals)
         with self._failures("write a session"), self._writer.begin() as connection:
-            now = self.clock()
-            if changes.created_at is not None:
-                # Make sure a row exists to lock, so two requests creating the
-                # same session queue on it instead of overwriting each other.
-                values = self._where(key) | {
-                    "created_at": changes.created_at,
-                    "expires_at": self.expiry_for(changes.created_at, now, changes.timeout),
-                    "data": "{}",
-                }
-                connection.execute(_insert_if_missing(connection.dialect.name, self.table, values))
-            row = connection.execute(self._select(key).with_for_update()).first()
-            data = None
-            if row is not None and row.expires_at > now:
-                data = self._decode(key, row.data)
-                created_at = row.created_at
-            if data is None:
-                if changes.created_at is None:
-                    return False
-                data, created_at = {}, changes.created_at
-            for removed in changes.removed:
-                data.pop(removed, None)
-            data.update(changes.updated)
-            if not data:
-                connection.execute(sa.delete(self.table).filter_by(**self._where(key)))
-                return False
-            connection.execute(
-                sa.update(self.table)
-                .filter_by(**self._where(key))
-                .values(
-                    created_at=created_at,
-                    expires_at=self.expiry_for(created_at, now, changes.timeout),
-                    data=json.dumps(data, separators=(",", ":")),
-                )
-            )
-        return True
+            if changes.updated and changes.created_at is not None:
+                params["created_at"] = changes.created_at
+                params["fresh_expiry"] = self.expiry_for(changes.created_at, now, timeout)
+                params["fresh"] = _dumps(changes.updated)
+                connection.execute(upsert, params)
+                return True
+            stored = connection.execute(update, params).rowcount > 0
+            if stored and not changes.updated and changes.removed:
+                # Only removals can leave the session empty; gone, then.
+                stored = connection.execute(self._delete_empty, params).rowcount == 0
+            return stored
 
     def touch(self, key: str, expires_at: float) -> None:
+        params = {"key": key, "now": self.clock(), "new_expiry": expires_at}
         with self._failures("touch a session"), self._writer.begin() as connection:
-            connection.execute(
-                sa.update(self.table)
-                .filter_by(**self._where(key))
-                .where(self.table.c.expires_at > self.clock())
-                .values(expires_at=expires_at)
-            )
+            connection.execute(self._touch, params)
 
     def remove(self, key: str) -> bool:
+        params = {"key": key, "now": self.clock()}
         with self._failures("remove a session"), self._writer.begin() as connection:
-            live = connection.execute(
-                sa.delete(self.table)
-                .filter_by(**self._where(key))
-                .where(self.table.c.expires_at > self.clock())
-            ).rowcount
-            connection.execute(sa.delete(self.table).filter_by(**self._where(key)))
-        return live > 0
+            live = connection.execute(self._delete_live, params).rowcount > 0
+            connection.execute(self._delete, params)
+        return live
 
     def purge(self) -> int:
         with self._failures("purge expired sessions"), self._writer.begin() as connection:
@@ -269,12 +264,112 @@ class DatabaseStore(StoreDriver):
             )
         return result.rowcount
 
-    def _where(self, key: str) -> dict[str, str]:
-        return {"id": key, "application": self.application}
+    def _build_statements(self) -> None:
+        """Build the statements that take no variable part once; SQLAlchemy
+        then caches their compiled form."""
+        c = self.table.c
+        now: sa.BindParameter[float] = sa.bindparam("now", type_=sa.Double())
+        this = sa.and_(
+            c.id == sa.bindparam("key", type_=sa.String()), c.application == self.application
+        )
+        self._fetch = sa.select(c.created_at, c.expires_at, c.data).where(this, c.expires_at > now)
+        self._delete_empty = sa.delete(self.table).where(this, c.data == "{}")
+        self._touch = (
+            sa.update(self.table)
+            .where(this, c.expires_at > now)
+            .values(expires_at=sa.bindparam("new_expiry", type_=sa.Double()))
+        )
+        self._delete_live = sa.delete(self.table).where(this, c.expires_at > now)
+        self._delete = sa.delete(self.table).where(this)
+        self._merges: dict[int, tuple[sa.Update, sa.Insert]] = {}
 
-    def _select(self, key: str) -> sa.Select[t.Any]:
-        columns = self.table.c["created_at", "expires_at", "data"]
-        return sa.select(*columns).filter_by(**self._where(key))
+    def _merge_statements(self, removals: int) -> tuple[sa.Update, sa.Insert]:
+        """Return the UPDATE that merges changes into a live row and the INSERT
+        that creates the row or merges into it, for MySQL with ``removals``
+        JSON paths to remove (the only variable part), built once each."""
+        statements = self._merges.get(removals)
+        if statements is not None:
+            return statements
+        c = self.table.c
+        backend = self._backend
+        now: sa.BindParameter[float] = sa.bindparam("now", type_=sa.Double())
+        idle: sa.BindParameter[float] = sa.bindparam("idle", type_=sa.Double())
+        absolute: sa.BindParameter[float] = sa.bindparam("absolute", type_=sa.Double())
+        this = sa.and_(
+            c.id == sa.bindparam("key", type_=sa.String()), c.application == self.application
+        )
+        least = sa.func.min if backend == "sqlite" else sa.func.least
+
+        def expiry(created_at: sa.ColumnElement[t.Any]) -> sa.ColumnElement[t.Any]:
+            return least(idle, sa.func.coalesce(created_at + absolute, idle))
+
+        merged: sa.ColumnElement[t.Any]
+        patch = sa.bindparam("patch", type_=sa.Text())
+        if backend == "postgresql":
+            removed = sa.bindparam("removed", type_=postgresql.ARRAY(sa.Text()))
+            merged = sa.cast(
+                sa.cast(c.data, postgresql.JSONB)
+                .op("-")(sa.cast(removed, postgresql.ARRAY(sa.Text())))
+                .op("||")(sa.cast(patch, postgresql.JSONB)),
+                sa.Text(),
+            )
+            # A cheap guard that keeps an array or a scalar out of the merge;
+            # PostgreSQL before 16 has no cast that cannot fail.
+            valid = sa.func.left(c.data, 1) == "{"
+        elif backend == "sqlite":
+            merged = sa.func.json_patch(c.data, patch)
+            kind = sa.case((sa.func.json_valid(c.data) == 1, sa.func.json_type(c.data)))
+            valid = kind == "object"
+        else:
+            # MariaDB's JSON_MERGE_PATCH can keep keys that several nulls
+            # remove, so keys go through JSON_REMOVE.
+            paths = [sa.bindparam(f"path_{n}", type_=sa.Text()) for n in range(removals)]
+            remaining = sa.func.json_remove(c.data, *paths) if paths else c.data
+            merged = sa.func.json_merge_patch(remaining, patch)
+            kind = sa.case((sa.func.json_valid(c.data) == 1, sa.func.json_type(c.data)))
+            valid = kind == "OBJECT"
+        live = sa.and_(c.expires_at > now, valid)
+
+        update = (
+            sa.update(self.table)
+            .where(this, live)
+            .values(data=merged, expires_at=expiry(c.created_at))
+        )
+        values = {
+            "id": sa.bindparam("key", type_=sa.String()),
+            "application": self.application,
+            "created_at": sa.bindparam("created_at", type_=sa.Double()),
+            "expires_at": sa.bindparam("fresh_expiry", type_=sa.Double()),
+            "data": sa.bindparam("fresh", type_=sa.Text()),
+        }
+        upsert: sa.Insert
+        if backend == "postgresql" or backend == "sqlite":
+            dialect_insert = postgresql.insert if backend == "postgresql" else sqlite.insert
+            insert = dialect_insert(self.table).values(values)
+            created_at = sa.case((live, c.created_at), else_=insert.excluded.created_at)
+            upsert = insert.on_conflict_do_update(
+                index_elements=[c.id, c.application],
+                set_={
+                    "created_at": created_at,
+                    "data": sa.case((live, merged), else_=insert.excluded.data),
+                    "expires_at": expiry(created_at),
+                },
+            )
+        else:
+            # MySQL assigns in this order and later expressions see the new
+            # created_at and data; they stay right, as created_at only changes
+            # when the row was not live, and then to what they would use.
+            my_insert = mysql.insert(self.table).values(values)
+            created_at = sa.case((live, c.created_at), else_=my_insert.inserted.created_at)
+            upsert = my_insert.on_duplicate_key_update(
+                [
+                    ("created_at", created_at),
+                    ("data", sa.case((live, merged), else_=my_insert.inserted.data)),
+                    ("expires_at", expiry(created_at)),
+                ]
+            )
+        self._merges[removals] = update, upsert
+        return update, upsert
 
     def _decode(self, key: str, raw: object) -> dict[str, str] | None:
         try:
@@ -305,6 +400,10 @@ class DatabaseStore(StoreDriver):
                 f" {type(cause).__name__}: {cause}",
                 error,
             ) from error
+
+
+def _dumps(data: t.Mapping[str, str | None]) -> str:
+    return json.dumps(data, separators=(",", ":"))
 
 
 def _define_table(name: str) -> sa.Table:
@@ -404,11 +503,3 @@ def _run_on_connect(statements: tuple[str, ...], dbapi_connection: t.Any, record
 def _begin_immediate(connection: sa.Connection) -> None:
     if not connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _insert_if_missing(backend: str, table: sa.Table, values: dict[str, t.Any]) -> sa.Executable:
-    if backend == "postgresql":
-        return postgresql.insert(table).values(values).on_conflict_do_nothing()
-    if backend == "sqlite":
-        return sqlite.insert(table).values(values).on_conflict_do_nothing()
-    return mysql.insert(table).values(values).on_duplicate_key_update(id=table.c.id)
