@@ -55,9 +55,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import random
+import time
 import typing as t
 from collections.abc import Mapping
-from contextlib import contextmanager
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -74,6 +75,13 @@ from .base import Seconds
 from .base import StoreDriver
 
 logger = logging.getLogger(__name__)
+
+_T = t.TypeVar("_T")
+
+#: How many expired sessions one purge transaction deletes at most.
+PURGE_BATCH = 100
+#: How many times an operation is retried after a deadlock.
+CONFLICT_RETRIES = 3
 
 Dialect = t.Literal["postgresql", "mysql", "sqlite"]
 
@@ -182,7 +190,12 @@ class DatabaseStore(StoreDriver):
             "mysql" if self.engine.dialect.name == "mariadb" else self.engine.dialect.name
         )
         self._build_statements()
+        self._retry_window = 10.0
         self._writer = self.engine
+        # Without gap locks a purge does not block requests creating sessions.
+        self._purger = self.engine
+        if self._backend == "mysql":
+            self._purger = self.engine.execution_options(isolation_level="READ COMMITTED")
         if self.engine.dialect.name == "sqlite":
             # A deferred SQLite transaction that reads then writes can fail at
             # once with "database is locked" when two of them meet; taking the
@@ -190,15 +203,14 @@ class DatabaseStore(StoreDriver):
             self._writer = self.engine.execution_options()
             sa.event.listen(self._writer, "begin", _begin_immediate)
         if create_table:
-            with self._failures("create the session table"):
-                self.table.metadata.create_all(self.engine, checkfirst=True)
+            self._run("create the session table", self._create_table, engine=self.engine)
             if engine is None:
                 # No pooled connection may outlive a fork (gunicorn --preload).
                 self.engine.dispose()
 
     def fetch(self, key: str) -> Record | None:
-        with self._failures("read a session"), self.engine.connect() as connection:
-            row = connection.execute(self._fetch, {"key": key, "now": self.clock()}).first()
+        params = {"key": key, "now": self.clock()}
+        row = self._run("read a session", lambda c: c.execute(self._fetch, params).first(), False)
         if row is None:
             return None
         data = self._decode(key, row.data)
@@ -229,40 +241,105 @@ class DatabaseStore(StoreDriver):
             paths += paths[-1:] * (removals - len(paths))
             params.update((f"path_{n}", path) for n, path in enumerate(paths))
         update, upsert = self._merge_statements(removals)
-        with self._failures("write a session"), self._writer.begin() as connection:
-            if changes.updated and changes.created_at is not None:
-                params["created_at"] = changes.created_at
-                params["fresh_expiry"] = self.expiry_for(changes.created_at, now, timeout)
-                params["fresh"] = _dumps(changes.updated)
+        if changes.updated and changes.created_at is not None:
+            params["created_at"] = changes.created_at
+            params["fresh_expiry"] = self.expiry_for(changes.created_at, now, timeout)
+            params["fresh"] = _dumps(changes.updated)
+
+            def create(connection: sa.Connection) -> bool:
                 connection.execute(upsert, params)
                 return True
+
+            return self._run("write a session", create)
+
+        def merge(connection: sa.Connection) -> bool:
             stored = connection.execute(update, params).rowcount > 0
             if stored and not changes.updated and changes.removed:
                 # Only removals can leave the session empty; gone, then.
                 stored = connection.execute(self._delete_empty, params).rowcount == 0
             return stored
 
+        return self._run("write a session", merge)
+
     def touch(self, key: str, expires_at: float) -> None:
         params = {"key": key, "now": self.clock(), "new_expiry": expires_at}
-        with self._failures("touch a session"), self._writer.begin() as connection:
-            connection.execute(self._touch, params)
+        self._run("touch a session", lambda c: c.execute(self._touch, params))
 
     def remove(self, key: str) -> bool:
         params = {"key": key, "now": self.clock()}
-        with self._failures("remove a session"), self._writer.begin() as connection:
+
+        def remove(connection: sa.Connection) -> bool:
             live = connection.execute(self._delete_live, params).rowcount > 0
             connection.execute(self._delete, params)
-        return live
+            return live
+
+        return self._run("remove a session", remove)
 
     def purge(self) -> int:
-        with self._failures("purge expired sessions"), self._writer.begin() as connection:
-            result = connection.execute(
-                sa.delete(self.table).where(
-                    self.table.c.expires_at <= self.clock(),
-                    self.table.c.application == self.application,
-                )
+        """Delete expired sessions in batches of :data:`PURGE_BATCH`, each in a
+        short transaction that skips rows a request holds, so that a purge never
+        waits for (or deadlocks with) requests and holds little memory."""
+        deleted = 0
+        now = self.clock()
+
+        def purge_batch(connection: sa.Connection) -> tuple[int, bool]:
+            skip_locked = _skips_locked(connection.dialect)
+            query = (
+                self._expired.with_for_update(skip_locked=True) if skip_locked else self._expired
             )
-        return result.rowcount
+            ids = connection.execute(query, {"now": now}).scalars().all()
+            if not ids:
+                return 0, False
+            count = connection.execute(self._delete_expired, {"now": now, "ids": ids}).rowcount
+            return count, len(ids) == PURGE_BATCH and count > 0
+
+        more = True
+        while more:
+            count, more = self._run("purge expired sessions", purge_batch, engine=self._purger)
+            deleted += count
+        return deleted
+
+    def _run(
+        self,
+        action: str,
+        operation: t.Callable[[sa.Connection], _T],
+        write: bool = True,
+        engine: sa.Engine | None = None,
+    ) -> _T:
+        """Run ``operation`` in a transaction and return its result.
+
+        A pooled connection found dead (the database restarted) is replaced and
+        the operation run once more, which is why no connection is pinged
+        before use. A deadlock or serialisation failure is retried a few times
+        after a short random pause. Both only while the operation is within
+        its statement timeout, so that a database gone silent fails the
+        request in about that time.
+        """
+        if engine is None:
+            engine = self._writer if write else self.engine
+        started = time.monotonic()
+        reconnected = False
+        conflicts = 0
+        while True:
+            try:
+                with engine.begin() as connection:
+                    return operation(connection)
+            except sa.exc.SQLAlchemyError as error:
+                in_time = time.monotonic() - started < self._retry_window
+                if isinstance(error, sa.exc.DBAPIError) and in_time:
+                    if error.connection_invalidated and not reconnected:
+                        reconnected = True
+                        logger.info("Retrying on a new connection: the pooled one was closed.")
+                        continue
+                    if conflicts < CONFLICT_RETRIES and _is_conflict(error):
+                        conflicts += 1
+                        logger.info("Retrying to %s after %s.", action, type(error.orig).__name__)
+                        time.sleep(random.uniform(0.001, 0.02) * conflicts)
+                        continue
+                failure = error
+            # Raised outside the except clause, so that SQLAlchemy's error,
+            # whose text may quote the parameters, is not even its context.
+            raise self._error(action, failure)
 
     def _build_statements(self) -> None:
         """Build the statements that take no variable part once; SQLAlchemy
@@ -281,6 +358,16 @@ class DatabaseStore(StoreDriver):
         )
         self._delete_live = sa.delete(self.table).where(this, c.expires_at > now)
         self._delete = sa.delete(self.table).where(this)
+        self._expired = (
+            sa.select(c.id)
+            .where(c.application == self.application, c.expires_at <= now)
+            .limit(PURGE_BATCH)
+        )
+        self._delete_expired = sa.delete(self.table).where(
+            c.application == self.application,
+            c.id.in_(sa.bindparam("ids", expanding=True)),
+            c.expires_at <= now,
+        )
         self._merges: dict[int, tuple[sa.Update, sa.Insert]] = {}
 
     def _merge_statements(self, removals: int) -> tuple[sa.Update, sa.Insert]:
@@ -371,6 +458,9 @@ class DatabaseStore(StoreDriver):
         self._merges[removals] = update, upsert
         return update, upsert
 
+    def _create_table(self, connection: sa.Connection) -> None:
+        self.table.metadata.create_all(connection, checkfirst=True)
+
     def _decode(self, key: str, raw: object) -> dict[str, str] | None:
         try:
             data = json.loads(raw) if isinstance(raw, str) else None
@@ -387,19 +477,41 @@ class DatabaseStore(StoreDriver):
         )
         return None
 
-    @contextmanager
-    def _failures(self, action: str) -> t.Iterator[None]:
-        try:
-            yield
-        except sa.exc.SQLAlchemyError as error:
-            # The DBAPI's own message: SQLAlchemy's would quote the statement's
-            # parameters, which hold session data.
-            cause = error.orig if isinstance(error, sa.exc.DBAPIError) else error
-            raise SessionStoreError(
-                f"could not {action} in table {self.table.fullname!r}:"
-                f" {type(cause).__name__}: {cause}",
-                error,
-            ) from error
+    def _error(self, action: str, error: sa.exc.SQLAlchemyError) -> SessionStoreError:
+        # The DBAPI's own error, first line only: SQLAlchemy's would quote the
+        # statement's parameters, which hold session data, and some drivers'
+        # detail lines quote values too.
+        cause: BaseException = error
+        if isinstance(error, sa.exc.StatementError) and error.orig is not None:
+            cause = error.orig
+        message = str(cause).strip().splitlines()[:1]
+        failure = SessionStoreError(
+            f"could not {action} in table {self.table.fullname!r}:"
+            f" {type(cause).__name__}: {''.join(message)}",
+            cause,
+        )
+        failure.__cause__ = cause
+        return failure
+
+
+def _is_conflict(error: sa.exc.DBAPIError) -> bool:
+    """Tell whether ``error`` is a deadlock or serialisation failure, which
+    running the transaction again resolves."""
+    if getattr(error.orig, "sqlstate", None) in ("40001", "40P01"):  # PostgreSQL
+        return True
+    # MySQL's deadlock error, and SQLite's lock still held after its busy timeout.
+    args: tuple[object, ...] = getattr(error.orig, "args", ())
+    return bool(args) and args[0] in (1213, "database is locked")
+
+
+def _skips_locked(dialect: sa.Dialect) -> bool:
+    """Tell whether the database has ``SELECT ... FOR UPDATE SKIP LOCKED``."""
+    if dialect.name == "postgresql":
+        return True
+    version = dialect.server_version_info or ()
+    if dialect.name in ("mysql", "mariadb"):
+        return version >= ((10, 6) if getattr(dialect, "is_mariadb", False) else (8, 0, 1))
+    return False
 
 
 def _dumps(data: t.Mapping[str, str | None]) -> str:
@@ -472,7 +584,7 @@ def _create_engine(
     if backend == "sqlite":
         # pysqlite's busy timeout: how long a writer waits for another's lock.
         connect_args.setdefault("timeout", 15)
-    options: dict[str, t.Any] = {"pool_pre_ping": True, "hide_parameters": True}
+    options: dict[str, t.Any] = {"hide_parameters": True}
     if connection_check_threshold is not None:
         options["pool_recycle"] = connection_check_threshold
     try:
