@@ -5,6 +5,7 @@ store shares is in ``test_store_contract.py``."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import typing as t
@@ -534,3 +535,39 @@ def test_purge_runs_beside_writers(make_store: t.Callable[..., DatabaseStore]) -
     assert errors == []
     assert sum(purged) >= 1200
     assert len(store.fetch(KEY).data) == 1 + 16 * 15  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("url", ["sqlite"], indirect=True)
+def test_sqlite_file_is_private_and_in_wal_mode(
+    make_store: t.Callable[..., DatabaseStore], url: str
+) -> None:
+    path = Path(sa.make_url(url).database or "")
+    old_umask = os.umask(0o022)
+    try:
+        store = make_store()
+        store.apply(KEY, _new(x="1"))
+    finally:
+        os.umask(old_umask)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert Path(f"{path}-wal").stat().st_mode & 0o777 == 0o600
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+@pytest.mark.parametrize("url", ["sqlite"], indirect=True)
+def test_sqlite_file_replaced_while_running(
+    make_store: t.Callable[..., DatabaseStore], url: str, tmp_path: Path
+) -> None:
+    path = sa.make_url(url).database or ""
+    store = make_store()
+    store.apply(KEY, _new(x="old"))
+    backup = make_store(url=f"sqlite:///{tmp_path / 'backup.db'}")
+    backup.apply(OTHER_KEY, _new(x="restored"))
+    backup.engine.dispose()
+    # A restore in WAL mode replaces the file and drops its -wal and -shm.
+    os.replace(tmp_path / "backup.db", path)
+    os.remove(f"{path}-wal")
+    os.remove(f"{path}-shm")
+    assert store.fetch(OTHER_KEY).data == {"x": "restored"}  # type: ignore[union-attr]
+    assert store.fetch(KEY) is None

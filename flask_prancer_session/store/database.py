@@ -52,10 +52,17 @@ PostgreSQL (extra ``postgres``), MySQL/MariaDB (``mysql``) and SQLite
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import importlib.util
 import json
 import logging
+import math
+import os
 import random
+import socket
+import threading
 import time
 import typing as t
 from collections.abc import Mapping
@@ -129,6 +136,8 @@ class DatabaseStore(StoreDriver):
         create_table: bool = True,
         on_connect: t.Sequence[str] = (),
         connection_check_threshold: Seconds | None = None,
+        connect_timeout: Seconds = 5,
+        statement_timeout: Seconds | None = 10,
         expiration_timeout: Seconds = DEFAULT_EXPIRATION_TIMEOUT,
         permanent_timeout: Seconds | None = None,
         absolute_timeout: Seconds | None = None,
@@ -166,8 +175,16 @@ class DatabaseStore(StoreDriver):
             connection_check_threshold = positive_seconds(
                 connection_check_threshold, "connection_check_threshold"
             )
+        timeouts = _Timeouts(
+            positive_seconds(connect_timeout, "connect_timeout"),
+            None
+            if statement_timeout is None
+            else positive_seconds(statement_timeout, "statement_timeout"),
+        )
         if not isinstance(application, str) or len(application) > 128:
             raise ConfigurationError("must be a string of at most 128 characters", "application")
+        if any(ord(char) < 32 or ord(char) == 127 for char in application):
+            raise ConfigurationError("must not contain control characters", "application")
         if not isinstance(create_table, bool):
             raise ConfigurationError("must be true or false", "create_table")
         #: The name that keeps the sessions of apps sharing the table apart.
@@ -184,26 +201,29 @@ class DatabaseStore(StoreDriver):
             self.engine = engine
         else:
             self.engine = _create_engine(
-                url, dialect, split, on_connect, connection_check_threshold
+                url, dialect, split, on_connect, connection_check_threshold, timeouts
             )
         self._backend = (
             "mysql" if self.engine.dialect.name == "mariadb" else self.engine.dialect.name
         )
+        _check_table_name(self.table, self.engine.dialect, create_table)
         self._build_statements()
-        self._retry_window = 10.0
+        self._timeouts = timeouts if engine is None else _Timeouts(None, None)
+        # Retries happen only this soon after an operation started, so that a
+        # database gone silent fails the request in about the statement timeout.
+        self._retry_window = self._timeouts.statement or math.inf
         self._writer = self.engine
         # Without gap locks a purge does not block requests creating sessions.
         self._purger = self.engine
         if self._backend == "mysql":
             self._purger = self.engine.execution_options(isolation_level="READ COMMITTED")
         if self.engine.dialect.name == "sqlite":
-            # A deferred SQLite transaction that reads then writes can fail at
-            # once with "database is locked" when two of them meet; taking the
-            # write lock up front makes them queue under the busy timeout.
+            # Writers take the write lock at BEGIN and queue under the busy
+            # timeout, where a deferred transaction could fail at once.
             self._writer = self.engine.execution_options()
             sa.event.listen(self._writer, "begin", _begin_immediate)
         if create_table:
-            self._run("create the session table", self._create_table, engine=self.engine)
+            self._create_table()
             if engine is None:
                 # No pooled connection may outlive a fork (gunicorn --preload).
                 self.engine.dispose()
@@ -277,16 +297,27 @@ class DatabaseStore(StoreDriver):
 
     def purge(self) -> int:
         """Delete expired sessions in batches of :data:`PURGE_BATCH`, each in a
-        short transaction that skips rows a request holds, so that a purge never
-        waits for (or deadlocks with) requests and holds little memory."""
+        short transaction that leaves alone rows a request holds, so that a
+        purge does not deadlock with requests and holds little memory."""
         deleted = 0
         now = self.clock()
 
         def purge_batch(connection: sa.Connection) -> tuple[int, bool]:
-            skip_locked = _skips_locked(connection.dialect)
-            query = (
-                self._expired.with_for_update(skip_locked=True) if skip_locked else self._expired
-            )
+            if self._backend == "mysql":
+                # In READ COMMITTED, without gap locks, a row a request holds
+                # is passed over once its committed version is live. Purges of
+                # other processes, which could deadlock with this one, skip.
+                lock = {"name": self._purge_lock_name}
+                if not connection.execute(sa.text("SELECT GET_LOCK(:name, 0)"), lock).scalar():
+                    return 0, False
+                try:
+                    count = connection.execute(self._delete_expired_batch, {"now": now}).rowcount
+                finally:
+                    connection.execute(sa.text("SELECT RELEASE_LOCK(:name)"), lock)
+                return count, count == PURGE_BATCH
+            query = self._expired
+            if self._backend == "postgresql":
+                query = query.with_for_update(skip_locked=True)
             ids = connection.execute(query, {"now": now}).scalars().all()
             if not ids:
                 return 0, False
@@ -322,8 +353,9 @@ class DatabaseStore(StoreDriver):
         conflicts = 0
         while True:
             try:
-                with engine.begin() as connection:
-                    return operation(connection)
+                with engine.connect() as connection:
+                    with self._deadline(connection), connection.begin():
+                        return operation(connection)
             except sa.exc.SQLAlchemyError as error:
                 in_time = time.monotonic() - started < self._retry_window
                 if isinstance(error, sa.exc.DBAPIError) and in_time:
@@ -367,6 +399,13 @@ class DatabaseStore(StoreDriver):
             c.application == self.application,
             c.id.in_(sa.bindparam("ids", expanding=True)),
             c.expires_at <= now,
+        )
+        digest = hashlib.sha256(f"{self.table.fullname}\0{self.application}".encode())
+        self._purge_lock_name = f"prancer_purge_{digest.hexdigest()[:40]}"
+        self._delete_expired_batch = (
+            sa.delete(self.table)
+            .where(c.application == self.application, c.expires_at <= now)
+            .with_dialect_options(mysql_limit=PURGE_BATCH)
         )
         self._merges: dict[int, tuple[sa.Update, sa.Insert]] = {}
 
@@ -458,8 +497,20 @@ class DatabaseStore(StoreDriver):
         self._merges[removals] = update, upsert
         return update, upsert
 
-    def _create_table(self, connection: sa.Connection) -> None:
-        self.table.metadata.create_all(connection, checkfirst=True)
+    def _create_table(self) -> None:
+        def create(connection: sa.Connection) -> None:
+            self.table.metadata.create_all(connection, checkfirst=True)
+
+        def exists(connection: sa.Connection) -> bool:
+            return sa.inspect(connection).has_table(self.table.name, schema=self.table.schema)
+
+        try:
+            self._run("create the session table", create, engine=self.engine)
+        except SessionStoreError:
+            # Workers starting together race to create it; one wins, and the
+            # others' CREATE fails on the table (or its type) that now exists.
+            if not self._run("find the session table", exists, engine=self.engine):
+                raise
 
     def _decode(self, key: str, raw: object) -> dict[str, str] | None:
         try:
@@ -476,6 +527,12 @@ class DatabaseStore(StoreDriver):
             self.table.fullname,
         )
         return None
+
+    def _deadline(self, connection: sa.Connection) -> t.ContextManager[object]:
+        if self._backend != "postgresql" or self._timeouts.statement is None:
+            return contextlib.nullcontext()
+        dbapi_connection = connection.connection.dbapi_connection
+        return _WATCHDOG.guard(dbapi_connection, self._timeouts.statement)
 
     def _error(self, action: str, error: sa.exc.SQLAlchemyError) -> SessionStoreError:
         # The DBAPI's own error, first line only: SQLAlchemy's would quote the
@@ -504,16 +561,6 @@ def _is_conflict(error: sa.exc.DBAPIError) -> bool:
     return bool(args) and args[0] in (1213, "database is locked")
 
 
-def _skips_locked(dialect: sa.Dialect) -> bool:
-    """Tell whether the database has ``SELECT ... FOR UPDATE SKIP LOCKED``."""
-    if dialect.name == "postgresql":
-        return True
-    version = dialect.server_version_info or ()
-    if dialect.name in ("mysql", "mariadb"):
-        return version >= ((10, 6) if getattr(dialect, "is_mariadb", False) else (8, 0, 1))
-    return False
-
-
 def _dumps(data: t.Mapping[str, str | None]) -> str:
     return json.dumps(data, separators=(",", ":"))
 
@@ -538,11 +585,44 @@ def _define_table(name: str) -> sa.Table:
     )
 
 
+def _check_table_name(table: sa.Table, dialect: sa.Dialect, create_table: bool) -> None:
+    limit = dialect.max_identifier_length
+    names = [table.name] + ([f"{table.name}_expires_at"] if create_table else [])
+    if table.schema is not None:
+        names.append(table.schema)
+    if any(len(name.encode()) > limit for name in names):
+        raise ConfigurationError(
+            f"is too long for {dialect.name}, whose names have at most {limit} bytes"
+            + (f" (the index {names[1]!r} counts too)" if create_table else ""),
+            "table",
+        )
+
+
 def _check_dialect(backend: str, dialect: str | None, key: str) -> None:
     if backend not in ("postgresql", "mysql", "mariadb", "sqlite"):
         raise ConfigurationError(f"{backend!r} databases are not supported", key)
     if dialect is not None and backend != dialect and (dialect, backend) != ("mysql", "mariadb"):
         raise ConfigurationError(f"is {dialect!r} but the {key} is for {backend!r}", "dialect")
+
+
+class _Timeouts(t.NamedTuple):
+    #: Seconds to wait for a new connection, or ``None`` to leave it to the driver.
+    connect: float | None
+    #: Seconds an operation may take, or ``None`` for no limit.
+    statement: float | None
+
+
+def _normalise_url(parsed: sa.URL) -> sa.URL:
+    """Map the URLs hosting platforms hand out (``postgres://``) and URLs
+    without a driver to the drivers the extras install."""
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "postgres":
+        backend = "postgresql"
+    if backend == "postgresql" and not driver:
+        driver = "psycopg"
+    if backend in ("mysql", "mariadb") and not driver and not importlib.util.find_spec("MySQLdb"):
+        driver = "pymysql"
+    return parsed.set(drivername=f"{backend}+{driver}" if driver else backend)
 
 
 def _create_engine(
@@ -551,12 +631,13 @@ def _create_engine(
     split: dict[str, t.Any],
     on_connect: t.Sequence[str],
     connection_check_threshold: float | None,
+    timeouts: _Timeouts,
 ) -> sa.Engine:
     connect_args: dict[str, t.Any] = {}
     if url is not None:
         key = "url"
         try:
-            parsed = sa.make_url(url)
+            parsed = _normalise_url(sa.make_url(url))
         except sa.exc.ArgumentError as error:
             raise ConfigurationError("is not a valid database URL", "url") from error
         _check_dialect(parsed.get_backend_name(), dialect, "url")
@@ -581,9 +662,18 @@ def _create_engine(
             query={"charset": split["charset"]} if "charset" in split else {},
         )
     backend = parsed.get_backend_name()
+    statements: list[str] = []  # run before on_connect, which may override them
+    path = None
     if backend == "sqlite":
         # pysqlite's busy timeout: how long a writer waits for another's lock.
         connect_args.setdefault("timeout", 15)
+        if parsed.database and parsed.database != ":memory:" and "uri" not in parsed.query:
+            path = os.path.abspath(parsed.database)
+            # Readers do not block the writer, and a commit waits for no fsync
+            # (a power cut may lose the last sessions written, never corrupt).
+            statements += ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL"]
+    else:
+        _set_timeouts(backend, timeouts, connect_args, statements, parsed.query)
     options: dict[str, t.Any] = {"hide_parameters": True}
     if connection_check_threshold is not None:
         options["pool_recycle"] = connection_check_threshold
@@ -591,21 +681,150 @@ def _create_engine(
         engine = sa.create_engine(parsed, connect_args=connect_args, **options)
     except ImportError as error:
         extra = _EXTRAS.get(backend, "database")
+        family = "mysql" if backend == "mariadb" else backend
         raise ConfigurationError(
-            f"the {parsed.drivername!r} driver is not installed"
+            f"the {parsed.drivername!r} driver is not installed: use a"
+            f" {_DRIVERNAMES.get(family, family)}:// URL"
             f" (pip install 'flask-prancer-session[{extra}]')",
             key,
         ) from error
-    if on_connect:
-        sa.event.listen(engine, "connect", functools.partial(_run_on_connect, tuple(on_connect)))
+    if path is not None:
+        _watch_file(engine, path)
+    statements += on_connect
+    if statements:
+        guard = timeouts.statement if backend == "postgresql" else None
+        listener = functools.partial(_run_on_connect, tuple(statements), guard)
+        sa.event.listen(engine, "connect", listener)
     return engine
 
 
-def _run_on_connect(statements: tuple[str, ...], dbapi_connection: t.Any, record: t.Any) -> None:
+def _set_timeouts(
+    backend: str,
+    timeouts: _Timeouts,
+    connect_args: dict[str, t.Any],
+    statements: list[str],
+    query: t.Mapping[str, t.Any],
+) -> None:
+    """Bound how long a request waits for a connection, a statement and a lock,
+    unless the URL or ``dsn_extra`` says otherwise."""
+
+    def default(name: str, value: object) -> None:
+        if name not in query:
+            connect_args.setdefault(name, value)
+
+    statement = timeouts.statement
+    lock = None if statement is None else min(5.0, statement)
+    if backend == "postgresql":
+        if timeouts.connect is not None:
+            default("connect_timeout", math.ceil(timeouts.connect))
+        if statement is not None and lock is not None:
+            # The server's own limits; the client's is the watchdog.
+            statements += [
+                f"SET statement_timeout = {math.ceil(statement * 1000)}",
+                f"SET lock_timeout = {math.ceil(lock * 1000)}",
+            ]
+    elif backend in ("mysql", "mariadb"):
+        if timeouts.connect is not None:
+            default("connect_timeout", timeouts.connect)
+        if statement is not None and lock is not None:
+            default("read_timeout", statement)
+            default("write_timeout", statement)
+            statements.append(f"SET SESSION innodb_lock_wait_timeout = {math.ceil(lock)}")
+
+
+def _watch_file(engine: sa.Engine, path: str) -> None:
+    """Create the SQLite file readable by its owner only, and replace pooled
+    connections to a file that was since replaced (a restored backup)."""
+
+    def create_private(*args: t.Any) -> None:
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+    def remember(dbapi_connection: t.Any, record: t.Any) -> None:
+        with contextlib.suppress(OSError):
+            stat = os.stat(path)
+            record.info["prancer_file"] = stat.st_dev, stat.st_ino
+
+    def check(dbapi_connection: t.Any, record: t.Any, proxy: t.Any) -> None:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return  # Let SQLite report it.
+        if record.info.get("prancer_file") != (stat.st_dev, stat.st_ino):
+            logger.warning("The SQLite file %s was replaced; reconnecting.", path)
+            raise sa.exc.DisconnectionError("the database file was replaced")
+
+    sa.event.listen(engine, "do_connect", create_private)
+    sa.event.listen(engine, "connect", remember)
+    sa.event.listen(engine, "checkout", check)
+
+
+class _Watchdog:
+    """Shut the socket of a PostgreSQL connection whose operation outlives its
+    deadline: psycopg has no read timeout, so a server gone silent (a paused
+    host, a dropped link) would hold the request for good. One thread per
+    process, waking about once per deadline."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._due: dict[object, tuple[float, int]] = {}
+        self._wake_at = math.inf
+        self._pid = 0
+
+    @contextlib.contextmanager
+    def guard(self, dbapi_connection: t.Any, seconds: float) -> t.Iterator[None]:
+        token = object()
+        deadline = time.monotonic() + seconds
+        with self._condition:
+            if self._pid != os.getpid():  # none yet, or a fork left it behind
+                self._pid = os.getpid()
+                threading.Thread(target=self._watch, name="prancer-watchdog", daemon=True).start()
+            self._due[token] = deadline, dbapi_connection.pgconn.socket
+            if deadline < self._wake_at:
+                self._condition.notify()
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._due.pop(token, None)
+
+    def _watch(self) -> None:
+        with self._condition:
+            while True:
+                now = time.monotonic()
+                for token, (deadline, fd) in list(self._due.items()):
+                    if deadline <= now:
+                        del self._due[token]
+                        _shut(fd)
+                self._wake_at = min((d for d, _ in self._due.values()), default=math.inf)
+                self._condition.wait(None if self._wake_at == math.inf else self._wake_at - now)
+
+
+def _shut(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        sock = socket.socket(fileno=fd)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.detach()  # The driver owns the descriptor.
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _run_on_connect(
+    statements: tuple[str, ...], deadline: float | None, dbapi_connection: t.Any, record: t.Any
+) -> None:
+    guard = (
+        contextlib.nullcontext()
+        if deadline is None
+        else _WATCHDOG.guard(dbapi_connection, deadline)
+    )
     cursor = dbapi_connection.cursor()
     try:
-        for statement in statements:
-            cursor.execute(statement)
+        with guard:
+            for statement in statements:
+                cursor.execute(statement)
     finally:
         cursor.close()
     # Else the pool's rollback on return would undo a transactional SET (PostgreSQL).
