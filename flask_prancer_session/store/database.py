@@ -535,20 +535,29 @@ class DatabaseStore(StoreDriver):
         return _WATCHDOG.guard(dbapi_connection, self._timeouts.statement)
 
     def _error(self, action: str, error: sa.exc.SQLAlchemyError) -> SessionStoreError:
-        # The DBAPI's own error, first line only: SQLAlchemy's would quote the
-        # statement's parameters, which hold session data, and some drivers'
-        # detail lines quote values too.
-        cause: BaseException = error
-        if isinstance(error, sa.exc.StatementError) and error.orig is not None:
-            cause = error.orig
-        message = str(cause).strip().splitlines()[:1]
+        cause = DriverError(error.orig if isinstance(error, sa.exc.StatementError) else error)
         failure = SessionStoreError(
-            f"could not {action} in table {self.table.fullname!r}:"
-            f" {type(cause).__name__}: {''.join(message)}",
-            cause,
+            f"could not {action} in table {self.table.fullname!r}: {cause}", cause
         )
         failure.__cause__ = cause
         return failure
+
+
+class DriverError(Exception):
+    """What the database driver raised, reduced to its class and the first line
+    of its message: SQLAlchemy's error quotes the statement's parameters, and
+    drivers' detail lines (PostgreSQL's "Failing row contains ...") may quote
+    values, which would put session data in logs.
+    """
+
+    def __init__(self, error: BaseException | None) -> None:
+        lines = str(error).strip().splitlines()
+        super().__init__(f"{type(error).__name__}: {lines[0] if lines else ''}")
+        #: The SQLSTATE (PostgreSQL) or error number (MySQL), if any.
+        self.code: str | int | None = getattr(error, "sqlstate", None)
+        args = getattr(error, "args", ())
+        if self.code is None and args and isinstance(args[0], int):
+            self.code = args[0]
 
 
 def _is_conflict(error: sa.exc.DBAPIError) -> bool:
@@ -586,11 +595,12 @@ def _define_table(name: str) -> sa.Table:
 
 
 def _check_table_name(table: sa.Table, dialect: sa.Dialect, create_table: bool) -> None:
-    limit = dialect.max_identifier_length
+    # PostgreSQL would cut a longer name short; MySQL refuses it.
+    limit = {"postgresql": 63, "mysql": 64, "mariadb": 64}.get(dialect.name)
     names = [table.name] + ([f"{table.name}_expires_at"] if create_table else [])
     if table.schema is not None:
         names.append(table.schema)
-    if any(len(name.encode()) > limit for name in names):
+    if limit is not None and any(len(name.encode()) > limit for name in names):
         raise ConfigurationError(
             f"is too long for {dialect.name}, whose names have at most {limit} bytes"
             + (f" (the index {names[1]!r} counts too)" if create_table else ""),
