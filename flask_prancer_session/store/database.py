@@ -13,24 +13,68 @@
     }
 
 One row per session in a table that every worker and host shares: the store
-for production. Give a ``url``, an ``engine`` (Flask-SQLAlchemy's
-``db.engine``), or Prancer's split options and a ``dialect``. With a URL or
-split options the store has its own pool, apart from the app's transactions,
-and pings each connection before use, so a database restart costs at most the
-requests in flight. Each write is one transaction that locks the row (``SELECT
-... FOR UPDATE``; ``BEGIN IMMEDIATE`` on SQLite) and merges the request's
-changes into it, so concurrent requests changing different keys keep them all.
+for production. Give a ``url`` (``postgres://`` and ``postgresql://`` use
+psycopg, ``mysql://`` and ``mariadb://`` PyMySQL unless mysqlclient is
+installed), an ``engine`` (Flask-SQLAlchemy's ``db.engine``), or Prancer's
+split options and a ``dialect``. With a URL or split options the store has its
+own pool, apart from the app's transactions.
+
+Each operation is one short transaction, built once per store:
+
+- ``fetch``: ``SELECT created_at, expires_at, data ... WHERE expires_at > now``.
+- ``apply`` that may create: ``INSERT ... ON CONFLICT (id, application) DO
+  UPDATE`` (``ON DUPLICATE KEY UPDATE`` on MySQL), which merges the changes
+  into a live row in the database itself (``(data::jsonb - removed) ||
+  updated`` on PostgreSQL, ``json_patch`` on SQLite, ``JSON_REMOVE`` and
+  ``JSON_MERGE_PATCH`` on MySQL) and replaces an expired one; other applies:
+  ``UPDATE ... WHERE expires_at > now``, so an expired or removed session is
+  not revived. When a request only removed keys, a second statement deletes
+  the row if its data became ``{}``. Concurrent requests changing different
+  keys keep them all: the row lock orders them.
+- ``touch``: ``UPDATE ... SET expires_at`` on a live row.
+- ``remove``: ``DELETE`` of the live row (its count is the result), then of an
+  expired one.
+- ``purge``: batches of 100 expired rows, each its own transaction: ``SELECT
+  id ... FOR UPDATE SKIP LOCKED`` then ``DELETE`` by those ids on PostgreSQL
+  (and SQLite, without the locking clause); ``DELETE ... LIMIT`` in READ
+  COMMITTED under a ``GET_LOCK`` on MySQL, so that a purge never deadlocks
+  with requests nor with another process's purge.
+
+A pooled connection found dead (the database restarted) is replaced and the
+operation run once more; a deadlock or serialisation failure is retried up to
+three times; neither after the statement timeout, so no connection is pinged
+before use. Errors carry the driver's first line only, never parameters.
 
 Options: ``url``; ``engine``; or ``dialect`` (``postgresql``, ``mysql``,
 ``sqlite``) with ``database`` (the file for SQLite), ``username``,
 ``password``, ``hostname``, ``port``, ``charset``, ``dsn_extra`` (DBAPI
-connect arguments). ``table`` (``"sessions"``; may be ``"schema.table"``),
-``application`` (``""``; apps sharing a table keep apart by it),
-``create_table`` (true), ``on_connect`` (SQL run on each new connection),
-``connection_check_threshold`` (replace pooled connections older than this
-many seconds; none), and the common ``expiration_timeout`` (1800),
-``absolute_timeout``, ``autopurge`` (true, as in Prancer) and
-``autopurge_probability`` (0.1).
+connect arguments). ``table`` (``"sessions"``; may be ``"schema.table"``; with
+``_expires_at`` appended it must fit the database's name limit),
+``application`` (``""``; apps sharing a table keep apart by it; no control
+characters), ``create_table`` (true; workers starting together may all try),
+``on_connect`` (SQL run on each new connection, after the store's own),
+``connection_check_threshold`` (replace pooled connections older than this;
+none), ``connect_timeout`` (5 seconds to connect), ``statement_timeout`` (10
+seconds an operation may take, and at most 5 of it waiting for a lock; ``None``
+for no limit), and the common ``expiration_timeout`` (1800),
+``permanent_timeout``, ``absolute_timeout``, ``autopurge`` (true, as in
+Prancer) and ``autopurge_probability`` (0.1). Durations are seconds or
+``timedelta``.
+
+The timeouts: PostgreSQL gets ``connect_timeout`` and ``SET statement_timeout,
+lock_timeout`` on each connection, and, as psycopg has no read timeout, a
+watchdog thread that closes the socket of an operation past its deadline (a
+server gone silent); MySQL gets PyMySQL's ``connect_timeout``,
+``read_timeout`` and ``write_timeout`` and ``innodb_lock_wait_timeout``. A
+value given in the URL or ``dsn_extra`` wins.
+
+SQLite: the file is created readable by its owner only (0600), in WAL mode
+with ``synchronous = NORMAL`` (readers never block the writer; a power cut may
+lose the last commits, never corrupt the file; ``on_connect: ["PRAGMA
+synchronous = FULL"]`` restores full durability), and a writer waits up to 15
+seconds for another's lock. A file replaced while the app runs (a restored
+backup; remove its ``-wal`` and ``-shm`` files with it) is noticed at the next
+use of each pooled connection.
 
 The table, for DBAs who create it themselves (``create_table: false``)::
 
@@ -45,9 +89,12 @@ The table, for DBAs who create it themselves (``create_table: false``)::
     CREATE INDEX sessions_expires_at ON sessions (expires_at);
 
 Caveats: times come from the app servers' clocks, not the database's. Only
-PostgreSQL (extra ``postgres``), MySQL/MariaDB (``mysql``) and SQLite
-(``database``) are supported. A given ``engine`` is configured by its owner:
-``on_connect`` and the pool options do not apply to it.
+PostgreSQL (extra ``postgres``), MySQL 5.7.22+ or MariaDB 10.3+ (``mysql``)
+and SQLite 3.24+ with its JSON functions (built in since 3.38; extra
+``database``) are supported. On PostgreSQL a session key with a
+NUL character cannot be stored (JSONB refuses it). A given ``engine`` is
+configured by its owner: ``on_connect``, the pool options and the timeouts do
+not apply to it.
 """
 
 from __future__ import annotations
