@@ -4,10 +4,15 @@ store shares is in ``test_store_contract.py``."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import multiprocessing
+import os
 import sys
 import threading
+import traceback
 import typing as t
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,6 +26,7 @@ from flask_prancer_session.errors import SessionStoreError
 from flask_prancer_session.registry import resolve
 from flask_prancer_session.registry import STORE_DRIVERS
 from flask_prancer_session.store.database import DatabaseStore
+from flask_prancer_session.store.database import DriverError
 
 from . import services
 
@@ -247,7 +253,8 @@ def test_defaults() -> None:
     store = DatabaseStore(url="sqlite://", create_table=False)
     assert (store.autopurge, store.autopurge_probability) == (True, 0.1)
     assert (store.table.name, store.application) == ("sessions", "")
-    assert store.engine.pool._pre_ping  # type: ignore[attr-defined]
+    # Dead pooled connections are replaced when found, not pinged for.
+    assert not store.engine.pool._pre_ping
     store.engine.dispose()
 
 
@@ -273,7 +280,8 @@ def test_missing_table_without_create(make_store: t.Callable[..., DatabaseStore]
     for call in (lambda: store.fetch(KEY), lambda: store.apply(KEY, _new(x="1"))):
         with pytest.raises(SessionStoreError) as info:
             call()
-        assert isinstance(info.value.__cause__, sa.exc.DBAPIError)
+        # The driver's error in short: SQLAlchemy's would quote the parameters.
+        assert isinstance(info.value.__cause__, DriverError)
         assert info.value.original_error is info.value.__cause__
         assert store.table.name in str(info.value)
 
@@ -332,8 +340,11 @@ def test_corrupt_row_is_logged_and_ignored(
         assert store.fetch(KEY) is None
     assert [r.name for r in caplog.records] == ["flask_prancer_session.store.database"]
     assert KEY not in caplog.text
-    # An update that may not create leaves it alone; a new session replaces it.
-    store.apply(KEY, ChangeSet({"y": "2"}))
+    if garbage.startswith("{"):
+        return  # An object with other values than strings is merged into.
+    # Data that is no JSON object counts as no session: an update that may not
+    # create leaves it alone, a new session replaces it.
+    assert store.apply(KEY, ChangeSet({"y": "2"})) is False
     assert _row(store, KEY).data == garbage  # type: ignore[union-attr]
     store.apply(KEY, _new(y="2"))
     assert store.fetch(KEY).data == {"y": "2"}  # type: ignore[union-attr]
@@ -355,7 +366,7 @@ def test_unreachable_database(url: str) -> None:
         for call in (lambda: store.fetch(KEY), lambda: store.apply(KEY, _new(x="1"))):
             with pytest.raises(SessionStoreError) as info:
                 call()
-            assert isinstance(info.value.__cause__, sa.exc.OperationalError)
+            assert str(info.value.__cause__).startswith("OperationalError: ")
             assert "hunter2" not in str(info.value)
     finally:
         store.engine.dispose()
@@ -427,3 +438,242 @@ def test_concurrent_creates_lose_nothing(make_store: t.Callable[..., DatabaseSto
     _run_threads(8, create)
     for key in keys:
         assert sorted(store.fetch(key).data) == [f"k{n}" for n in range(8)]  # type: ignore[union-attr]
+
+
+def test_timedelta_options() -> None:
+    from datetime import timedelta
+
+    store = DatabaseStore(
+        url="sqlite://",
+        create_table=False,
+        permanent_timeout=timedelta(days=1),
+        connection_check_threshold=timedelta(hours=1),
+    )
+    assert store.permanent_timeout == 86400
+    assert store.engine.pool._recycle == 3600
+    store.engine.dispose()
+
+
+ODD_KEYS = ["a.b", 'a"b', "$", "", "\u00e9", "*", "a b", "[0]", "$.a", "\\", "null"]
+
+
+def test_odd_key_names(make_store: t.Callable[..., DatabaseStore]) -> None:
+    store = make_store()
+    created = {k: f'"{n}"' for n, k in enumerate(ODD_KEYS)} | {"keep": "1"}
+    store.apply(KEY, ChangeSet(created, frozenset({"gone"}), created_at=1_800_000_000.0))
+    store.apply(KEY, ChangeSet({"$": "10", "new": "1"}, removed=frozenset(ODD_KEYS[:2])))
+    store.apply(KEY, ChangeSet(removed=frozenset(ODD_KEYS[3:] + ["absent"])))
+    assert store.fetch(KEY).data == {"$": "10", "new": "1", "keep": "1"}  # type: ignore[union-attr]
+    removed = frozenset({"$", "new", "keep"})
+    assert store.apply(KEY, ChangeSet(removed=removed)) is False
+    assert _row(store, KEY) is None
+
+
+def test_apply_is_one_statement(make_store: t.Callable[..., DatabaseStore]) -> None:
+    store = make_store()
+    statements: list[str] = []
+
+    def record(*args: t.Any) -> None:
+        if not args[2].startswith("BEGIN"):
+            statements.append(args[2])
+
+    sa.event.listen(store.engine, "before_cursor_execute", record)
+    assert store.apply(KEY, _new(a="1", b="2")) is True
+    assert store.apply(KEY, ChangeSet({"c": "3"}, removed=frozenset({"a"}))) is True
+    assert store.apply(KEY, _new(d="4")) is True
+    assert len(statements) == 3
+    # Only removals can empty a session: a second statement deletes it if so.
+    assert store.apply(KEY, ChangeSet(removed=frozenset({"b", "c", "d"}))) is False
+    assert len(statements) == 5
+    assert _row(store, KEY) is None
+
+
+def _add_expired(store: DatabaseStore, count: int) -> None:
+    now = store.clock()
+    rows = [
+        {
+            "id": uuid.uuid4().hex * 2,
+            "application": store.application,
+            "created_at": now - 100,
+            "expires_at": now - 1 - n % 50,
+            "data": '{"x":"1"}',
+        }
+        for n in range(count)
+    ]
+    with store.engine.begin() as connection:
+        connection.execute(sa.insert(store.table), rows)
+
+
+def test_purge_runs_beside_writers(make_store: t.Callable[..., DatabaseStore]) -> None:
+    # As with autopurge at probability 1 in several processes: purges keep
+    # running while 16 requests write to one session.
+    store = make_store()
+    store.apply(KEY, _new(start="1"))
+    _add_expired(store, 1200)
+    done = threading.Event()
+    purged: list[int] = []
+    errors: list[BaseException] = []
+
+    def purge_in_a_loop() -> None:
+        try:
+            while not done.is_set():
+                _add_expired(store, 50)
+                purged.append(store.purge())
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    def write(number: int) -> None:
+        for i in range(15):
+            store.apply(KEY, ChangeSet({f"t{number}k{i}": "1"}))
+
+    purgers = [threading.Thread(target=purge_in_a_loop) for _ in range(4)]
+    for purger in purgers:
+        purger.start()
+    try:
+        _run_threads(16, write)
+    finally:
+        done.set()
+        for purger in purgers:
+            purger.join()
+    assert errors == []
+    assert sum(purged) >= 1200
+    assert len(store.fetch(KEY).data) == 1 + 16 * 15  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("url", ["sqlite"], indirect=True)
+def test_sqlite_file_is_private_and_in_wal_mode(
+    make_store: t.Callable[..., DatabaseStore], url: str
+) -> None:
+    path = Path(sa.make_url(url).database or "")
+    old_umask = os.umask(0o022)
+    try:
+        store = make_store()
+        store.apply(KEY, _new(x="1"))
+    finally:
+        os.umask(old_umask)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert Path(f"{path}-wal").stat().st_mode & 0o777 == 0o600
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+@pytest.mark.parametrize("url", ["sqlite"], indirect=True)
+def test_sqlite_file_replaced_while_running(
+    make_store: t.Callable[..., DatabaseStore], url: str, tmp_path: Path
+) -> None:
+    path = sa.make_url(url).database or ""
+    store = make_store()
+    store.apply(KEY, _new(x="old"))
+    backup = make_store(url=f"sqlite:///{tmp_path / 'backup.db'}")
+    backup.apply(OTHER_KEY, _new(x="restored"))
+    backup.engine.dispose()
+    # A restore in WAL mode replaces the file and drops its -wal and -shm.
+    os.replace(tmp_path / "backup.db", path)
+    os.remove(f"{path}-wal")
+    os.remove(f"{path}-shm")
+    assert store.fetch(OTHER_KEY).data == {"x": "restored"}  # type: ignore[union-attr]
+    assert store.fetch(KEY) is None
+
+
+def _create_store(url: str, table: str, barrier: t.Any) -> None:
+    barrier.wait()
+    DatabaseStore(url=url, table=table).engine.dispose()
+
+
+@pytest.mark.parametrize("url", ["sqlite", "postgresql"], indirect=True)
+def test_workers_starting_together_create_the_table_once(
+    make_store: t.Callable[..., DatabaseStore], url: str
+) -> None:
+    table = services.unique_name("sessions")
+    make_store(table=table, create_table=False)  # to drop the table afterwards
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(8)
+    workers = [context.Process(target=_create_store, args=(url, table, barrier)) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [worker.exitcode for worker in workers] == [0] * 8
+
+
+def test_failures_never_show_session_data(
+    make_store: t.Callable[..., DatabaseStore], url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Flask-SQLAlchemy's engine shows parameters in its errors, and a failing
+    # CHECK makes PostgreSQL quote the row.
+    engine = sa.create_engine(url, hide_parameters=False)
+    try:
+        store = make_store(engine=engine, create_table=False)
+        checked = store.table.to_metadata(sa.MetaData())
+        checked.append_constraint(sa.CheckConstraint("length(data) < 40"))
+        checked.create(engine)
+        secret = "hunter2-secret-value"
+        store.apply(KEY, _new(x="1"))
+        with caplog.at_level(logging.DEBUG), pytest.raises(SessionStoreError) as info:
+            store.apply(KEY, ChangeSet({"token": f'"{secret}"'}))
+        text = "".join(traceback.format_exception(info.value))
+        assert store.table.name in text
+        assert secret not in text
+        assert secret not in caplog.text
+        assert secret not in repr(info.value.original_error)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("application", ["a\x00b", "tab\there", "del\x7f"])
+def test_application_with_control_characters(application: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        DatabaseStore(url="sqlite://", application=application)
+    assert info.value.key == "application"
+
+
+@pytest.mark.parametrize(
+    ("url", "length"),
+    [
+        ("postgresql+psycopg://127.0.0.1:1/x", 52),
+        ("mysql+pymysql://root@127.0.0.1:1/x", 53),
+    ],
+)
+def test_table_name_must_fit_with_its_index(url: str, length: int) -> None:
+    services.require_module("psycopg" if "psycopg" in url else "pymysql", "test")
+    store = DatabaseStore(url=url, table="t" * length, create_table=False)
+    store.engine.dispose()
+    with pytest.raises(ConfigurationError) as info:
+        DatabaseStore(url=url, table="t" * (length + 1))
+    assert info.value.key == "table"
+    assert "_expires_at" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "drivername"),
+    [
+        ("postgres://u:p@127.0.0.1:1/x", "postgresql+psycopg"),
+        ("postgresql://u:p@127.0.0.1:1/x", "postgresql+psycopg"),
+        ("postgres+psycopg://u:p@127.0.0.1:1/x", "postgresql+psycopg"),
+        ("mysql://u:p@127.0.0.1:1/x", "mysql+pymysql"),
+        ("mariadb://u:p@127.0.0.1:1/x", "mariadb+pymysql"),
+    ],
+)
+def test_url_forms_hosting_platforms_hand_out(url: str, drivername: str) -> None:
+    services.require_module("psycopg" if "postgres" in url else "pymysql", "test")
+    if importlib.util.find_spec("MySQLdb") and "pymysql" in drivername:
+        pytest.skip("MySQLdb is installed")
+    store = DatabaseStore(url=url, create_table=False)
+    assert store.engine.url.drivername == drivername
+    store.engine.dispose()
+
+
+def test_url_with_a_missing_driver_says_what_to_use() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        DatabaseStore(url="postgresql+psycopg2://u@127.0.0.1:1/x")
+    assert info.value.key == "url"
+    assert "postgresql+psycopg://" in str(info.value)
+    assert "flask-prancer-session[postgres]" in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["postgresql"], indirect=True)
+def test_postgres_url_scheme_works(make_store: t.Callable[..., DatabaseStore], url: str) -> None:
+    store = make_store(url=url.replace("postgresql+psycopg://", "postgres://"))
+    assert store.apply(KEY, _new(x="1")) is True
+    assert store.fetch(KEY).data == {"x": "1"}  # type: ignore[union-attr]

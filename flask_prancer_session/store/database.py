@@ -13,24 +13,68 @@
     }
 
 One row per session in a table that every worker and host shares: the store
-for production. Give a ``url``, an ``engine`` (Flask-SQLAlchemy's
-``db.engine``), or Prancer's split options and a ``dialect``. With a URL or
-split options the store has its own pool, apart from the app's transactions,
-and pings each connection before use, so a database restart costs at most the
-requests in flight. Each write is one transaction that locks the row (``SELECT
-... FOR UPDATE``; ``BEGIN IMMEDIATE`` on SQLite) and merges the request's
-changes into it, so concurrent requests changing different keys keep them all.
+for production. Give a ``url`` (``postgres://`` and ``postgresql://`` use
+psycopg, ``mysql://`` and ``mariadb://`` PyMySQL unless mysqlclient is
+installed), an ``engine`` (Flask-SQLAlchemy's ``db.engine``), or Prancer's
+split options and a ``dialect``. With a URL or split options the store has its
+own pool, apart from the app's transactions.
+
+Each operation is one short transaction, built once per store:
+
+- ``fetch``: ``SELECT created_at, expires_at, data ... WHERE expires_at > now``.
+- ``apply`` that may create: ``INSERT ... ON CONFLICT (id, application) DO
+  UPDATE`` (``ON DUPLICATE KEY UPDATE`` on MySQL), which merges the changes
+  into a live row in the database itself (``(data::jsonb - removed) ||
+  updated`` on PostgreSQL, ``json_patch`` on SQLite, ``JSON_REMOVE`` and
+  ``JSON_MERGE_PATCH`` on MySQL) and replaces an expired one; other applies:
+  ``UPDATE ... WHERE expires_at > now``, so an expired or removed session is
+  not revived. When a request only removed keys, a second statement deletes
+  the row if its data became ``{}``. Concurrent requests changing different
+  keys keep them all: the row lock orders them.
+- ``touch``: ``UPDATE ... SET expires_at`` on a live row.
+- ``remove``: ``DELETE`` of the live row (its count is the result), then of an
+  expired one.
+- ``purge``: batches of 100 expired rows, each its own transaction: ``SELECT
+  id ... FOR UPDATE SKIP LOCKED`` then ``DELETE`` by those ids on PostgreSQL
+  (and SQLite, without the locking clause); ``DELETE ... LIMIT`` in READ
+  COMMITTED under a ``GET_LOCK`` on MySQL, so that a purge never deadlocks
+  with requests nor with another process's purge.
+
+A pooled connection found dead (the database restarted) is replaced and the
+operation run once more; a deadlock or serialisation failure is retried up to
+three times; neither after the statement timeout, so no connection is pinged
+before use. Errors carry the driver's first line only, never parameters.
 
 Options: ``url``; ``engine``; or ``dialect`` (``postgresql``, ``mysql``,
 ``sqlite``) with ``database`` (the file for SQLite), ``username``,
 ``password``, ``hostname``, ``port``, ``charset``, ``dsn_extra`` (DBAPI
-connect arguments). ``table`` (``"sessions"``; may be ``"schema.table"``),
-``application`` (``""``; apps sharing a table keep apart by it),
-``create_table`` (true), ``on_connect`` (SQL run on each new connection),
-``connection_check_threshold`` (replace pooled connections older than this
-many seconds; none), and the common ``expiration_timeout`` (1800),
-``absolute_timeout``, ``autopurge`` (true, as in Prancer) and
-``autopurge_probability`` (0.1).
+connect arguments). ``table`` (``"sessions"``; may be ``"schema.table"``; with
+``_expires_at`` appended it must fit the database's name limit),
+``application`` (``""``; apps sharing a table keep apart by it; no control
+characters), ``create_table`` (true; workers starting together may all try),
+``on_connect`` (SQL run on each new connection, after the store's own),
+``connection_check_threshold`` (replace pooled connections older than this;
+none), ``connect_timeout`` (5 seconds to connect), ``statement_timeout`` (10
+seconds an operation may take, and at most 5 of it waiting for a lock; ``None``
+for no limit), and the common ``expiration_timeout`` (1800),
+``permanent_timeout``, ``absolute_timeout``, ``autopurge`` (true, as in
+Prancer) and ``autopurge_probability`` (0.1). Durations are seconds or
+``timedelta``.
+
+The timeouts: PostgreSQL gets ``connect_timeout`` and ``SET statement_timeout,
+lock_timeout`` on each connection, and, as psycopg has no read timeout, a
+watchdog thread that closes the socket of an operation past its deadline (a
+server gone silent); MySQL gets PyMySQL's ``connect_timeout``,
+``read_timeout`` and ``write_timeout`` and ``innodb_lock_wait_timeout``. A
+value given in the URL or ``dsn_extra`` wins.
+
+SQLite: the file is created readable by its owner only (0600), in WAL mode
+with ``synchronous = NORMAL`` (readers never block the writer; a power cut may
+lose the last commits, never corrupt the file; ``on_connect: ["PRAGMA
+synchronous = FULL"]`` restores full durability), and a writer waits up to 15
+seconds for another's lock. A file replaced while the app runs (a restored
+backup; remove its ``-wal`` and ``-shm`` files with it) is noticed at the next
+use of each pooled connection.
 
 The table, for DBAs who create it themselves (``create_table: false``)::
 
@@ -45,19 +89,30 @@ The table, for DBAs who create it themselves (``create_table: false``)::
     CREATE INDEX sessions_expires_at ON sessions (expires_at);
 
 Caveats: times come from the app servers' clocks, not the database's. Only
-PostgreSQL (extra ``postgres``), MySQL/MariaDB (``mysql``) and SQLite
-(``database``) are supported. A given ``engine`` is configured by its owner:
-``on_connect`` and the pool options do not apply to it.
+PostgreSQL (extra ``postgres``), MySQL 5.7.22+ or MariaDB 10.3+ (``mysql``)
+and SQLite 3.24+ with its JSON functions (built in since 3.38; extra
+``database``) are supported. On PostgreSQL a session key with a
+NUL character cannot be stored (JSONB refuses it). A given ``engine`` is
+configured by its owner: ``on_connect``, the pool options and the timeouts do
+not apply to it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import importlib.util
 import json
 import logging
+import math
+import os
+import random
+import socket
+import threading
+import time
 import typing as t
 from collections.abc import Mapping
-from contextlib import contextmanager
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -70,9 +125,17 @@ from ..errors import ConfigurationError
 from ..errors import SessionStoreError
 from .base import DEFAULT_EXPIRATION_TIMEOUT
 from .base import positive_seconds
+from .base import Seconds
 from .base import StoreDriver
 
 logger = logging.getLogger(__name__)
+
+_T = t.TypeVar("_T")
+
+#: How many expired sessions one purge transaction deletes at most.
+PURGE_BATCH = 100
+#: How many times an operation is retried after a deadlock.
+CONFLICT_RETRIES = 3
 
 Dialect = t.Literal["postgresql", "mysql", "sqlite"]
 
@@ -119,14 +182,18 @@ class DatabaseStore(StoreDriver):
         application: str = "",
         create_table: bool = True,
         on_connect: t.Sequence[str] = (),
-        connection_check_threshold: float | None = None,
-        expiration_timeout: float = DEFAULT_EXPIRATION_TIMEOUT,
-        absolute_timeout: float | None = None,
+        connection_check_threshold: Seconds | None = None,
+        connect_timeout: Seconds = 5,
+        statement_timeout: Seconds | None = 10,
+        expiration_timeout: Seconds = DEFAULT_EXPIRATION_TIMEOUT,
+        permanent_timeout: Seconds | None = None,
+        absolute_timeout: Seconds | None = None,
         autopurge: bool = True,
         autopurge_probability: float = 0.1,
     ) -> None:
         super().__init__(
             expiration_timeout=expiration_timeout,
+            permanent_timeout=permanent_timeout,
             absolute_timeout=absolute_timeout,
             autopurge=autopurge,
             autopurge_probability=autopurge_probability,
@@ -152,9 +219,19 @@ class DatabaseStore(StoreDriver):
         ):
             raise ConfigurationError("must be a list of SQL statements", "on_connect")
         if connection_check_threshold is not None:
-            positive_seconds(connection_check_threshold, "connection_check_threshold")
+            connection_check_threshold = positive_seconds(
+                connection_check_threshold, "connection_check_threshold"
+            )
+        timeouts = _Timeouts(
+            positive_seconds(connect_timeout, "connect_timeout"),
+            None
+            if statement_timeout is None
+            else positive_seconds(statement_timeout, "statement_timeout"),
+        )
         if not isinstance(application, str) or len(application) > 128:
             raise ConfigurationError("must be a string of at most 128 characters", "application")
+        if any(ord(char) < 32 or ord(char) == 127 for char in application):
+            raise ConfigurationError("must not contain control characters", "application")
         if not isinstance(create_table, bool):
             raise ConfigurationError("must be true or false", "create_table")
         #: The name that keeps the sessions of apps sharing the table apart.
@@ -171,95 +248,316 @@ class DatabaseStore(StoreDriver):
             self.engine = engine
         else:
             self.engine = _create_engine(
-                url, dialect, split, on_connect, connection_check_threshold
+                url, dialect, split, on_connect, connection_check_threshold, timeouts
             )
+        self._backend = (
+            "mysql" if self.engine.dialect.name == "mariadb" else self.engine.dialect.name
+        )
+        _check_table_name(self.table, self.engine.dialect, create_table)
+        self._build_statements()
+        self._timeouts = timeouts if engine is None else _Timeouts(None, None)
+        # Retries happen only this soon after an operation started, so that a
+        # database gone silent fails the request in about the statement timeout.
+        self._retry_window = self._timeouts.statement or math.inf
         self._writer = self.engine
+        # Without gap locks a purge does not block requests creating sessions.
+        self._purger = self.engine
+        if self._backend == "mysql":
+            self._purger = self.engine.execution_options(isolation_level="READ COMMITTED")
         if self.engine.dialect.name == "sqlite":
-            # A deferred SQLite transaction that reads then writes can fail at
-            # once with "database is locked" when two of them meet; taking the
-            # write lock up front makes them queue under the busy timeout.
+            # Writers take the write lock at BEGIN and queue under the busy
+            # timeout, where a deferred transaction could fail at once.
             self._writer = self.engine.execution_options()
             sa.event.listen(self._writer, "begin", _begin_immediate)
         if create_table:
-            with self._failures("create the session table"):
-                self.table.metadata.create_all(self.engine, checkfirst=True)
+            self._create_table()
             if engine is None:
                 # No pooled connection may outlive a fork (gunicorn --preload).
                 self.engine.dispose()
 
     def fetch(self, key: str) -> Record | None:
-        with self._failures("read a session"), self.engine.connect() as connection:
-            row = connection.execute(
-                self._select(key).where(self.table.c.expires_at > self.clock())
-            ).first()
+        params = {"key": key, "now": self.clock()}
+        row = self._run("read a session", lambda c: c.execute(self._fetch, params).first(), False)
         if row is None:
             return None
         data = self._decode(key, row.data)
         return None if data is None else Record(data, row.created_at, row.expires_at)
 
-    def apply(self, key: str, changes: ChangeSet) -> None:
-        with self._failures("write a session"), self._writer.begin() as connection:
-            now = self.clock()
-            if changes.created_at is not None:
-                # Make sure a row exists to lock, so two requests creating the
-                # same session queue on it instead of overwriting each other.
-                values = self._where(key) | {
-                    "created_at": changes.created_at,
-                    "expires_at": self.expiry_for(changes.created_at, now),
-                    "data": "{}",
-                }
-                connection.execute(_insert_if_missing(connection.dialect.name, self.table, values))
-            row = connection.execute(self._select(key).with_for_update()).first()
-            data = None
-            if row is not None and row.expires_at > now:
-                data = self._decode(key, row.data)
-                created_at = row.created_at
-            if data is None:
-                if changes.created_at is None:
-                    return
-                data, created_at = {}, changes.created_at
-            for removed in changes.removed:
-                data.pop(removed, None)
-            data.update(changes.updated)
-            connection.execute(
-                sa.update(self.table)
-                .filter_by(**self._where(key))
-                .values(
-                    created_at=created_at,
-                    expires_at=self.expiry_for(created_at, now),
-                    data=json.dumps(data, separators=(",", ":")),
-                )
-            )
+    def apply(self, key: str, changes: ChangeSet) -> bool:
+        now = self.clock()
+        timeout = self.expiration_timeout if changes.timeout is None else changes.timeout
+        params: dict[str, t.Any] = {
+            "key": key,
+            "now": now,
+            "idle": now + timeout,
+            "absolute": self.absolute_timeout,
+        }
+        removals = 0
+        if self._backend == "sqlite":
+            # A JSON merge patch: null removes a key; the values, serialised
+            # session values, are JSON strings and never null.
+            params["patch"] = _dumps(dict.fromkeys(changes.removed) | dict(changes.updated))
+        else:
+            params["patch"] = _dumps(changes.updated)
+            params["removed"] = sorted(changes.removed)
+        if self._backend == "mysql" and changes.removed:
+            # Padded to a power of two with repeated paths, so that a few
+            # statements serve every number of keys removed.
+            paths = ["$." + json.dumps(name) for name in params.pop("removed")]
+            removals = 1 << (len(paths) - 1).bit_length()
+            paths += paths[-1:] * (removals - len(paths))
+            params.update((f"path_{n}", path) for n, path in enumerate(paths))
+        update, upsert = self._merge_statements(removals)
+        if changes.updated and changes.created_at is not None:
+            params["created_at"] = changes.created_at
+            params["fresh_expiry"] = self.expiry_for(changes.created_at, now, timeout)
+            params["fresh"] = _dumps(changes.updated)
+
+            def create(connection: sa.Connection) -> bool:
+                connection.execute(upsert, params)
+                return True
+
+            return self._run("write a session", create)
+
+        def merge(connection: sa.Connection) -> bool:
+            stored = connection.execute(update, params).rowcount > 0
+            if stored and not changes.updated and changes.removed:
+                # Only removals can leave the session empty; gone, then.
+                stored = connection.execute(self._delete_empty, params).rowcount == 0
+            return stored
+
+        return self._run("write a session", merge)
 
     def touch(self, key: str, expires_at: float) -> None:
-        with self._failures("touch a session"), self._writer.begin() as connection:
-            connection.execute(
-                sa.update(self.table)
-                .filter_by(**self._where(key))
-                .where(self.table.c.expires_at > self.clock())
-                .values(expires_at=expires_at)
-            )
+        params = {"key": key, "now": self.clock(), "new_expiry": expires_at}
+        self._run("touch a session", lambda c: c.execute(self._touch, params))
 
-    def remove(self, key: str) -> None:
-        with self._failures("remove a session"), self._writer.begin() as connection:
-            connection.execute(sa.delete(self.table).filter_by(**self._where(key)))
+    def remove(self, key: str) -> bool:
+        params = {"key": key, "now": self.clock()}
+
+        def remove(connection: sa.Connection) -> bool:
+            live = connection.execute(self._delete_live, params).rowcount > 0
+            connection.execute(self._delete, params)
+            return live
+
+        return self._run("remove a session", remove)
 
     def purge(self) -> int:
-        with self._failures("purge expired sessions"), self._writer.begin() as connection:
-            result = connection.execute(
-                sa.delete(self.table).where(
-                    self.table.c.expires_at <= self.clock(),
-                    self.table.c.application == self.application,
-                )
+        """Delete expired sessions in batches of :data:`PURGE_BATCH`, each in a
+        short transaction that leaves alone rows a request holds, so that a
+        purge does not deadlock with requests and holds little memory."""
+        deleted = 0
+        now = self.clock()
+
+        def purge_batch(connection: sa.Connection) -> tuple[int, bool]:
+            if self._backend == "mysql":
+                # In READ COMMITTED, without gap locks, a row a request holds
+                # is passed over once its committed version is live. Purges of
+                # other processes, which could deadlock with this one, skip.
+                lock = {"name": self._purge_lock_name}
+                if not connection.execute(sa.text("SELECT GET_LOCK(:name, 0)"), lock).scalar():
+                    return 0, False
+                try:
+                    count = connection.execute(self._delete_expired_batch, {"now": now}).rowcount
+                finally:
+                    connection.execute(sa.text("SELECT RELEASE_LOCK(:name)"), lock)
+                return count, count == PURGE_BATCH
+            query = self._expired
+            if self._backend == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            ids = connection.execute(query, {"now": now}).scalars().all()
+            if not ids:
+                return 0, False
+            count = connection.execute(self._delete_expired, {"now": now, "ids": ids}).rowcount
+            return count, len(ids) == PURGE_BATCH and count > 0
+
+        more = True
+        while more:
+            count, more = self._run("purge expired sessions", purge_batch, engine=self._purger)
+            deleted += count
+        return deleted
+
+    def _run(
+        self,
+        action: str,
+        operation: t.Callable[[sa.Connection], _T],
+        write: bool = True,
+        engine: sa.Engine | None = None,
+    ) -> _T:
+        """Run ``operation`` in a transaction and return its result.
+
+        A pooled connection found dead (the database restarted) is replaced and
+        the operation run once more, which is why no connection is pinged
+        before use. A deadlock or serialisation failure is retried a few times
+        after a short random pause. Both only while the operation is within
+        its statement timeout, so that a database gone silent fails the
+        request in about that time.
+        """
+        if engine is None:
+            engine = self._writer if write else self.engine
+        started = time.monotonic()
+        reconnected = False
+        conflicts = 0
+        while True:
+            try:
+                with engine.connect() as connection:
+                    with self._deadline(connection), connection.begin():
+                        return operation(connection)
+            except sa.exc.SQLAlchemyError as error:
+                in_time = time.monotonic() - started < self._retry_window
+                if isinstance(error, sa.exc.DBAPIError) and in_time:
+                    if error.connection_invalidated and not reconnected:
+                        reconnected = True
+                        logger.info("Retrying on a new connection: the pooled one was closed.")
+                        continue
+                    if conflicts < CONFLICT_RETRIES and _is_conflict(error):
+                        conflicts += 1
+                        logger.info("Retrying to %s after %s.", action, type(error.orig).__name__)
+                        time.sleep(random.uniform(0.001, 0.02) * conflicts)
+                        continue
+                failure = error
+            # Raised outside the except clause, so that SQLAlchemy's error,
+            # whose text may quote the parameters, is not even its context.
+            raise self._error(action, failure)
+
+    def _build_statements(self) -> None:
+        """Build the statements that take no variable part once; SQLAlchemy
+        then caches their compiled form."""
+        c = self.table.c
+        now: sa.BindParameter[float] = sa.bindparam("now", type_=sa.Double())
+        this = sa.and_(
+            c.id == sa.bindparam("key", type_=sa.String()), c.application == self.application
+        )
+        self._fetch = sa.select(c.created_at, c.expires_at, c.data).where(this, c.expires_at > now)
+        self._delete_empty = sa.delete(self.table).where(this, c.data == "{}")
+        self._touch = (
+            sa.update(self.table)
+            .where(this, c.expires_at > now)
+            .values(expires_at=sa.bindparam("new_expiry", type_=sa.Double()))
+        )
+        self._delete_live = sa.delete(self.table).where(this, c.expires_at > now)
+        self._delete = sa.delete(self.table).where(this)
+        self._expired = (
+            sa.select(c.id)
+            .where(c.application == self.application, c.expires_at <= now)
+            .limit(PURGE_BATCH)
+        )
+        self._delete_expired = sa.delete(self.table).where(
+            c.application == self.application,
+            c.id.in_(sa.bindparam("ids", expanding=True)),
+            c.expires_at <= now,
+        )
+        digest = hashlib.sha256(f"{self.table.fullname}\0{self.application}".encode())
+        self._purge_lock_name = f"prancer_purge_{digest.hexdigest()[:40]}"
+        self._delete_expired_batch = (
+            sa.delete(self.table)
+            .where(c.application == self.application, c.expires_at <= now)
+            .with_dialect_options(mysql_limit=PURGE_BATCH)
+        )
+        self._merges: dict[int, tuple[sa.Update, sa.Insert]] = {}
+
+    def _merge_statements(self, removals: int) -> tuple[sa.Update, sa.Insert]:
+        """Return the UPDATE that merges changes into a live row and the INSERT
+        that creates the row or merges into it, for MySQL with ``removals``
+        JSON paths to remove (the only variable part), built once each."""
+        statements = self._merges.get(removals)
+        if statements is not None:
+            return statements
+        c = self.table.c
+        backend = self._backend
+        now: sa.BindParameter[float] = sa.bindparam("now", type_=sa.Double())
+        idle: sa.BindParameter[float] = sa.bindparam("idle", type_=sa.Double())
+        absolute: sa.BindParameter[float] = sa.bindparam("absolute", type_=sa.Double())
+        this = sa.and_(
+            c.id == sa.bindparam("key", type_=sa.String()), c.application == self.application
+        )
+        least = sa.func.min if backend == "sqlite" else sa.func.least
+
+        def expiry(created_at: sa.ColumnElement[t.Any]) -> sa.ColumnElement[t.Any]:
+            return least(idle, sa.func.coalesce(created_at + absolute, idle))
+
+        merged: sa.ColumnElement[t.Any]
+        patch = sa.bindparam("patch", type_=sa.Text())
+        if backend == "postgresql":
+            removed = sa.bindparam("removed", type_=postgresql.ARRAY(sa.Text()))
+            merged = sa.cast(
+                sa.cast(c.data, postgresql.JSONB)
+                .op("-")(sa.cast(removed, postgresql.ARRAY(sa.Text())))
+                .op("||")(sa.cast(patch, postgresql.JSONB)),
+                sa.Text(),
             )
-        return result.rowcount
+            # A cheap guard that keeps an array or a scalar out of the merge;
+            # PostgreSQL before 16 has no cast that cannot fail.
+            valid = sa.func.left(c.data, 1) == "{"
+        elif backend == "sqlite":
+            merged = sa.func.json_patch(c.data, patch)
+            kind = sa.case((sa.func.json_valid(c.data) == 1, sa.func.json_type(c.data)))
+            valid = kind == "object"
+        else:
+            # MariaDB's JSON_MERGE_PATCH can keep keys that several nulls
+            # remove, so keys go through JSON_REMOVE.
+            paths = [sa.bindparam(f"path_{n}", type_=sa.Text()) for n in range(removals)]
+            remaining = sa.func.json_remove(c.data, *paths) if paths else c.data
+            merged = sa.func.json_merge_patch(remaining, patch)
+            kind = sa.case((sa.func.json_valid(c.data) == 1, sa.func.json_type(c.data)))
+            valid = kind == "OBJECT"
+        live = sa.and_(c.expires_at > now, valid)
 
-    def _where(self, key: str) -> dict[str, str]:
-        return {"id": key, "application": self.application}
+        update = (
+            sa.update(self.table)
+            .where(this, live)
+            .values(data=merged, expires_at=expiry(c.created_at))
+        )
+        values = {
+            "id": sa.bindparam("key", type_=sa.String()),
+            "application": self.application,
+            "created_at": sa.bindparam("created_at", type_=sa.Double()),
+            "expires_at": sa.bindparam("fresh_expiry", type_=sa.Double()),
+            "data": sa.bindparam("fresh", type_=sa.Text()),
+        }
+        upsert: sa.Insert
+        if backend == "postgresql" or backend == "sqlite":
+            dialect_insert = postgresql.insert if backend == "postgresql" else sqlite.insert
+            insert = dialect_insert(self.table).values(values)
+            created_at = sa.case((live, c.created_at), else_=insert.excluded.created_at)
+            upsert = insert.on_conflict_do_update(
+                index_elements=[c.id, c.application],
+                set_={
+                    "created_at": created_at,
+                    "data": sa.case((live, merged), else_=insert.excluded.data),
+                    "expires_at": expiry(created_at),
+                },
+            )
+        else:
+            # MySQL assigns in this order and later expressions see the new
+            # created_at and data; they stay right, as created_at only changes
+            # when the row was not live, and then to what they would use.
+            my_insert = mysql.insert(self.table).values(values)
+            created_at = sa.case((live, c.created_at), else_=my_insert.inserted.created_at)
+            upsert = my_insert.on_duplicate_key_update(
+                [
+                    ("created_at", created_at),
+                    ("data", sa.case((live, merged), else_=my_insert.inserted.data)),
+                    ("expires_at", expiry(created_at)),
+                ]
+            )
+        self._merges[removals] = update, upsert
+        return update, upsert
 
-    def _select(self, key: str) -> sa.Select[t.Any]:
-        columns = self.table.c["created_at", "expires_at", "data"]
-        return sa.select(*columns).filter_by(**self._where(key))
+    def _create_table(self) -> None:
+        def create(connection: sa.Connection) -> None:
+            self.table.metadata.create_all(connection, checkfirst=True)
+
+        def exists(connection: sa.Connection) -> bool:
+            return sa.inspect(connection).has_table(self.table.name, schema=self.table.schema)
+
+        try:
+            self._run("create the session table", create, engine=self.engine)
+        except SessionStoreError:
+            # Workers starting together race to create it; one wins, and the
+            # others' CREATE fails on the table (or its type) that now exists.
+            if not self._run("find the session table", exists, engine=self.engine):
+                raise
 
     def _decode(self, key: str, raw: object) -> dict[str, str] | None:
         try:
@@ -277,19 +575,50 @@ class DatabaseStore(StoreDriver):
         )
         return None
 
-    @contextmanager
-    def _failures(self, action: str) -> t.Iterator[None]:
-        try:
-            yield
-        except sa.exc.SQLAlchemyError as error:
-            # The DBAPI's own message: SQLAlchemy's would quote the statement's
-            # parameters, which hold session data.
-            cause = error.orig if isinstance(error, sa.exc.DBAPIError) else error
-            raise SessionStoreError(
-                f"could not {action} in table {self.table.fullname!r}:"
-                f" {type(cause).__name__}: {cause}",
-                error,
-            ) from error
+    def _deadline(self, connection: sa.Connection) -> t.ContextManager[object]:
+        if self._backend != "postgresql" or self._timeouts.statement is None:
+            return contextlib.nullcontext()
+        dbapi_connection = connection.connection.dbapi_connection
+        return _WATCHDOG.guard(dbapi_connection, self._timeouts.statement)
+
+    def _error(self, action: str, error: sa.exc.SQLAlchemyError) -> SessionStoreError:
+        cause = DriverError(error.orig if isinstance(error, sa.exc.StatementError) else error)
+        failure = SessionStoreError(
+            f"could not {action} in table {self.table.fullname!r}: {cause}", cause
+        )
+        failure.__cause__ = cause
+        return failure
+
+
+class DriverError(Exception):
+    """What the database driver raised, reduced to its class and the first line
+    of its message: SQLAlchemy's error quotes the statement's parameters, and
+    drivers' detail lines (PostgreSQL's "Failing row contains ...") may quote
+    values, which would put session data in logs.
+    """
+
+    def __init__(self, error: BaseException | None) -> None:
+        lines = str(error).strip().splitlines()
+        super().__init__(f"{type(error).__name__}: {lines[0] if lines else ''}")
+        #: The SQLSTATE (PostgreSQL) or error number (MySQL), if any.
+        self.code: str | int | None = getattr(error, "sqlstate", None)
+        args = getattr(error, "args", ())
+        if self.code is None and args and isinstance(args[0], int):
+            self.code = args[0]
+
+
+def _is_conflict(error: sa.exc.DBAPIError) -> bool:
+    """Tell whether ``error`` is a deadlock or serialisation failure, which
+    running the transaction again resolves."""
+    if getattr(error.orig, "sqlstate", None) in ("40001", "40P01"):  # PostgreSQL
+        return True
+    # MySQL's deadlock error, and SQLite's lock still held after its busy timeout.
+    args: tuple[object, ...] = getattr(error.orig, "args", ())
+    return bool(args) and args[0] in (1213, "database is locked")
+
+
+def _dumps(data: t.Mapping[str, str | None]) -> str:
+    return json.dumps(data, separators=(",", ":"))
 
 
 def _define_table(name: str) -> sa.Table:
@@ -312,11 +641,45 @@ def _define_table(name: str) -> sa.Table:
     )
 
 
+def _check_table_name(table: sa.Table, dialect: sa.Dialect, create_table: bool) -> None:
+    # PostgreSQL would cut a longer name short; MySQL refuses it.
+    limit = {"postgresql": 63, "mysql": 64, "mariadb": 64}.get(dialect.name)
+    names = [table.name] + ([f"{table.name}_expires_at"] if create_table else [])
+    if table.schema is not None:
+        names.append(table.schema)
+    if limit is not None and any(len(name.encode()) > limit for name in names):
+        raise ConfigurationError(
+            f"is too long for {dialect.name}, whose names have at most {limit} bytes"
+            + (f" (the index {names[1]!r} counts too)" if create_table else ""),
+            "table",
+        )
+
+
 def _check_dialect(backend: str, dialect: str | None, key: str) -> None:
     if backend not in ("postgresql", "mysql", "mariadb", "sqlite"):
         raise ConfigurationError(f"{backend!r} databases are not supported", key)
     if dialect is not None and backend != dialect and (dialect, backend) != ("mysql", "mariadb"):
         raise ConfigurationError(f"is {dialect!r} but the {key} is for {backend!r}", "dialect")
+
+
+class _Timeouts(t.NamedTuple):
+    #: Seconds to wait for a new connection, or ``None`` to leave it to the driver.
+    connect: float | None
+    #: Seconds an operation may take, or ``None`` for no limit.
+    statement: float | None
+
+
+def _normalise_url(parsed: sa.URL) -> sa.URL:
+    """Map the URLs hosting platforms hand out (``postgres://``) and URLs
+    without a driver to the drivers the extras install."""
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "postgres":
+        backend = "postgresql"
+    if backend == "postgresql" and not driver:
+        driver = "psycopg"
+    if backend in ("mysql", "mariadb") and not driver and not importlib.util.find_spec("MySQLdb"):
+        driver = "pymysql"
+    return parsed.set(drivername=f"{backend}+{driver}" if driver else backend)
 
 
 def _create_engine(
@@ -325,12 +688,13 @@ def _create_engine(
     split: dict[str, t.Any],
     on_connect: t.Sequence[str],
     connection_check_threshold: float | None,
+    timeouts: _Timeouts,
 ) -> sa.Engine:
     connect_args: dict[str, t.Any] = {}
     if url is not None:
         key = "url"
         try:
-            parsed = sa.make_url(url)
+            parsed = _normalise_url(sa.make_url(url))
         except sa.exc.ArgumentError as error:
             raise ConfigurationError("is not a valid database URL", "url") from error
         _check_dialect(parsed.get_backend_name(), dialect, "url")
@@ -355,31 +719,169 @@ def _create_engine(
             query={"charset": split["charset"]} if "charset" in split else {},
         )
     backend = parsed.get_backend_name()
+    statements: list[str] = []  # run before on_connect, which may override them
+    path = None
     if backend == "sqlite":
         # pysqlite's busy timeout: how long a writer waits for another's lock.
         connect_args.setdefault("timeout", 15)
-    options: dict[str, t.Any] = {"pool_pre_ping": True, "hide_parameters": True}
+        if parsed.database and parsed.database != ":memory:" and "uri" not in parsed.query:
+            path = os.path.abspath(parsed.database)
+            # Readers do not block the writer, and a commit waits for no fsync
+            # (a power cut may lose the last sessions written, never corrupt).
+            statements += ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL"]
+    else:
+        _set_timeouts(backend, timeouts, connect_args, statements, parsed.query)
+    options: dict[str, t.Any] = {"hide_parameters": True}
     if connection_check_threshold is not None:
         options["pool_recycle"] = connection_check_threshold
     try:
         engine = sa.create_engine(parsed, connect_args=connect_args, **options)
     except ImportError as error:
         extra = _EXTRAS.get(backend, "database")
+        family = "mysql" if backend == "mariadb" else backend
         raise ConfigurationError(
-            f"the {parsed.drivername!r} driver is not installed"
+            f"the {parsed.drivername!r} driver is not installed: use a"
+            f" {_DRIVERNAMES.get(family, family)}:// URL"
             f" (pip install 'flask-prancer-session[{extra}]')",
             key,
         ) from error
-    if on_connect:
-        sa.event.listen(engine, "connect", functools.partial(_run_on_connect, tuple(on_connect)))
+    if path is not None:
+        _watch_file(engine, path)
+    statements += on_connect
+    if statements:
+        guard = timeouts.statement if backend == "postgresql" else None
+        listener = functools.partial(_run_on_connect, tuple(statements), guard)
+        sa.event.listen(engine, "connect", listener)
     return engine
 
 
-def _run_on_connect(statements: tuple[str, ...], dbapi_connection: t.Any, record: t.Any) -> None:
+def _set_timeouts(
+    backend: str,
+    timeouts: _Timeouts,
+    connect_args: dict[str, t.Any],
+    statements: list[str],
+    query: t.Mapping[str, t.Any],
+) -> None:
+    """Bound how long a request waits for a connection, a statement and a lock,
+    unless the URL or ``dsn_extra`` says otherwise."""
+
+    def default(name: str, value: object) -> None:
+        if name not in query:
+            connect_args.setdefault(name, value)
+
+    statement = timeouts.statement
+    lock = None if statement is None else min(5.0, statement)
+    if backend == "postgresql":
+        if timeouts.connect is not None:
+            default("connect_timeout", math.ceil(timeouts.connect))
+        if statement is not None and lock is not None:
+            # The server's own limits; the client's is the watchdog.
+            statements += [
+                f"SET statement_timeout = {math.ceil(statement * 1000)}",
+                f"SET lock_timeout = {math.ceil(lock * 1000)}",
+            ]
+    elif backend in ("mysql", "mariadb"):
+        if timeouts.connect is not None:
+            default("connect_timeout", timeouts.connect)
+        if statement is not None and lock is not None:
+            default("read_timeout", statement)
+            default("write_timeout", statement)
+            statements.append(f"SET SESSION innodb_lock_wait_timeout = {math.ceil(lock)}")
+
+
+def _watch_file(engine: sa.Engine, path: str) -> None:
+    """Create the SQLite file readable by its owner only, and replace pooled
+    connections to a file that was since replaced (a restored backup)."""
+
+    def create_private(*args: t.Any) -> None:
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+    def remember(dbapi_connection: t.Any, record: t.Any) -> None:
+        with contextlib.suppress(OSError):
+            stat = os.stat(path)
+            record.info["prancer_file"] = stat.st_dev, stat.st_ino
+
+    def check(dbapi_connection: t.Any, record: t.Any, proxy: t.Any) -> None:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return  # Let SQLite report it.
+        if record.info.get("prancer_file") != (stat.st_dev, stat.st_ino):
+            logger.warning("The SQLite file %s was replaced; reconnecting.", path)
+            raise sa.exc.DisconnectionError("the database file was replaced")
+
+    sa.event.listen(engine, "do_connect", create_private)
+    sa.event.listen(engine, "connect", remember)
+    sa.event.listen(engine, "checkout", check)
+
+
+class _Watchdog:
+    """Shut the socket of a PostgreSQL connection whose operation outlives its
+    deadline: psycopg has no read timeout, so a server gone silent (a paused
+    host, a dropped link) would hold the request for good. One thread per
+    process, waking about once per deadline."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._due: dict[object, tuple[float, int]] = {}
+        self._wake_at = math.inf
+        self._pid = 0
+
+    @contextlib.contextmanager
+    def guard(self, dbapi_connection: t.Any, seconds: float) -> t.Iterator[None]:
+        token = object()
+        deadline = time.monotonic() + seconds
+        with self._condition:
+            if self._pid != os.getpid():  # none yet, or a fork left it behind
+                self._pid = os.getpid()
+                threading.Thread(target=self._watch, name="prancer-watchdog", daemon=True).start()
+            self._due[token] = deadline, dbapi_connection.pgconn.socket
+            if deadline < self._wake_at:
+                self._condition.notify()
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._due.pop(token, None)
+
+    def _watch(self) -> None:
+        with self._condition:
+            while True:
+                now = time.monotonic()
+                for token, (deadline, fd) in list(self._due.items()):
+                    if deadline <= now:
+                        del self._due[token]
+                        _shut(fd)
+                self._wake_at = min((d for d, _ in self._due.values()), default=math.inf)
+                self._condition.wait(None if self._wake_at == math.inf else self._wake_at - now)
+
+
+def _shut(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        sock = socket.socket(fileno=fd)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.detach()  # The driver owns the descriptor.
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _run_on_connect(
+    statements: tuple[str, ...], deadline: float | None, dbapi_connection: t.Any, record: t.Any
+) -> None:
+    guard = (
+        contextlib.nullcontext()
+        if deadline is None
+        else _WATCHDOG.guard(dbapi_connection, deadline)
+    )
     cursor = dbapi_connection.cursor()
     try:
-        for statement in statements:
-            cursor.execute(statement)
+        with guard:
+            for statement in statements:
+                cursor.execute(statement)
     finally:
         cursor.close()
     # Else the pool's rollback on return would undo a transactional SET (PostgreSQL).
@@ -389,11 +891,3 @@ def _run_on_connect(statements: tuple[str, ...], dbapi_connection: t.Any, record
 def _begin_immediate(connection: sa.Connection) -> None:
     if not connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _insert_if_missing(backend: str, table: sa.Table, values: dict[str, t.Any]) -> sa.Executable:
-    if backend == "postgresql":
-        return postgresql.insert(table).values(values).on_conflict_do_nothing()
-    if backend == "sqlite":
-        return sqlite.insert(table).values(values).on_conflict_do_nothing()
-    return mysql.insert(table).values(values).on_duplicate_key_update(id=table.c.id)

@@ -1,0 +1,225 @@
+"""The database store when its server goes silent, loses a connection, or is
+purged under load. A loopback proxy (``tcp_proxy.py``) stands between the
+store and PostgreSQL or MariaDB."""
+
+from __future__ import annotations
+
+import threading
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask import session
+
+from flask_prancer_session.changes import ChangeSet
+from flask_prancer_session.errors import SessionStoreError
+from flask_prancer_session.store.database import DatabaseStore
+
+from . import services
+from .tcp_proxy import proxied
+from .tcp_proxy import TCPProxy
+
+pytestmark = pytest.mark.fault
+
+KEY = "f" * 64
+SERVERS = {
+    "postgresql": (services.POSTGRES_URL, "psycopg", "postgres", 5432),
+    "mariadb": (services.MARIADB_URL, "pymysql", "mysql", 3306),
+}
+
+
+@pytest.fixture(params=list(SERVERS))
+def server_url(request: pytest.FixtureRequest) -> str:
+    url, module, extra, port = SERVERS[request.param]
+    services.require_module(module, extra)
+    services.require_server(request.param, "127.0.0.1", port)
+    return url
+
+
+@pytest.fixture
+def table(server_url: str) -> t.Iterator[str]:
+    name = services.unique_name("sessions_fault")
+    yield name
+    engine = sa.create_engine(server_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+    engine.dispose()
+
+
+@pytest.fixture
+def proxy(server_url: str) -> t.Iterator[TCPProxy]:
+    parsed = sa.make_url(server_url)
+    with TCPProxy((parsed.host or "127.0.0.1", parsed.port or 0), lifetime=60) as proxy:
+        yield proxy
+
+
+def _timed(call: t.Callable[[], object]) -> float:
+    started = time.monotonic()
+    with pytest.raises(SessionStoreError):
+        call()
+    return time.monotonic() - started
+
+
+def test_silent_database_fails_in_time_and_recovers(
+    server_url: str, table: str, proxy: TCPProxy
+) -> None:
+    store = DatabaseStore(
+        url=proxied(server_url, proxy), table=table, connect_timeout=2, statement_timeout=1
+    )
+    try:
+        store.apply(KEY, ChangeSet({"a": "1"}, created_at=store.clock()))
+        proxy.silence()
+        assert _timed(lambda: store.fetch(KEY)) < 2.5
+        assert _timed(lambda: store.apply(KEY, ChangeSet({"b": "2"}))) < 4.5  # connect + statement
+        proxy.forward()
+        # The same store, without a restart.
+        assert store.apply(KEY, ChangeSet({"b": "2"})) is True
+        assert store.fetch(KEY).data == {"a": "1", "b": "2"}  # type: ignore[union-attr]
+    finally:
+        store.engine.dispose()
+
+
+def test_reset_connections_are_replaced_once(server_url: str, table: str, proxy: TCPProxy) -> None:
+    store = DatabaseStore(url=proxied(server_url, proxy), table=table)
+    try:
+        store.apply(KEY, ChangeSet({"a": "1"}, created_at=store.clock()))
+        proxy.reset()
+        assert store.apply(KEY, ChangeSet({"b": "2"})) is True
+        proxy.reset()
+        assert store.fetch(KEY).data == {"a": "1", "b": "2"}  # type: ignore[union-attr]
+    finally:
+        store.engine.dispose()
+
+
+def _backend_waiting_on_a_lock(admin: sa.Connection, postgresql: bool, table: str) -> int | None:
+    if postgresql:
+        query = (
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE :pattern AND pid <> pg_backend_pid()"
+        )
+    else:
+        query = (
+            "SELECT id FROM information_schema.processlist"
+            " WHERE info LIKE :pattern AND id <> CONNECTION_ID()"
+        )
+    return admin.execute(sa.text(query), {"pattern": f"UPDATE%{table}%"}).scalar()
+
+
+def test_backend_killed_mid_transaction(server_url: str, table: str) -> None:
+    store = DatabaseStore(url=server_url, table=table)
+    postgresql = store.engine.dialect.name == "postgresql"
+    results: list[object] = []
+    admin_engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        store.apply(KEY, ChangeSet({"a": "1"}, created_at=store.clock()))
+        with admin_engine.connect() as locker, admin_engine.connect() as admin:
+            # Hold the row, so the store's UPDATE waits inside its transaction.
+            locker.exec_driver_sql("BEGIN")
+            locker.execute(sa.select(store.table).with_for_update())
+            writer = threading.Thread(
+                target=lambda: results.append(store.apply(KEY, ChangeSet({"b": "2"})))
+            )
+            writer.start()
+            for _ in range(100):
+                backend = _backend_waiting_on_a_lock(admin, postgresql, table)
+                if backend is not None:
+                    break
+                time.sleep(0.05)
+            assert backend is not None
+            if postgresql:
+                admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+            else:
+                admin.exec_driver_sql(f"KILL {int(backend)}")
+            time.sleep(0.2)  # let the store see it and reconnect
+            locker.exec_driver_sql("COMMIT")
+            writer.join(timeout=10)
+        assert results == [True]
+        assert store.fetch(KEY).data == {"a": "1", "b": "2"}  # type: ignore[union-attr]
+    finally:
+        admin_engine.dispose()
+        store.engine.dispose()
+
+
+def _add_expired(store: DatabaseStore, count: int) -> None:
+    now = store.clock()
+    with store.engine.begin() as connection:
+        connection.execute(
+            sa.insert(store.table),
+            [
+                {
+                    "id": f"{n:064x}",
+                    "application": "",
+                    "created_at": now - 100,
+                    "expires_at": now - 1,
+                    "data": "{}",
+                }
+                for n in range(count)
+            ],
+        )
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+def test_autopurge_under_concurrent_requests(kind: str, tmp_path: Path) -> None:
+    from flask_prancer_session import PrancerSession
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'sessions.db'}"
+    else:
+        url, module, extra, port = SERVERS[kind]
+        services.require_module(module, extra)
+        services.require_server(kind, "127.0.0.1", port)
+    table = services.unique_name("sessions_autopurge")
+    app = Flask(__name__)
+    options = {"url": url, "table": table, "autopurge": True, "autopurge_probability": 1.0}
+    app.config.update(
+        SECRET_KEY="fault test",
+        PRANCER_SESSION={"store": {"driver": "database", "options": options}},
+    )
+    extension = PrancerSession(app)
+
+    @app.post("/<int:n>")
+    def write(n: int) -> str:
+        session[f"k{n}"] = 1
+        return ""
+
+    @app.get("/")
+    def read() -> str:
+        return ",".join(sorted(session))
+
+    store = app.session_interface.store  # type: ignore[attr-defined]
+    assert isinstance(store, DatabaseStore)
+    try:
+        _add_expired(store, 2000)
+        first = app.test_client()
+        assert first.post("/0").status_code == 200
+        cookie = first.get_cookie("PSESSION")
+        assert cookie is not None
+        statuses: list[int] = []
+        barrier = threading.Barrier(16)
+
+        def visitor(number: int) -> None:
+            client = app.test_client()
+            client.set_cookie("PSESSION", cookie.value)
+            barrier.wait()
+            for i in range(25):
+                statuses.append(client.post(f"/{1 + number * 25 + i}").status_code)
+
+        threads = [threading.Thread(target=visitor, args=(n,)) for n in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [s for s in statuses if s != 200] == []
+        assert len(statuses) == 400
+        keys = first.get("/").text.split(",")
+        assert sorted(keys) == sorted(f"k{n}" for n in range(401))
+    finally:
+        del extension
+        store.engine.dispose()
+        engine = sa.create_engine(url)
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        engine.dispose()
