@@ -172,18 +172,18 @@ def run(
             raise BenchmarkError("the reference contenders flask-bare and flask-cookie must run")
 
         warmup = max(1, requests // 20)
-        for contender in prepared:
+        for ready in prepared:
             for view in VIEWS:
-                time_view(contender.name, contender.clients[view], view, warmup)
+                time_view(ready.name, ready.clients[view], view, warmup)
 
         results.rps = {p.name: {view: [] for view in VIEWS} for p in prepared}
         for number in range(rounds):
             started = time.perf_counter()
             shift = number % len(prepared)
-            for contender in prepared[shift:] + prepared[:shift]:
+            for ready in prepared[shift:] + prepared[:shift]:
                 for view in VIEWS:
-                    rps = time_view(contender.name, contender.clients[view], view, requests)
-                    results.rps[contender.name][view].append(rps)
+                    rps = time_view(ready.name, ready.clients[view], view, requests)
+                    results.rps[ready.name][view].append(rps)
             log(f"round {number + 1}/{rounds} took {time.perf_counter() - started:.1f} s")
     return results
 

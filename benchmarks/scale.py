@@ -80,13 +80,13 @@ def prefill(store: StoreDriver, count: int, *, expired: bool = False) -> None:
     data = {"count": "1", "username": '"benchmark"'}
     had_own_clock = "clock" in vars(store)
     saved_clock = store.clock
-    store.clock = lambda: created_at  # type: ignore[method-assign]
+    store.clock = lambda: created_at
     try:
         for _ in range(count):
             store.apply(secrets.token_hex(32), ChangeSet(updated=data, created_at=created_at))
     finally:
         if had_own_clock:
-            store.clock = saved_clock  # type: ignore[method-assign]
+            store.clock = saved_clock
         else:
             del store.clock
 
