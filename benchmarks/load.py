@@ -440,9 +440,10 @@ def _wait_until_serving(process: subprocess.Popen[bytes], port: int, log_path: P
             if connection.getresponse().status == 200:
                 return
         except OSError:
-            time.sleep(0.1)
+            pass
         finally:
             connection.close()
+        time.sleep(0.1)
     log = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
     raise RuntimeError(f"gunicorn did not start serving on port {port}:\n{log}")
 
