@@ -150,8 +150,9 @@ class PrancerSession:
         after a password change) and return how many were ended.
 
         The current request's own session is among them if it is bound to the
-        user: call :meth:`.ServerSession.expire` too, or
-        :meth:`.ServerSession.regenerate` to keep it.
+        user; call :meth:`.ServerSession.expire` too, so the response also
+        clears its cookie. To keep the current session, end the others one by
+        one with :meth:`end_session`.
 
         :param app: the app; the current one by default.
         :raise NotImplementedError: if the store does not index sessions by user.
