@@ -129,6 +129,7 @@ def test_entries_are_json_under_the_prefix(clock: FakeClock) -> None:
     raw = cache.get(PREFIX + key)
     assert isinstance(raw, str)
     assert json.loads(raw) == {
+        "key": key,
         "created": clock(),
         "expires": clock() + store.expiration_timeout,
         "data": {"user": '"42"'},

@@ -9,7 +9,7 @@
 Each session is one Redis hash named ``<key_prefix>{<store key>}``, with a
 field ``d:<name>`` per session key holding its serialised value, and the
 fields ``created`` and ``expires`` (seconds since the epoch). Every operation
-is one round trip: :meth:`~RedisStore.fetch` is one ``HGETALL``, and
+is one round trip (but see the user index below): :meth:`~RedisStore.fetch` is one ``HGETALL``, and
 :meth:`~RedisStore.apply`, :meth:`~RedisStore.touch` and
 :meth:`~RedisStore.remove` are one Lua script each (``EVALSHA``), which the
 server runs atomically. So two requests of one visitor that change different
@@ -20,6 +20,39 @@ brings it back. Redis deletes each hash by itself (its TTL follows the
 session's expiry), so :meth:`~RedisStore.purge` has nothing to do. The
 ``redis`` extra installs ``hiredis``, which redis-py then uses to parse
 replies, several times faster than its own parser.
+
+:meth:`~RedisStore.scan` and :meth:`~RedisStore.clear` walk the prefix's
+sessions with ``SCAN`` (every primary of a cluster), 500 at a time.
+
+Sessions by user ("log out everywhere"). A session bound to a user (see
+:data:`~flask_prancer_session.changes.USER_KEY`) also holds the SHA-256 of
+the user id in a field ``user``, and is listed in a sorted set named
+``<key_prefix>user:{<that digest>}``, scored by a horizon: a time past the
+session's expiry, kept in its field ``indexed``. The set is a superset of the
+user's sessions: :meth:`~RedisStore.sessions_of` and
+:meth:`~RedisStore.remove_user` read each listed session and only count those
+that are live and still bound to the user, and ``remove_user`` deletes each
+one with a script that checks the binding. A session that is unbound, bound
+to someone else, removed or expired stays listed until its horizon passes;
+then the next write to the set drops it, and the set itself expires with its
+latest horizon, so it cannot grow forever. Entries are never dropped sooner
+(except those of sessions ``remove_user`` or ``clear`` deleted, which cannot
+come back), so no race can unlist a live session. What is atomic:
+
+* on a single server (a ``redis.Redis`` client, Sentinel included), binding a
+  session and listing it are one script, one round trip;
+* on a cluster (a ``RedisCluster`` client) the set lives in another slot than
+  the session, so the session is listed first, by a command of its own, and
+  bound next: a failure between the two leaves only an extra entry;
+* on both, when a bound session's sliding expiry passes its horizon, the
+  script that moved it asks for a second command that moves the horizon to
+  one idle timeout past the new expiry, so this happens about once per
+  timeout of activity. If that command fails (the write raises
+  :class:`~flask_prancer_session.errors.SessionStoreError`), the session may
+  be missing from its user's set for up to one idle timeout.
+
+Keys of other data must not look like ``<key_prefix>{...}``, and no other
+store's ``key_prefix`` should be this one's followed by ``user:``.
 
 Options:
 
@@ -46,9 +79,10 @@ Timeouts are at most ten years, which Redis's millisecond TTLs hold.
 
 Redis Cluster: the store key inside the name is a hash tag, so everything a
 session keeps lives in one slot, and the scripts, which only touch that key,
-run unchanged on a cluster. Failures (server down, timeout, failover in
-progress) raise :class:`~flask_prancer_session.errors.SessionStoreError`;
-redis-py's own retry options apply before that. A write that timed out may
+run unchanged on a cluster; so does the user index's, which only touches its
+set. Failures (server down, timeout, failover in progress) raise
+:class:`~flask_prancer_session.errors.SessionStoreError`; redis-py's own
+retry options apply before that. A write that timed out may
 still have been applied (the server may only have been slow); either way the
 next request sees a whole session. A dropped connection is reconnected by
 redis-py on the next use.
@@ -70,6 +104,7 @@ from ..changes import user_id_of
 from ..changes import USER_KEY
 from ..errors import ConfigurationError
 from ..errors import SessionStoreError
+from ..ids import is_store_key
 from .base import DEFAULT_EXPIRATION_TIMEOUT
 from .base import Seconds
 from .base import StoreDriver
@@ -463,7 +498,7 @@ class RedisStore(StoreDriver):
                     key = _text(name)[len(prefix) : -1]
                 except ValueError:
                     continue
-                if "{" not in key and "}" not in key:
+                if is_store_key(key):
                     keys.append(key)
             yield [(key, raw) for key, raw in zip(keys, self._fetch_many(keys), strict=True) if raw]
 
