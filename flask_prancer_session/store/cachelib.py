@@ -23,8 +23,8 @@ and ``redis`` backends: the others cannot list their entries, and raise
 the key, so the key is read from the entry (entries written before it was
 stored there are not listed). No backend indexes sessions by user, so "log
 out everywhere" (:meth:`~.StoreDriver.sessions_of`,
-:meth:`~.StoreDriver.remove_user`) is not possible with cachelib: use the
-``redis`` or ``memory`` store for it.
+:meth:`~.StoreDriver.remove_user`) is not possible with cachelib: use a store
+that indexes users, such as ``redis``, for it.
 
 Options:
 
@@ -178,6 +178,10 @@ UNPICKLING_CACHES = (
     cachelib.MongoDbCache,
     cachelib.UWSGICache,
 )
+
+
+#: The cachelib caches whose entries :meth:`CachelibStore.scan` can list.
+LISTABLE_CACHES = (cachelib.SimpleCache, cachelib.FileSystemCache, cachelib.RedisCache)
 
 
 class CachelibStore(StoreDriver):
@@ -353,38 +357,36 @@ class CachelibStore(StoreDriver):
     def _keys(self) -> t.Iterator[str]:
         """Yield the store keys of the entries this store may have written."""
         cache, prefix = self.cache, self.key_prefix
-        if isinstance(cache, cachelib.SimpleCache):
-            # A copy: other threads change the dictionary meanwhile.
-            names: t.Iterable[str] = list(cache._cache)
-        elif isinstance(cache, cachelib.RedisCache):
-            names = self._redis_names(cache)
-        elif isinstance(cache, cachelib.FileSystemCache):
-            names = (name for name in map(self._file_key, cache._list_dir()) if name)
-        else:
+        if not isinstance(cache, LISTABLE_CACHES):
             raise NotImplementedError(
                 f"cachelib's {type(cache).__name__} cannot list its entries;"
                 " only SimpleCache, FileSystemCache and RedisCache can."
             )
-        for name in names:
-            # The shape check skips the entries of stores whose prefix
-            # starts with ours.
-            if isinstance(name, str) and name.startswith(prefix):
-                key = name[len(prefix) :]
-                if is_store_key(key):
-                    yield key
-
-    def _redis_names(self, cache: cachelib.RedisCache) -> t.Iterator[str]:
-        outer = cache._get_prefix()
-        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", outer + self.key_prefix) + "*"
+        names: t.Iterable[str]
         try:
-            for name in cache._read_client.scan_iter(match=pattern, count=500):
-                with contextlib.suppress(UnicodeDecodeError):
-                    yield name.decode()[len(outer) :]
+            if isinstance(cache, cachelib.SimpleCache):
+                # A copy: other threads change the dictionary meanwhile.
+                names = list(cache._cache)
+            elif isinstance(cache, cachelib.RedisCache):
+                outer = cache._get_prefix()
+                pattern = re.sub(r"([*?\[\]\\])", r"\\\1", outer + prefix) + "*"
+                found = cache._read_client.scan_iter(match=pattern, count=500)
+                names = (name.decode("utf-8", "replace")[len(outer) :] for name in found)
+            else:
+                paths = list(cache._list_dir())
+                names = (name for name in map(self._file_key, paths) if name)
+            for name in names:
+                # The shape check skips the entries of stores whose prefix
+                # starts with ours.
+                if isinstance(name, str) and name.startswith(prefix):
+                    key = name[len(prefix) :]
+                    if is_store_key(key):
+                        yield key
+        # cachelib passes on the exceptions of its client libraries.
         except Exception as error:
             logger.error("cachelib could not list the sessions: %s", error)
-            raise SessionStoreError(
-                f"the cache could not list the sessions: {error}", error
-            ) from error
+            message = f"the cache could not list the sessions: {error}"
+            raise SessionStoreError(message, error) from error
 
     def _file_key(self, path: str) -> str | None:
         """Return the cache key whose entry the file at ``path`` holds, or
