@@ -551,7 +551,6 @@ def test_stale_index_entries_are_not_reported_then_dropped(
     assert rstore.fetch(unbound) is not None
     # Past their horizon the entries are dropped, and then the set.
     clock.advance(2 * rstore.expiration_timeout)
-    rstore.apply(moved, ChangeSet(updated={"b": '"2"'}, created_at=clock()))
     assert rstore.sessions_of("ann") == {}
     assert not redis_client.exists(index)
 

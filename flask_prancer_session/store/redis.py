@@ -396,8 +396,8 @@ class RedisStore(StoreDriver):
         timeout = self.expiration_timeout if changes.timeout is None else changes.timeout
         keys = [self.name_for(key)]
         binding = ""
-        # Twice the timeout: the session is listed until then at least, and its
-        # sliding expiry will not have to move the horizon before half of it.
+        # Listed for twice the timeout: a session in steady use moves its
+        # horizon (a second command) about once per timeout, not per request.
         horizon = repr(float(now + 2 * timeout))
         if changes.binds_user:
             user_id = changes.user_id
