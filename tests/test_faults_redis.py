@@ -188,8 +188,10 @@ def test_writers_in_other_processes_never_revive_a_session(
         if ending == "remove":
             assert store.remove(key) is True
         else:
-            # Expires now: every later script finds it expired.
-            store.touch(key, store.clock())
+            # Expired a second ago, so every later script finds it expired,
+            # even one whose writer read its clock just before this touch:
+            # expiring it at exactly "now" let such a write extend it.
+            store.touch(key, store.clock() - 1)
         ended_at = count.value
         assert store.fetch(key) is None
         _wait_for(count, ended_at + 200)

@@ -129,6 +129,7 @@ def test_entries_are_json_under_the_prefix(clock: FakeClock) -> None:
     raw = cache.get(PREFIX + key)
     assert isinstance(raw, str)
     assert json.loads(raw) == {
+        "key": key,
         "created": clock(),
         "expires": clock() + store.expiration_timeout,
         "data": {"user": '"42"'},
@@ -298,9 +299,10 @@ def test_unreachable_cachelib_redis_raises(clock: FakeClock) -> None:
     redis = services.require_module("redis", "redis")
     # Port 1 on loopback: nothing listens, the connection is refused at once.
     store = make(clock, backend="redis", host="127.0.0.1", port=1, retry=None)
-    with pytest.raises(SessionStoreError) as info:
-        store.fetch(store_key(new_id()))
-    assert isinstance(info.value.original_error, redis.ConnectionError)
+    for operation in (lambda: store.fetch(store_key(new_id())), lambda: list(store.scan())):
+        with pytest.raises(SessionStoreError) as info:
+            operation()
+        assert isinstance(info.value.original_error, redis.ConnectionError)
 
 
 def test_vanished_cache_dir_raises(tmp_path: Path, clock: FakeClock) -> None:
@@ -312,6 +314,86 @@ def test_vanished_cache_dir_raises(tmp_path: Path, clock: FakeClock) -> None:
     cache_dir.write_text("")
     with pytest.raises(SessionStoreError):
         store.apply(store_key(new_id()), created(clock, a='"1"'))
+    with pytest.raises(SessionStoreError) as info:
+        list(store.scan())
+    assert isinstance(info.value.original_error, NotADirectoryError)
+
+
+@pytest.mark.parametrize("backend", ["simple", "filesystem", "redis"])
+def test_scan_keeps_to_its_prefix(
+    backend: str, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
+) -> None:
+    cache: cachelib.BaseCache
+    if backend == "simple":
+        cache = cachelib.SimpleCache(threshold=1000)
+    elif backend == "filesystem":
+        cache = cachelib.FileSystemCache(str(tmp_path / "cache"), threshold=1000)
+    else:
+        redis = services.require_module("redis", "redis")
+        services.require_server("Redis", "127.0.0.1", 6379)
+        # Glob characters in RedisCache's own prefix too.
+        unique = services.unique_name("prancer_cachelib")
+        cache = cachelib.RedisCache(host="127.0.0.1", port=6379, key_prefix=unique + ":*?[x]\\:")
+
+        def delete() -> None:
+            client = redis.Redis.from_url(services.REDIS_URL)
+            for name in client.scan_iter(match=unique + "*"):
+                client.delete(name)
+            client.close()
+
+        request.addfinalizer(delete)
+    # Prefixes that start with one another, or a glob of them would match.
+    stores = [make(clock, cache=cache, key_prefix=p) for p in ("s:", "s:x:", "s*", "s?:")]
+    keys = {store.key_prefix: {store_key(new_id()) for _ in range(3)} for store in stores}
+    for store in stores:
+        for key in keys[store.key_prefix]:
+            store.apply(key, created(clock, a='"1"'))
+    # Other data under our prefix is not a session.
+    cache.set("s:not-a-session", '"x"')
+    cache.set("s:" + "0" * 64, 42)
+    for store in stores:
+        assert set(dict(store.scan())) == keys[store.key_prefix]
+    assert stores[0].clear() == 3
+    assert list(stores[0].scan()) == []
+    for store in stores[1:]:
+        assert set(dict(store.scan())) == keys[store.key_prefix]
+        assert store.clear() == 3
+
+
+def test_scan_lists_only_the_filesystem_entries_it_wrote(tmp_path: Path, clock: FakeClock) -> None:
+    store = make(clock, backend="filesystem", cache_dir=str(tmp_path / "cache"))
+    cache = store.cache
+    assert isinstance(cache, cachelib.FileSystemCache)
+    live, expired, old = (store_key(new_id()) for _ in range(3))
+    store.apply(expired, created(clock, a='"1"'))
+    clock.advance(store.expiration_timeout)
+    store.apply(live, created(clock, a='"1"'))
+    # An entry written before entries kept their key: readable, not listed.
+    entry = {"created": clock(), "expires": clock() + 60, "data": {"a": '"1"'}}
+    cache.set(PREFIX + old, json.dumps(entry))
+    assert store.fetch(old) is not None
+    # A copy of an entry under another name is not that session.
+    copied = Path(cache._get_filename(PREFIX + store_key(new_id())))
+    copied.write_bytes(Path(cache._get_filename(PREFIX + live)).read_bytes())
+    (tmp_path / "cache" / "garbage").write_bytes(b"\0\0\0\0{not json")
+    assert list(dict(store.scan())) == [live]
+    assert store.clear() == 1
+    assert store.fetch(live) is None
+    assert store.fetch(old) is not None
+
+
+def test_other_backends_cannot_list_and_none_index_users(clock: FakeClock) -> None:
+    unlisted = make(clock, cache=cachelib.BaseCache())
+    with pytest.raises(NotImplementedError, match="BaseCache cannot list"):
+        list(unlisted.scan())
+    with pytest.raises(NotImplementedError):
+        unlisted.clear()
+    for store in (unlisted, make(clock, cache=cachelib.SimpleCache())):
+        assert store.indexes_users is False
+        with pytest.raises(NotImplementedError):
+            store.sessions_of("ann")
+        with pytest.raises(NotImplementedError):
+            store.remove_user("ann")
 
 
 def test_lock_files_are_invisible_to_cachelib(tmp_path: Path, clock: FakeClock) -> None:

@@ -3,18 +3,23 @@ failures, and Redis Cluster. The shared behaviour is in test_store_contract.py."
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import typing as t
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from flask_prancer_session.changes import ChangeSet
+from flask_prancer_session.changes import USER_KEY
 from flask_prancer_session.errors import ConfigurationError
 from flask_prancer_session.errors import SessionStoreError
 from flask_prancer_session.ids import new_id
@@ -395,6 +400,10 @@ def test_unreachable_server_raises(clock: FakeClock, caplog: pytest.LogCaptureFi
         lambda: store.apply(key, created(clock, a='"1"')),
         lambda: store.touch(key, clock() + 60),
         lambda: store.remove(key),
+        lambda: list(store.scan()),
+        lambda: store.clear(),
+        lambda: store.sessions_of("ann"),
+        lambda: store.remove_user("ann"),
     ]
     for operation in operations:
         caplog.clear()
@@ -424,6 +433,205 @@ def test_timeout_raises(clock: FakeClock) -> None:
         with pytest.raises(SessionStoreError) as info:
             store.fetch(store_key(new_id()))
         assert isinstance(info.value.original_error, redis.TimeoutError)
+
+
+def bind(clock: FakeClock, user: str, **data: str) -> ChangeSet:
+    return ChangeSet(updated={USER_KEY: json.dumps(user), **data}, created_at=clock())
+
+
+def test_the_user_index_is_a_sorted_set_with_a_ttl(
+    rstore: RedisStore, redis_client: redis.Redis, prefix: str, clock: FakeClock
+) -> None:
+    key = store_key(new_id())
+    rstore.apply(key, bind(clock, "ann", a='"1"', b='"2"'))
+    index = f"{prefix}user:{{{hashlib.sha256(b'ann').hexdigest()}}}"
+    assert rstore.index_name_for("ann") == index
+    assert redis_client.type(index) == b"zset"
+    # Listed until twice the timeout, so an active session's sliding expiry
+    # rarely has to move it; the set lasts as long as its latest entry.
+    horizon = clock() + 2 * rstore.expiration_timeout
+    assert redis_client.zrange(index, 0, -1, withscores=True) == [(key.encode(), horizon)]
+    assert 2 * 1_799_000 < redis_client.pttl(index) <= 2 * 1_800_000
+    fields = redis_client.hgetall(rstore.name_for(key))
+    assert fields[b"user"] == hashlib.sha256(b"ann").hexdigest().encode()
+    assert float(fields[b"indexed"]) == horizon
+    # A longer session of the same user lengthens the set's life, a shorter
+    # one never shortens it.
+    rstore.apply(store_key(new_id()), replace(bind(clock, "ann"), timeout=7200))
+    assert 4 * 3_599_000 < redis_client.pttl(index) <= 4 * 3_600_000
+    rstore.apply(store_key(new_id()), replace(bind(clock, "ann"), timeout=60))
+    assert 4 * 3_599_000 < redis_client.pttl(index) <= 4 * 3_600_000
+    # Unbound sessions are in no set.
+    rstore.apply(key, ChangeSet(removed=frozenset({USER_KEY})))
+    assert set(redis_client.hgetall(rstore.name_for(key))) == {
+        b"d:a",
+        b"d:b",
+        b"created",
+        b"expires",
+    }
+
+
+def test_sliding_expiry_keeps_the_session_listed(
+    rstore: RedisStore, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    key = store_key(new_id())
+    index = rstore.index_name_for("ann")
+    rstore.apply(key, bind(clock, "ann"))
+    # Used for ten idle timeouts, never idle for one: without moving its
+    # horizon the session would outlive its entry.
+    for step in range(20):
+        clock.advance(rstore.expiration_timeout / 2)
+        if step % 2:
+            rstore.touch(key, clock() + rstore.expiration_timeout)
+        else:
+            rstore.apply(key, ChangeSet(updated={"n": str(step)}))
+        record = rstore.fetch(key)
+        assert record is not None
+        score = redis_client.zscore(index, key)
+        assert score is not None and score >= record.expires_at
+        assert redis_client.pttl(index) >= redis_client.pttl(rstore.name_for(key))
+        assert set(rstore.sessions_of("ann")) == {key}
+
+
+def test_single_server_binding_is_one_round_trip(
+    make_store: t.Callable[..., RedisStore], clock: FakeClock
+) -> None:
+    import redis
+
+    sent: list[bytes | list[bytes]] = []
+
+    class CountingConnection(redis.Connection):
+        def send_packed_command(self, command: t.Any, check_health: bool = True) -> None:
+            sent.append(command)
+            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+    store = make_store(connection_class=CountingConnection)
+    for _ in range(2):  # The first round loads the scripts.
+        key = store_key(new_id())
+        sent.clear()
+        store.apply(key, bind(clock, "ann"))
+    assert len(sent) == 1
+    counts = []
+    for change in (bind(clock, "bob"), ChangeSet(removed=frozenset({USER_KEY}))):
+        sent.clear()
+        store.apply(key, change)
+        counts.append(len(sent))
+    assert counts == [1, 1]
+    # Once per idle timeout of activity, the horizon moves: a second command.
+    store.apply(key, bind(clock, "ann"))
+    clock.advance(store.expiration_timeout - 1)
+    sent.clear()
+    store.touch(key, clock() + store.expiration_timeout)
+    assert len(sent) == 1
+    clock.advance(store.expiration_timeout - 1)
+    sent.clear()
+    store.touch(key, clock() + store.expiration_timeout)
+    assert len(sent) == 2
+    sent.clear()
+    store.touch(key, clock() + store.expiration_timeout)
+    assert len(sent) == 1
+
+
+def test_stale_index_entries_are_not_reported_then_dropped(
+    rstore: RedisStore, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    index = rstore.index_name_for("ann")
+    moved, unbound, removed, emptied = (store_key(new_id()) for _ in range(4))
+    for key in (moved, unbound, removed, emptied):
+        rstore.apply(key, bind(clock, "ann", a='"1"'))
+    rstore.apply(moved, ChangeSet(updated={USER_KEY: json.dumps("bob")}))
+    rstore.apply(unbound, ChangeSet(removed=frozenset({USER_KEY})))
+    rstore.remove(removed)
+    rstore.apply(emptied, ChangeSet(removed=frozenset({USER_KEY, "a"})))
+    # Still listed under ann, never reported for her nor ended with her.
+    assert redis_client.zcard(index) == 4
+    assert rstore.sessions_of("ann") == {}
+    assert rstore.remove_user("ann") == 0
+    assert set(rstore.sessions_of("bob")) == {moved}
+    assert rstore.fetch(unbound) is not None
+    # Past their horizon the entries are dropped, and then the set.
+    clock.advance(2 * rstore.expiration_timeout)
+    assert rstore.sessions_of("ann") == {}
+    assert not redis_client.exists(index)
+
+
+def test_entries_of_deleted_sessions_are_dropped_at_once(
+    rstore: RedisStore, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    keys = [store_key(new_id()) for _ in range(3)]
+    for key in keys:
+        rstore.apply(key, bind(clock, "ann"))
+    rstore.apply(keys[0], ChangeSet(updated={USER_KEY: json.dumps("bob")}))
+    assert rstore.remove_user("ann") == 2
+    # The one that changed hands stays listed (and alive) until its horizon.
+    assert redis_client.zrange(rstore.index_name_for("ann"), 0, -1) == [keys[0].encode()]
+    assert rstore.fetch(keys[0]) is not None
+    assert rstore.clear() == 1
+    assert list(redis_client.scan_iter(match=f"{rstore.key_prefix}*")) == [
+        rstore.index_name_for("ann").encode()
+    ]
+
+
+def test_user_ids_with_glob_characters_braces_or_surrogates(
+    make_store: t.Callable[..., RedisStore], clock: FakeClock
+) -> None:
+    import redis
+
+    # decode_responses=True: replies are str, which the store reads as well.
+    client = redis.Redis.from_url(services.REDIS_URL, decode_responses=True)
+    store = make_store(client=client)
+    users = ["*", "a*", "[ab]", "{x}", "}{", "user:{1}", "\\", "\ud800", "", "é"]
+    keys = {user: store_key(new_id()) for user in users}
+    for user, key in keys.items():
+        store.apply(key, bind(clock, user, who=json.dumps(user)))
+    for user, key in keys.items():
+        assert set(store.sessions_of(user)) == {key}, user
+        tag = store.index_name_for(user).rsplit("{", 1)[1]
+        assert re.fullmatch(r"[0-9a-f]{64}\}", tag)
+    assert dict(store.scan()).keys() == set(keys.values())
+    assert store.remove_user("a*") == 1
+    assert store.remove_user("[ab]") == 1
+    assert len(list(store.scan())) == len(users) - 2
+    assert set(store.sessions_of("*")) == {keys["*"]}
+    client.close()
+
+
+@pytest.mark.parametrize("glob", ["", "*?[x]\\"])
+def test_scan_keeps_to_its_prefix(
+    redis_client: redis.Redis,
+    prefix: str,
+    glob: str,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flask_prancer_session.store import redis as module
+    from flask_prancer_session.store.redis import RedisStore
+
+    monkeypatch.setattr(module, "SCAN_BATCH", 7)  # several batches
+    ours = RedisStore(url=services.REDIS_URL, key_prefix=prefix + glob)
+    # Prefixes a glob of ours would match, and one that names our user sets.
+    others = [
+        RedisStore(url=services.REDIS_URL, key_prefix=prefix + name)
+        for name in ("x", "user:", "*?[x]")
+    ]
+    for store in (ours, *others):
+        store.clock = clock
+    mine = {store_key(new_id()) for _ in range(20)}
+    for key in mine:
+        ours.apply(key, bind(clock, "ann", a='"1"'))
+    for store in others:
+        for _ in range(5):
+            store.apply(store_key(new_id()), bind(clock, "ann", a='"2"'))
+    # Not a session: other data must not look like ours, but is skipped.
+    redis_client.set(ours.name_for(store_key(new_id())), "not a hash")
+    assert set(dict(ours.scan())) == mine
+    assert ours.clear() == 20
+    assert list(ours.scan()) == []
+    for store in others:
+        assert len(list(store.scan())) == 5
+        assert len(store.sessions_of("ann")) == 5
+    for store in (ours, *others):
+        store.client.close()
 
 
 def _free_port() -> int:
@@ -527,4 +735,40 @@ def test_redis_cluster(cluster_port: int, clock: FakeClock) -> None:
         assert slot == client.keyslot(key)  # type: ignore[no-untyped-call]
         store.remove(key)
         assert store.fetch(key) is None
+    client.close()
+
+
+def test_redis_cluster_lists_and_indexes_on_every_node(
+    cluster_port: int, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis.cluster import RedisCluster
+
+    from flask_prancer_session.store import redis as module
+    from flask_prancer_session.store.redis import RedisStore
+
+    monkeypatch.setattr(module, "SCAN_BATCH", 4)
+    client = RedisCluster(host="127.0.0.1", port=cluster_port)
+    store = RedisStore(client=client, key_prefix=services.unique_name("cluster") + ":")
+    store.clock = clock
+    ann = {store_key(new_id()) for _ in range(12)}
+    bob = {store_key(new_id()) for _ in range(12)}
+    nodes = {client.get_node_from_key(store.name_for(k)).port for k in ann}  # type: ignore[no-untyped-call]
+    assert len(nodes) == 3
+    for key in ann:
+        store.apply(key, bind(clock, "ann"))
+    for key in bob:
+        store.apply(key, created(clock, a='"1"'))
+    assert set(dict(store.scan())) == ann | bob
+    # The user's set lives on one node, the sessions on all three.
+    assert set(store.sessions_of("ann")) == ann
+    moved = next(iter(ann))
+    store.apply(moved, ChangeSet(updated={USER_KEY: json.dumps("bob")}))
+    assert set(store.sessions_of("bob")) == {moved}
+    assert store.remove_user("ann") == len(ann) - 1
+    assert set(dict(store.scan())) == bob | {moved}
+    assert store.clear() == len(bob) + 1
+    assert list(store.scan()) == []
+    # Only ann's entry of the session that moved to bob, until its horizon.
+    left = list(client.scan_iter(match=f"{store.key_prefix}*"))
+    assert left == [store.index_name_for("ann").encode()]
     client.close()

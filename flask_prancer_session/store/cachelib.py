@@ -10,11 +10,21 @@
     }
 
 Each session is one cache entry under ``<key_prefix><store key>``: a JSON
-string ``{"created": ..., "expires": ..., "data": {...}}`` whose data values
-are already serialised. The cache timeout of each entry follows the session's
-expiry, so the cache drops sessions by itself and
+string ``{"key": ..., "created": ..., "expires": ..., "data": {...}}`` whose
+data values are already serialised. The cache timeout of each entry follows
+the session's expiry, so the cache drops sessions by itself and
 :meth:`~CachelibStore.purge` has nothing to do. A session left without keys
 is deleted instead of written, and creating one without keys stores nothing.
+
+Listing sessions (:meth:`~CachelibStore.scan`, :meth:`~CachelibStore.clear`,
+the ``flask session`` commands) works with the ``simple``, ``filesystem``
+and ``redis`` backends: the others cannot list their entries, and raise
+:class:`NotImplementedError`. ``filesystem`` names its files by a digest of
+the key, so the key is read from the entry (entries written before it was
+stored there are not listed). No backend indexes sessions by user, so "log
+out everywhere" (:meth:`~.StoreDriver.sessions_of`,
+:meth:`~.StoreDriver.remove_user`) is not possible with cachelib: use a store
+that indexes users, such as ``redis``, for it.
 
 Options:
 
@@ -101,6 +111,7 @@ from ..changes import ChangeSet
 from ..changes import Record
 from ..errors import ConfigurationError
 from ..errors import SessionStoreError
+from ..ids import is_store_key
 from .base import DEFAULT_EXPIRATION_TIMEOUT
 from .base import Seconds
 from .base import StoreDriver
@@ -167,6 +178,10 @@ UNPICKLING_CACHES = (
     cachelib.MongoDbCache,
     cachelib.UWSGICache,
 )
+
+
+#: The cachelib caches whose entries :meth:`CachelibStore.scan` can list.
+LISTABLE_CACHES = (cachelib.SimpleCache, cachelib.FileSystemCache, cachelib.RedisCache)
 
 
 class CachelibStore(StoreDriver):
@@ -278,8 +293,15 @@ class CachelibStore(StoreDriver):
         return record
 
     def _write(self, key: str, record: Record) -> None:
+        # The key too: a FileSystemCache file is named by a digest of it, and
+        # scan() must know whose session a file holds.
         value = json.dumps(
-            {"created": record.created_at, "expires": record.expires_at, "data": record.data},
+            {
+                "key": key,
+                "created": record.created_at,
+                "expires": record.expires_at,
+                "data": record.data,
+            },
             separators=(",", ":"),
         )
         # cachelib wants whole seconds, and 0 would mean "never expires".
@@ -323,6 +345,64 @@ class CachelibStore(StoreDriver):
             live = self._live(key) is not None
             self._delete(key)
             return live
+
+    def scan(self) -> t.Iterator[tuple[str, Record]]:
+        """Yield every live session, for the ``simple``, ``filesystem`` and
+        ``redis`` backends; the others cannot list their entries."""
+        for key in self._keys():
+            record = self._live(key)
+            if record is not None:
+                yield key, record
+
+    def _keys(self) -> t.Iterator[str]:
+        """Yield the store keys of the entries this store may have written."""
+        cache, prefix = self.cache, self.key_prefix
+        if not isinstance(cache, LISTABLE_CACHES):
+            raise NotImplementedError(
+                f"cachelib's {type(cache).__name__} cannot list its entries;"
+                " only SimpleCache, FileSystemCache and RedisCache can."
+            )
+        names: t.Iterable[str]
+        try:
+            if isinstance(cache, cachelib.SimpleCache):
+                # A copy: other threads change the dictionary meanwhile.
+                names = list(cache._cache)
+            elif isinstance(cache, cachelib.RedisCache):
+                outer = cache._get_prefix()
+                pattern = re.sub(r"([*?\[\]\\])", r"\\\1", outer + prefix) + "*"
+                found = cache._read_client.scan_iter(match=pattern, count=500)
+                names = (name.decode("utf-8", "replace")[len(outer) :] for name in found)
+            else:
+                paths = list(cache._list_dir())
+                names = (name for name in map(self._file_key, paths) if name)
+            for name in names:
+                # The shape check skips the entries of stores whose prefix
+                # starts with ours.
+                if isinstance(name, str) and name.startswith(prefix):
+                    key = name[len(prefix) :]
+                    if is_store_key(key):
+                        yield key
+        # cachelib passes on the exceptions of its client libraries.
+        except Exception as error:
+            logger.error("cachelib could not list the sessions: %s", error)
+            message = f"the cache could not list the sessions: {error}"
+            raise SessionStoreError(message, error) from error
+
+    def _file_key(self, path: str) -> str | None:
+        """Return the cache key whose entry the file at ``path`` holds, or
+        ``None`` for a file that is not one of our entries."""
+        try:
+            with open(path, "rb") as file:
+                file.read(4)  # FileSystemCache's expiry, which get() checks
+                entry = json.loads(json.loads(file.read()))
+            name = self.key_prefix + entry["key"]
+        # A file may vanish or be half-written meanwhile; older entries have
+        # no key, and other data is not ours.
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            return None
+        # Only if that key leads to this file: it names our entry.
+        cache = t.cast(cachelib.FileSystemCache, self.cache)
+        return name if cache._get_filename(name) == path else None
 
     def _delete(self, key: str) -> None:
         # delete() is also False when there was nothing to delete, so only

@@ -9,7 +9,7 @@
 Each session is one Redis hash named ``<key_prefix>{<store key>}``, with a
 field ``d:<name>`` per session key holding its serialised value, and the
 fields ``created`` and ``expires`` (seconds since the epoch). Every operation
-is one round trip: :meth:`~RedisStore.fetch` is one ``HGETALL``, and
+is one round trip (but see the user index below): :meth:`~RedisStore.fetch` is one ``HGETALL``, and
 :meth:`~RedisStore.apply`, :meth:`~RedisStore.touch` and
 :meth:`~RedisStore.remove` are one Lua script each (``EVALSHA``), which the
 server runs atomically. So two requests of one visitor that change different
@@ -20,6 +20,39 @@ brings it back. Redis deletes each hash by itself (its TTL follows the
 session's expiry), so :meth:`~RedisStore.purge` has nothing to do. The
 ``redis`` extra installs ``hiredis``, which redis-py then uses to parse
 replies, several times faster than its own parser.
+
+:meth:`~RedisStore.scan` and :meth:`~RedisStore.clear` walk the prefix's
+sessions with ``SCAN`` (every primary of a cluster), 500 at a time.
+
+Sessions by user ("log out everywhere"). A session bound to a user (see
+:data:`~flask_prancer_session.changes.USER_KEY`) also holds the SHA-256 of
+the user id in a field ``user``, and is listed in a sorted set named
+``<key_prefix>user:{<that digest>}``, scored by a horizon: a time past the
+session's expiry, kept in its field ``indexed``. The set is a superset of the
+user's sessions: :meth:`~RedisStore.sessions_of` and
+:meth:`~RedisStore.remove_user` read each listed session and only count those
+that are live and still bound to the user, and ``remove_user`` deletes each
+one with a script that checks the binding. A session that is unbound, bound
+to someone else, removed or expired stays listed until its horizon passes;
+then the next write to the set drops it, and the set itself expires with its
+latest horizon, so it cannot grow forever. Entries are never dropped sooner
+(except those of sessions ``remove_user`` or ``clear`` deleted, which cannot
+come back), so no race can unlist a live session. What is atomic:
+
+* on a single server (a ``redis.Redis`` client, Sentinel included), binding a
+  session and listing it are one script, one round trip;
+* on a cluster (a ``RedisCluster`` client) the set lives in another slot than
+  the session, so the session is listed first, by a command of its own, and
+  bound next: a failure between the two leaves only an extra entry;
+* on both, when a bound session's sliding expiry passes its horizon, the
+  script that moved it asks for a second command that moves the horizon to
+  one idle timeout past the new expiry, so this happens about once per
+  timeout of activity. If that command fails (the write raises
+  :class:`~flask_prancer_session.errors.SessionStoreError`), the session may
+  be missing from its user's set for up to one idle timeout.
+
+Keys of other data must not look like ``<key_prefix>{...}``, and no other
+store's ``key_prefix`` should be this one's followed by ``user:``.
 
 Options:
 
@@ -46,9 +79,10 @@ Timeouts are at most ten years, which Redis's millisecond TTLs hold.
 
 Redis Cluster: the store key inside the name is a hash tag, so everything a
 session keeps lives in one slot, and the scripts, which only touch that key,
-run unchanged on a cluster. Failures (server down, timeout, failover in
-progress) raise :class:`~flask_prancer_session.errors.SessionStoreError`;
-redis-py's own retry options apply before that. A write that timed out may
+run unchanged on a cluster; so does the user index's, which only touches its
+set. Failures (server down, timeout, failover in progress) raise
+:class:`~flask_prancer_session.errors.SessionStoreError`; redis-py's own
+retry options apply before that. A write that timed out may
 still have been applied (the server may only have been slow); either way the
 next request sees a whole session. A dropped connection is reconnected by
 redis-py on the next use.
@@ -56,6 +90,8 @@ redis-py on the next use.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import logging
 import math
 import re
@@ -64,8 +100,11 @@ from urllib.parse import urlsplit
 
 from ..changes import ChangeSet
 from ..changes import Record
+from ..changes import user_id_of
+from ..changes import USER_KEY
 from ..errors import ConfigurationError
 from ..errors import SessionStoreError
+from ..ids import is_store_key
 from .base import DEFAULT_EXPIRATION_TIMEOUT
 from .base import Seconds
 from .base import StoreDriver
@@ -93,44 +132,66 @@ local function chunked(command, args, first, last)
     redis.call(command, key, unpack(args, i, math.min(i + 999, last)))
   end
 end
+local function fmt(x)
+  return string.format('%.17g', x)
+end
 -- tonumber() takes 'nan' and 'inf', which fetch() rejects as corrupt.
 local function finite(x)
   return x ~= nil and x == x and x > -math.huge and x < math.huge
 end
-local function live_created(now)
-  local meta = redis.pcall('HMGET', key, 'created', 'expires')
+-- The creation time if the session is live (else nil), its user's digest
+-- and its index horizon, read whether it is live or not.
+local function live(now)
+  local meta = redis.pcall('HMGET', key, 'created', 'expires', 'user', 'indexed')
   if meta.err then
-    return nil
+    return nil, nil, nil
   end
   local created, expires = tonumber(meta[1]), tonumber(meta[2])
-  if finite(created) and finite(expires) and expires > now then
-    return created
+  if not (finite(created) and finite(expires) and expires > now) then
+    created = nil
   end
-  return nil
+  return created, meta[3] or nil, tonumber(meta[4])
+end
+-- Lists member in the user index set until horizon at least, drops the
+-- members whose horizon has passed, and keeps the set as long as its
+-- latest horizon.
+local function index(set, member, horizon, now)
+  local score = tonumber(redis.call('ZSCORE', set, member))
+  if score == nil or score < horizon then
+    redis.call('ZADD', set, fmt(horizon), member)
+  end
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', fmt(now))
+  local top = tonumber(redis.call('ZRANGE', set, -1, -1, 'WITHSCORES')[2])
+  redis.call('PEXPIRE', set, string.format('%d', math.max(1000, math.ceil((top - now) * 1000))))
 end
 """
 
-# ARGV: now, idle timeout, absolute timeout or "", created_at or "", number of
-# removed fields, the removed fields, then field/value pairs to set. Returns 1
-# if a session is stored afterwards. The metadata is written with %.17g so the
-# floats read back exactly as sent.
+# ARGV: now, idle timeout, absolute timeout or "", created_at or "", the
+# binding ("" unchanged, "-" none, or the user's digest), the store key, the
+# index horizon of a new binding, number of removed fields, the removed
+# fields, then field/value pairs to set. KEYS[2], if given, is the index set
+# of the new binding, updated here. Returns {1 if a session is stored
+# afterwards, the digest whose index set must list the key until the horizon
+# (the third value) or ""}. The times are written with %.17g so the floats
+# read back exactly as sent.
 _APPLY_SCRIPT = (
     _LUA_HELPERS
     + """
 local now = tonumber(ARGV[1])
-local first_set = 6 + tonumber(ARGV[5])
-local created = live_created(now)
+local binding = ARGV[5]
+local first_set = 9 + tonumber(ARGV[8])
+local created, user, indexed = live(now)
 local fields = {}
 if created == nil then
   if ARGV[4] == '' or first_set > #ARGV then
-    return 0
+    return {0, '', ''}
   end
   -- An expired or corrupt hash, or a key of another type: start afresh.
   redis.call('DEL', key)
-  created = tonumber(ARGV[4])
-  fields = {'created', string.format('%.17g', created)}
-elseif first_set > 6 then
-  chunked('HDEL', ARGV, 6, first_set - 1)
+  created, user, indexed = tonumber(ARGV[4]), nil, nil
+  fields = {'created', fmt(created)}
+elseif first_set > 9 then
+  chunked('HDEL', ARGV, 9, first_set - 1)
   if first_set > #ARGV then
     local empty = true
     for _, field in ipairs(redis.call('HKEYS', key)) do
@@ -141,47 +202,90 @@ elseif first_set > 6 then
     end
     if empty then
       redis.call('DEL', key)
-      return 0
+      return {0, '', ''}
     end
   end
+end
+if binding == '-' then
+  redis.call('HDEL', key, 'user', 'indexed')
+  user = nil
+elseif binding ~= '' and binding ~= user then
+  user, indexed = binding, tonumber(ARGV[7])
+  if #KEYS > 1 then
+    index(KEYS[2], ARGV[6], indexed, now)
+  end
+  fields[#fields + 1] = 'user'
+  fields[#fields + 1] = user
+  fields[#fields + 1] = 'indexed'
+  fields[#fields + 1] = ARGV[7]
 end
 local expires = now + tonumber(ARGV[2])
 if ARGV[3] ~= '' then
   expires = math.min(expires, created + tonumber(ARGV[3]))
 end
 fields[#fields + 1] = 'expires'
-fields[#fields + 1] = string.format('%.17g', expires)
+fields[#fields + 1] = fmt(expires)
+local due = ''
+if user ~= nil and not (indexed and indexed >= expires) then
+  due, indexed = user, 2 * expires - now
+  fields[#fields + 1] = 'indexed'
+  fields[#fields + 1] = fmt(indexed)
+end
 for i = first_set, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 chunked('HSET', fields, 1, #fields)
 redis.call('PEXPIRE', key, string.format('%d', math.max(1000, math.ceil((expires - now) * 1000))))
-return 1
+return {1, due, due ~= '' and fmt(indexed) or ''}
 """
 )
 
-# ARGV: now, new expires_at, TTL in milliseconds.
+# ARGV: now, new expires_at, TTL in milliseconds. Returns like apply.
 _TOUCH_SCRIPT = (
     _LUA_HELPERS
     + """
-if live_created(tonumber(ARGV[1])) == nil then
-  return 0
+local now = tonumber(ARGV[1])
+local created, user, indexed = live(now)
+if created == nil then
+  return {0, '', ''}
 end
+local expires = tonumber(ARGV[2])
 redis.call('HSET', key, 'expires', ARGV[2])
 redis.call('PEXPIRE', key, ARGV[3])
-return 1
+if user == nil or (indexed and indexed >= expires) then
+  return {1, '', ''}
+end
+indexed = 2 * expires - now
+redis.call('HSET', key, 'indexed', fmt(indexed))
+return {1, user, fmt(indexed)}
 """
 )
 
-# ARGV: now. Returns 1 if a live session was deleted.
+# ARGV: now, and the digest of the user it must be bound to, if any. Returns
+# 1 if a live session was deleted, 0 if none was, or -1 if the session is
+# not bound to that user and was left alone.
 _REMOVE_SCRIPT = (
     _LUA_HELPERS
     + """
-local live = live_created(tonumber(ARGV[1])) ~= nil
+local created, user = live(tonumber(ARGV[1]))
+if ARGV[2] ~= nil and user ~= ARGV[2] then
+  return -1
+end
 redis.call('DEL', key)
-return live and 1 or 0
+return created and 1 or 0
 """
 )
+
+# KEYS[1]: an index set. ARGV: the store key, its horizon, now.
+_INDEX_SCRIPT = (
+    _LUA_HELPERS
+    + """
+index(key, ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+"""
+)
+
+#: How many keys one ``SCAN`` step asks for, and one pipeline fetches.
+SCAN_BATCH = 500
 
 
 class RedisStore(StoreDriver):
@@ -244,9 +348,13 @@ class RedisStore(StoreDriver):
             raise ConfigurationError("a redis://, rediss:// or unix:// URL is required", "url")
         else:
             self.client = _client_from_url(redis, url, connection_options)
+        # A cluster keeps a user's index set in another slot than the session,
+        # out of reach of the session's scripts.
+        self._cluster = isinstance(self.client, redis.RedisCluster)
         self._apply_script: Script = self.client.register_script(_APPLY_SCRIPT)
         self._touch_script: Script = self.client.register_script(_TOUCH_SCRIPT)
         self._remove_script: Script = self.client.register_script(_REMOVE_SCRIPT)
+        self._index_script: Script = self.client.register_script(_INDEX_SCRIPT)
 
     def name_for(self, key: str) -> str:
         """Return the Redis key name of the session stored under ``key``.
@@ -275,31 +383,66 @@ class RedisStore(StoreDriver):
             return None
         return record
 
+    def index_name_for(self, user_id: str) -> str:
+        """Return the Redis key name of the set indexing the sessions of
+        ``user_id``: a digest of the id, so any id makes a valid hash tag."""
+        return self._index_name(_digest(user_id))
+
+    def _index_name(self, digest: str) -> str:
+        return f"{self.key_prefix}user:{{{digest}}}"
+
     def apply(self, key: str, changes: ChangeSet) -> bool:
+        now = self.clock()
         timeout = self.expiration_timeout if changes.timeout is None else changes.timeout
+        keys = [self.name_for(key)]
+        binding = ""
+        # Listed for twice the timeout: a session in steady use moves its
+        # horizon (a second command) about once per timeout, not per request.
+        horizon = repr(float(now + 2 * timeout))
+        if changes.binds_user:
+            user_id = changes.user_id
+            binding = "-" if user_id is None else _digest(user_id)
         args: list[str | int] = [
-            repr(float(self.clock())),
+            repr(float(now)),
             repr(float(timeout)),
             "" if self.absolute_timeout is None else repr(self.absolute_timeout),
             "" if changes.created_at is None else repr(float(changes.created_at)),
+            binding,
+            key,
+            horizon,
             len(changes.removed),
         ]
         args.extend(_DATA + name for name in changes.removed)
         for name, value in changes.updated.items():
             args.extend((_DATA + name, value))
         try:
-            return bool(self._apply_script(keys=[self.name_for(key)], args=args))
+            if binding not in ("", "-"):
+                if self._cluster:
+                    # Listed before it is bound, so remove_user() never misses it.
+                    self._index_script(keys=[self._index_name(binding)], args=[key, horizon, now])
+                else:
+                    keys.append(self._index_name(binding))
+            stored, digest, until = self._apply_script(keys=keys, args=args)
+            self._reindex(key, digest, until, now)
         except self._errors as error:
             raise _failure("write", key, error) from error
+        return bool(stored)
 
     def touch(self, key: str, expires_at: float) -> None:
         now = self.clock()
         ttl_ms = max(1000, math.ceil((expires_at - now) * 1000))
         args: list[str | int] = [repr(float(now)), repr(float(expires_at)), ttl_ms]
         try:
-            self._touch_script(keys=[self.name_for(key)], args=args)
+            _, digest, until = self._touch_script(keys=[self.name_for(key)], args=args)
+            self._reindex(key, digest, until, now)
         except self._errors as error:
             raise _failure("touch", key, error) from error
+
+    def _reindex(self, key: str, digest: str | bytes, until: str | bytes, now: float) -> None:
+        """Move the horizon of ``key`` in its user's index set, when the
+        script that moved the session's expiry past it asks for it."""
+        if digest:
+            self._index_script(keys=[self._index_name(_text(digest))], args=[key, until, now])
 
     def remove(self, key: str) -> bool:
         args = [repr(float(self.clock()))]
@@ -307,6 +450,124 @@ class RedisStore(StoreDriver):
             return bool(self._remove_script(keys=[self.name_for(key)], args=args))
         except self._errors as error:
             raise _failure("delete", key, error) from error
+
+    indexes_users = True
+
+    def scan(self) -> t.Iterator[tuple[str, Record]]:
+        try:
+            for batch in self._batches():
+                now = self.clock()
+                for key, raw in batch:
+                    record = _decode(key, raw)
+                    if record is not None and record.expires_at > now:
+                        yield key, record
+        except self._errors as error:
+            raise _bulk_failure("list the sessions", error) from error
+
+    def clear(self) -> int:
+        deleted = 0
+        try:
+            for batch in self._batches():
+                now = self.clock()
+                pipe = self.client.pipeline(transaction=False)
+                for key, raw in batch:
+                    record = _decode(key, raw)
+                    deleted += record is not None and record.expires_at > now
+                    pipe.delete(self.name_for(key))
+                    # A deleted session never comes back (keys are not reused,
+                    # and only a new session's first write creates one), so
+                    # its index entry can go.
+                    digest = _field(raw, "user")
+                    if digest:
+                        pipe.zrem(self._index_name(digest), key)
+                pipe.execute()
+        except self._errors as error:
+            raise _bulk_failure("delete the sessions", error) from error
+        return deleted
+
+    def _batches(self) -> t.Iterator[list[tuple[str, t.Mapping[t.Any, t.Any]]]]:
+        """Yield the store keys and hash fields of this prefix's sessions, a
+        ``SCAN`` batch at a time; on a cluster ``scan_iter`` visits every
+        primary."""
+        prefix = f"{self.key_prefix}{{"
+        names = self.client.scan_iter(match=_glob_escape(prefix) + "*}", count=SCAN_BATCH)
+        while batch := list(itertools.islice(names, SCAN_BATCH)):
+            keys = []
+            for name in batch:
+                try:
+                    key = _text(name)[len(prefix) : -1]
+                except ValueError:
+                    continue
+                if is_store_key(key):
+                    keys.append(key)
+            yield [(key, raw) for key, raw in zip(keys, self._fetch_many(keys), strict=True) if raw]
+
+    def _fetch_many(self, keys: list[str]) -> list[t.Mapping[t.Any, t.Any]]:
+        """Return the hash fields of the sessions under ``keys`` ({} where
+        there is none, or it is not a hash)."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(self.name_for(key))
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except UnicodeDecodeError:
+            # A client with decode_responses=True fails the whole batch for
+            # one session that is not UTF-8: read them one by one instead.
+            return [self._fetch_raw(key) for key in keys]
+        return [reply if isinstance(reply, dict) else {} for reply in replies]
+
+    def _fetch_raw(self, key: str) -> t.Mapping[t.Any, t.Any]:
+        try:
+            return self.client.hgetall(self.name_for(key))  # type: ignore[no-any-return]
+        except UnicodeDecodeError:
+            return {}
+        except self._errors as error:
+            if str(error).startswith("WRONGTYPE"):
+                return {}
+            raise
+
+    def sessions_of(self, user_id: str) -> dict[str, Record]:
+        name = self.index_name_for(user_id)
+        now = self.clock()
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            # Entries past their horizon belong to sessions that are gone.
+            pipe.zremrangebyscore(name, "-inf", repr(float(now)))
+            pipe.zrange(name, 0, -1)
+            keys = [_text(member) for member in pipe.execute()[1]]
+            found = zip(keys, self._fetch_many(keys), strict=True)
+        except self._errors as error:
+            raise _bulk_failure("read the sessions of a user", error) from error
+        sessions = {}
+        for key, raw in found:
+            record = _decode(key, raw) if raw else None
+            # The set may still list sessions that ended or changed hands.
+            if (
+                record is not None
+                and record.expires_at > now
+                and user_id_of(record.data.get(USER_KEY, "null")) == user_id
+            ):
+                sessions[key] = record
+        return sessions
+
+    def remove_user(self, user_id: str) -> int:
+        digest = _digest(user_id)
+        name = self._index_name(digest)
+        args = [repr(float(self.clock())), digest]
+        removed = 0
+        try:
+            for member in self.client.zrange(name, 0, -1):
+                key = _text(member)
+                # Only if still bound to this user: the set may list sessions
+                # that changed hands, or that are about to be created.
+                outcome = self._remove_script(keys=[self.name_for(key)], args=args)
+                if outcome >= 0:
+                    # Deleted, so it never comes back: unlist it.
+                    removed += outcome
+                    self.client.zrem(name, key)
+        except self._errors as error:
+            raise _bulk_failure("delete the sessions of a user", error) from error
+        return removed
 
 
 def _client_from_url(redis: t.Any, url: str, options: dict[str, t.Any]) -> t.Any:
@@ -356,6 +617,28 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _digest(user_id: str) -> str:
+    # surrogatepass: a user id read from JSON may hold a lone surrogate.
+    return hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def _field(raw: t.Mapping[t.Any, t.Any], name: str) -> str | None:
+    value = raw.get(name, raw.get(name.encode()))
+    try:
+        return None if value is None else _text(value)
+    except ValueError:
+        return None
+
+
 def _failure(action: str, key: str, error: BaseException) -> SessionStoreError:
     logger.error("Redis could not %s session %.8s...: %s", action, key, error)
     return SessionStoreError(f"Redis could not {action} the session: {error}", error)
+
+
+def _bulk_failure(action: str, error: BaseException) -> SessionStoreError:
+    logger.error("Redis could not %s: %s", action, error)
+    return SessionStoreError(f"Redis could not {action}: {error}", error)
