@@ -13,6 +13,7 @@ in ``docs/screenshots/`` are made again.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 import typing as t
@@ -70,7 +71,7 @@ def shoot(request: pytest.FixtureRequest, tmp_path: Path) -> Shoot:
     """Return a function that saves a screenshot of a page for one step."""
     directory = Path(os.environ.get("PRANCER_ARTIFACTS") or tmp_path) / request.node.name
     directory.mkdir(parents=True, exist_ok=True)
-    steps = iter(range(1, 100))
+    steps = itertools.count(1)
 
     def shoot(page: Page, name: str) -> None:
         page.screenshot(path=directory / f"{next(steps):02d}-{name}.png")
@@ -100,8 +101,9 @@ def serve(app: Flask) -> t.Iterator[str]:
         thread.join()
 
 
-def example_app(tmp_path: Path, **state_options: t.Any) -> Flask:
-    """The example app on the memory store: the browser and it share a process."""
+def make_app(tmp_path: Path, **state_options: t.Any) -> Flask:
+    """The example app on the memory store, which the server thread shares
+    with the test."""
     return create_app(
         {
             "TESTING": True,
@@ -142,7 +144,7 @@ def log_in(page: Page, username: str) -> None:
 def test_browser_session_flow(browser: Browser, tmp_path: Path, shoot: Shoot) -> None:
     from playwright.sync_api import expect
 
-    with serve(example_app(tmp_path)) as base_url:
+    with serve(make_app(tmp_path)) as base_url:
         laptop = new_context(browser, base_url)
         page = laptop.new_page()
 
@@ -241,7 +243,7 @@ def test_browser_receives_the_configured_cookie_attributes(
 ) -> None:
     # Browsers do not keep Secure cookies from plain http, so look at the
     # header the page received rather than at the cookie jar.
-    with serve(example_app(tmp_path, secure=True, samesite="Strict")) as base_url:
+    with serve(make_app(tmp_path, secure=True, samesite="Strict")) as base_url:
         context = new_context(browser, base_url)
         page = context.new_page()
         response = page.goto("/")
