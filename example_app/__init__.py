@@ -7,8 +7,14 @@
 
 ``/`` counts your visits with :meth:`~flask_prancer_session.ServerSession.get`
 and :meth:`~flask_prancer_session.ServerSession.set`; ``/login`` stores a
-username and gives the session a new id; ``/session`` shows what the session
-holds; ``/logout`` ends it.
+username, binds the session to that user and gives it a new id; ``/session``
+shows what the session holds; ``/devices`` lists the user's sessions and ends
+them one by one or all at once; ``/logout`` ends this one.
+
+No page ever shows the session id: it is the visitor's credential, and a page
+that printed it would hand it to any script injected into the page despite
+``HttpOnly``. Pages show :attr:`~flask_prancer_session.ServerSession.fingerprint`
+instead.
 
 Sessions are kept in SQLite in the app's instance folder. To use another
 config, point ``PRANCER_SESSION_CONFIG`` at a YAML or TOML file with a
@@ -24,8 +30,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import tempfile
 import typing as t
+from datetime import datetime
+from datetime import timezone
 
 from flask import abort
 from flask import flash
@@ -33,10 +42,10 @@ from flask import Flask
 from flask import redirect
 from flask import render_template
 from flask import request
-from flask import session
 from flask import url_for
 
 from flask_prancer_session import PrancerSession
+from flask_prancer_session import session
 
 if t.TYPE_CHECKING:
     from werkzeug import Response
@@ -79,11 +88,19 @@ def create_app(
     app.jinja_env.globals["csrf_token"] = _csrf_token
     app.before_request(_check_csrf_token)
 
+    @app.context_processor
+    def inject_username() -> dict[str, t.Any]:
+        return {"username": session.get("username")}
+
+    @app.template_filter("when")
+    def when(value: datetime | None) -> str:
+        return "-" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
+
     @app.get("/")
     def index() -> str:
         count = session.get("count", 0) + 1
         session.set("count", count)
-        return render_template("index.html", count=count, username=session.get("username"))
+        return render_template("index.html", count=count)
 
     @app.route("/login", methods=["GET", "POST"])
     def login() -> str | Response:
@@ -91,16 +108,84 @@ def create_app(
             username = request.form.get("username", "").strip()
             if username:
                 session.set("username", username)
+                # Listed on the user's devices page, and ended by "log out everywhere".
+                session.bind_user(username)
                 # A new id on login: an id an attacker planted earlier is now worthless.
                 session.regenerate()
                 flash(f"Logged in as {username}.")
                 return redirect(url_for("index"))
-            flash("Please enter a username.")
-        return render_template("login.html", username=session.get("username"))
+            flash("Please enter a username.", "error")
+        return render_template("login.html")
 
     @app.get("/session")
     def show_session() -> str:
-        return render_template("session.html", session_id=session.id, items=sorted(session.items()))
+        # Never the id: show the fingerprint, which cannot be turned back into it.
+        return render_template(
+            "session.html",
+            stored=session.created_at is not None,
+            fingerprint=session.fingerprint,
+            created_at=session.created_at,
+            expires_at=session.expires_at,
+            items=sorted(session.items()),
+        )
+
+    @app.get("/devices")
+    def devices() -> str | Response:
+        user_id = session.user_id
+        if user_id is None:
+            flash("Log in to see your devices.")
+            return redirect(url_for("login"))
+        try:
+            sessions = PrancerSession.user_sessions(user_id)
+        except NotImplementedError:
+            return render_template("devices.html", devices=None)
+        current = session.fingerprint
+        # This device first, then the newest.
+        ordered = sorted(
+            sessions.items(), key=lambda item: (item[0] != current, -item[1].created_at)
+        )
+        devices = [
+            Device(
+                fingerprint,
+                _utc(record.created_at),
+                _utc(record.expires_at),
+                fingerprint == current,
+            )
+            for fingerprint, record in ordered
+        ]
+        return render_template("devices.html", devices=devices)
+
+    @app.post("/devices/<string(length=12):fingerprint>/end")
+    def end_device(fingerprint: str) -> Response:
+        user_id = session.user_id
+        if user_id is None:
+            return redirect(url_for("login"))
+        if fingerprint == session.fingerprint:
+            return logout()
+        try:
+            ended = PrancerSession.end_session(fingerprint, user_id)
+        except NotImplementedError:
+            return redirect(url_for("devices"))  # which explains why
+        if ended:
+            flash(f"Ended the session {fingerprint}.")
+        else:
+            flash(f"The session {fingerprint} had already ended.", "error")
+        return redirect(url_for("devices"))
+
+    @app.post("/devices/end-all")
+    def end_all_devices() -> Response:
+        user_id = session.user_id
+        if user_id is None:
+            return redirect(url_for("login"))
+        try:
+            ended = PrancerSession.end_user_sessions(user_id)
+        except NotImplementedError:
+            return redirect(url_for("devices"))
+        # This session was among them; expire() also drops the copy this
+        # request holds, so the response expires the cookie.
+        session.expire()
+        flash(f"Logged out everywhere: {ended} session{'' if ended == 1 else 's'} ended.")
+        return redirect(url_for("login"))
 
     @app.post("/logout")
     def logout() -> Response:
@@ -112,6 +197,20 @@ def create_app(
     return app
 
 
+class Device(t.NamedTuple):
+    """One of the user's sessions, as the devices page lists it."""
+
+    fingerprint: str
+    created_at: datetime
+    expires_at: datetime
+    #: ``True`` for the session of the request showing the page.
+    current: bool
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
 def _load_session_config(app: Flask, path: str) -> None:
     """Load ``PRANCER_SESSION`` from a ``.yml``, ``.yaml`` or ``.toml`` file."""
     path = os.path.abspath(path)  # from_file would read it relative to the package.
@@ -119,10 +218,12 @@ def _load_session_config(app: Flask, path: str) -> None:
         import yaml
 
         app.config.from_file(path, load=yaml.safe_load)
-    elif path.endswith(".toml"):
+    elif path.endswith(".toml") and sys.version_info >= (3, 11):
         import tomllib
 
         app.config.from_file(path, load=tomllib.load, text=False)
+    elif path.endswith(".toml"):
+        raise RuntimeError("A .toml PRANCER_SESSION_CONFIG needs Python 3.11 or newer.")
     else:
         raise RuntimeError(f"PRANCER_SESSION_CONFIG must name a .yml or .toml file, not {path!r}.")
 

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 
 import example_app
 from example_app import create_app
+from flask_prancer_session import PrancerSession
 from flask_prancer_session import StorableStore
 from flask_prancer_session.ids import store_key
 
@@ -71,6 +72,15 @@ def session_id(client: FlaskClient) -> str:
     cookie = client.get_cookie("PSESSION")
     assert cookie is not None
     return cookie.value.split(".")[0]
+
+
+def fingerprint(client: FlaskClient) -> str:
+    return store_key(session_id(client))[:12]
+
+
+def fingerprints(page: str) -> list[str]:
+    """Return the session fingerprints a devices page lists, in order."""
+    return re.findall(r"<code>([0-9a-f]{12})</code>", page)
 
 
 def login(client: FlaskClient, username: str) -> t.Any:
@@ -136,7 +146,7 @@ def test_session_page_shows_the_data_escaped(client: FlaskClient) -> None:
     client.get("/")
     login(client, '<script>alert("hi")</script>')
     page = client.get("/session").text
-    assert f"<code>{session_id(client)}</code>" in page
+    assert f'<code id="fingerprint">{fingerprint(client)}</code>' in page
     assert "<code>count</code></td><td><code>1</code>" in page
     assert "<code>username</code>" in page
     assert "&lt;script&gt;alert(&#34;hi&#34;)&lt;/script&gt;" in page
@@ -258,3 +268,169 @@ def test_session_config_file_of_unknown_kind(
     monkeypatch.setenv("PRANCER_SESSION_CONFIG", "session.json")
     with pytest.raises(RuntimeError, match=r"\.yml or \.toml"):
         make_app()
+
+
+MEMORY = {"PRANCER_SESSION": {"store": "memory"}}
+CACHELIB = {"PRANCER_SESSION": {"store": {"driver": "cachelib", "options": {"backend": "simple"}}}}
+
+
+@pytest.fixture
+def memory_app(make_app: t.Callable[..., Flask]) -> Flask:
+    """The example app on the memory store, which indexes sessions by user."""
+    return make_app(**MEMORY)
+
+
+def post(client: FlaskClient, path: str) -> t.Any:
+    return client.post(path, data={"csrf_token": csrf_token(client)})
+
+
+def test_devices_lists_the_users_sessions(memory_app: Flask) -> None:
+    laptop, phone, other = (memory_app.test_client() for _ in range(3))
+    login(laptop, "alice")
+    login(phone, "alice")
+    login(other, "bob")
+    memory_app.test_client().get("/")  # an anonymous visitor
+
+    page = laptop.get("/devices").text
+    assert fingerprints(page) == [fingerprint(laptop), fingerprint(phone)]
+    assert page.count("This device") == 1
+    assert re.search(rf'class="current">\s*<td>\s*<code>{fingerprint(laptop)}<', page)
+    assert f'action="/devices/{fingerprint(phone)}/end"' in page
+    assert f'action="/devices/{fingerprint(laptop)}/end"' not in page
+    assert "Log out everywhere" in page
+
+    page = phone.get("/devices").text
+    assert fingerprints(page) == [fingerprint(phone), fingerprint(laptop)]
+    assert fingerprints(other.get("/devices").text) == [fingerprint(other)]
+
+
+def test_devices_needs_a_login(memory_app: Flask) -> None:
+    client = memory_app.test_client()
+    response = client.get("/devices")
+    assert response.status_code == 302
+    assert response.location == "/login"
+    assert "Log in to see your devices." in client.get("/login").text
+    assert post(client, "/devices/end-all").location == "/login"
+    assert post(client, "/devices/0123456789ab/end").location == "/login"
+
+
+def test_end_one_device(memory_app: Flask) -> None:
+    laptop, phone = memory_app.test_client(), memory_app.test_client()
+    login(laptop, "alice")
+    login(phone, "alice")
+    ended = fingerprint(phone)
+
+    response = post(laptop, f"/devices/{ended}/end")
+    assert response.status_code == 302
+    assert response.location == "/devices"
+    page = laptop.get("/devices").text
+    assert f"Ended the session {ended}." in page
+    assert fingerprints(page) == [fingerprint(laptop)]
+    assert "Hello, stranger." in phone.get("/").text
+    assert "Hello, alice." in laptop.get("/").text
+
+    post(laptop, f"/devices/{ended}/end")
+    assert f"The session {ended} had already ended." in laptop.get("/devices").text
+    # The path takes only a whole fingerprint.
+    assert post(laptop, f"/devices/{ended[:6]}/end").status_code == 404
+
+
+def test_a_user_cannot_end_another_users_session(memory_app: Flask) -> None:
+    alice, mallory = memory_app.test_client(), memory_app.test_client()
+    login(alice, "alice")
+    login(mallory, "mallory")
+    post(mallory, f"/devices/{fingerprint(alice)}/end")
+    assert "had already ended" in mallory.get("/devices").text
+    assert "Hello, alice." in alice.get("/").text
+
+
+def test_ending_this_device_logs_out(memory_app: Flask) -> None:
+    client = memory_app.test_client()
+    login(client, "alice")
+    response = post(client, f"/devices/{fingerprint(client)}/end")
+    assert response.location == "/login"
+    assert "You are logged out." in client.get("/login").text
+    assert PrancerSession.user_sessions("alice", memory_app) == {}
+
+
+def test_log_out_everywhere(memory_app: Flask) -> None:
+    laptop, phone, other = (memory_app.test_client() for _ in range(3))
+    login(laptop, "alice")
+    login(phone, "alice")
+    login(other, "bob")
+    before = laptop.get_cookie("PSESSION")
+    assert before is not None
+
+    response = post(phone, "/devices/end-all")
+    assert response.status_code == 302
+    assert response.location == "/login"
+    assert "Logged out everywhere: 2 sessions ended." in phone.get("/login").text
+    assert "Hello, stranger." in phone.get("/").text
+    assert "Hello, stranger." in laptop.get("/").text
+    assert PrancerSession.user_sessions("alice", memory_app) == {}
+    assert "Hello, bob." in other.get("/").text
+
+    stale = memory_app.test_client()
+    stale.set_cookie("PSESSION", before.value)
+    assert stale.get("/devices").location == "/login"
+
+
+def test_devices_page_when_the_store_cannot_index_users(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(**CACHELIB)
+    client = app.test_client()
+    login(client, "alice")
+    response = client.get("/devices")
+    assert response.status_code == 200
+    assert "cannot list sessions by user" in response.text
+    assert "Log out everywhere" not in response.text
+    # Hand-made posts are sent back to the page that explains.
+    assert post(client, "/devices/end-all").location == "/devices"
+    assert post(client, "/devices/0123456789ab/end").location == "/devices"
+    assert "Hello, alice." in client.get("/").text
+
+
+def test_devices_on_the_default_store(app: Flask) -> None:
+    """Works once the database store indexes sessions by user."""
+    laptop, phone = app.test_client(), app.test_client()
+    login(laptop, "alice")
+    login(phone, "alice")
+    page = laptop.get("/devices").text
+    assert fingerprints(page) == [fingerprint(laptop), fingerprint(phone)]
+    post(laptop, "/devices/end-all")
+    assert "Hello, stranger." in phone.get("/").text
+
+
+@pytest.mark.parametrize("config", [{}, MEMORY, CACHELIB], ids=["sqlite", "memory", "cachelib"])
+def test_no_page_shows_the_session_id(
+    make_app: t.Callable[..., Flask], config: dict[str, t.Any]
+) -> None:
+    client = make_app(**config).test_client()
+    login(client, "alice")
+    cookie = client.get_cookie("PSESSION")
+    assert cookie is not None
+    secrets = {session_id(client), cookie.value}
+    for path in ("/", "/session", "/devices", "/login"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert not any(secret in response.text for secret in secrets), path
+    assert fingerprint(client) in client.get("/session").text
+
+
+def test_templates_never_print_the_session_id() -> None:
+    templates = sorted((EXAMPLE_DIR / "templates").glob("*.html"))
+    assert templates
+    pattern = re.compile(r"""session\s*(\.\s*id\b|\[\s*["']id["']\s*\]|_id\b)|\bsid\b""")
+    for template in templates:
+        assert pattern.search(template.read_text()) is None, template.name
+
+
+def test_style_is_local(client: FlaskClient) -> None:
+    response = client.get("/static/style.css")
+    assert response.status_code == 200
+    assert response.mimetype == "text/css"
+    response.close()
+    page = client.get("/").text
+    assert '<link rel="stylesheet" href="/static/style.css">' in page
+    # No fonts, scripts or styles from other sites.
+    for path in [*(EXAMPLE_DIR / "templates").glob("*.html"), EXAMPLE_DIR / "static/style.css"]:
+        assert re.search(r"https?:|//[a-z]|@import|url\(", path.read_text()) is None, path.name
