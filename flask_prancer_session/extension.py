@@ -140,9 +140,18 @@ class PrancerSession:
     def end_session(fingerprint: str, user_id: str | int, app: Flask | None = None) -> bool:
         """End the session of ``user_id`` whose fingerprint is ``fingerprint``
         (one device); return whether there was one."""
+        if len(fingerprint) != FINGERPRINT_LENGTH:
+            return False
         store = _interface(app).store
         keys = [key for key in store.sessions_of(str(user_id)) if key.startswith(fingerprint)]
         return len(keys) == 1 and store.remove(keys[0])
+
+    @staticmethod
+    def indexes_users(app: Flask | None = None) -> bool:
+        """Tell whether the store keeps sessions by user, so that
+        :meth:`user_sessions`, :meth:`end_session` and :meth:`end_user_sessions`
+        work (every store but cachelib)."""
+        return _interface(app).store.indexes_users
 
     @staticmethod
     def end_user_sessions(user_id: str | int, app: Flask | None = None) -> int:
