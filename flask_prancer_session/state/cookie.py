@@ -54,14 +54,28 @@ MAX_COOKIE_LENGTH = 256
 _SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 
 
+class _Signer(Signer):
+    """itsdangerous's signer, deriving each key once instead of per cookie."""
+
+    def __init__(self, keys: list[str | bytes]) -> None:
+        super().__init__(
+            keys,  # type: ignore[arg-type]
+            salt="flask-prancer-session",
+            key_derivation="hmac",
+            digest_method=hashlib.sha256,
+        )
+        self._derived: dict[str | bytes | None, bytes] = {}
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        key = self._derived.get(secret_key)
+        if key is None:
+            key = self._derived[secret_key] = super().derive_key(secret_key)
+        return key
+
+
 @functools.lru_cache(maxsize=8)
 def _signer(keys: tuple[str | bytes, ...]) -> Signer:
-    return Signer(
-        list(keys),  # type: ignore[arg-type]
-        salt="flask-prancer-session",
-        key_derivation="hmac",
-        digest_method=hashlib.sha256,
-    )
+    return _Signer(list(keys))
 
 
 class CookieState(StateDriver):
