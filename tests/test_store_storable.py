@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import stat
 import sys
+import threading
 import time
 import types
 import typing as t
@@ -519,12 +520,12 @@ class RenewingStore(StorableStore):
     renew: Path | None = None
 
     @contextlib.contextmanager
-    def _locked(self, key: str) -> t.Iterator[None]:
+    def _locked(self, shard: str) -> t.Iterator[None]:
         if self.renew is not None:
             expires = round((self.clock() + 60) * 1e9)
             os.utime(self.renew, ns=(expires, expires))
             self.renew = None
-        with super()._locked(key):
+        with super()._locked(shard):
             yield
 
 
@@ -549,3 +550,76 @@ def test_purge_keeps_a_session_renewed_after_it_was_listed(
     assert store.fetch(renewed) is not None
     assert store.fetch(expired) is None
     assert removed == 1
+
+
+# Races
+
+
+def test_remove_is_not_undone_by_writes_in_flight(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "sessions")
+    for _ in range(20):
+        key = store_key(new_id())
+        create(store, key, a="1")
+        started = threading.Barrier(5)
+        errors: list[BaseException] = []
+
+        def write(n: int) -> None:
+            try:
+                store.apply(key, ChangeSet(updated={f"w{n}": "0"}))
+                started.wait()
+                for i in range(100):
+                    store.apply(key, ChangeSet(updated={f"w{n}": str(i)}))
+            except BaseException as error:  # reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        # Every writer is in its loop, most of them waiting for the lock.
+        started.wait()
+        store.remove(key)
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert store.fetch(key) is None
+        assert not Path(store.dir, key[:2], key).exists()
+
+
+def test_purge_survives_writers_and_another_purge(tmp_path: Path, clock: FakeClock) -> None:
+    store = make_store(tmp_path / "sessions", clock, expiration_timeout=60)
+    # Few shards, so the purges and the writers meet in the same ones.
+    keys = [k for k in (store_key(new_id()) for _ in range(4000)) if k[0] == "0"][:120]
+    errors: list[BaseException] = []
+
+    def run(target: t.Callable[[], object]) -> threading.Thread:
+        def guarded() -> None:
+            try:
+                target()
+            except BaseException as error:  # reported below
+                errors.append(error)
+
+        thread = threading.Thread(target=guarded)
+        thread.start()
+        return thread
+
+    for _ in range(10):
+        for key in keys:
+            create(store, key, n="1")
+        clock.advance(61)
+        half = len(keys) // 2
+
+        def write(part: list[str] = keys[:half]) -> None:
+            for key in part:
+                create(store, key, n="2")
+
+        def purge() -> None:
+            for _ in range(3):
+                store.purge()
+
+        threads = [run(write), run(purge), run(purge)]
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        clock.advance(61)
+        store.purge()
+        assert [k for k in keys if store.fetch(k) is not None] == []
