@@ -555,71 +555,133 @@ def test_purge_keeps_a_session_renewed_after_it_was_listed(
 # Races
 
 
+def _write_while_removing(store: StorableStore, key: str, writers: int = 4) -> bool:
+    """Remove ``key`` while ``writers`` threads are applying updates to it, and
+    return what remove returned."""
+    started = threading.Barrier(writers + 1)
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            store.apply(key, ChangeSet(updated={f"w{n}": "0"}))
+            started.wait()
+            for i in range(100):
+                store.apply(key, ChangeSet(updated={f"w{n}": str(i)}))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    # Every writer is in its loop, most of them waiting for the lock.
+    started.wait()
+    removed = store.remove(key)
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    return removed
+
+
 def test_remove_is_not_undone_by_writes_in_flight(tmp_path: Path) -> None:
     store = make_store(tmp_path / "sessions")
     for _ in range(20):
         key = store_key(new_id())
         create(store, key, a="1")
-        started = threading.Barrier(5)
-        errors: list[BaseException] = []
-
-        def write(n: int) -> None:
-            try:
-                store.apply(key, ChangeSet(updated={f"w{n}": "0"}))
-                started.wait()
-                for i in range(100):
-                    store.apply(key, ChangeSet(updated={f"w{n}": str(i)}))
-            except BaseException as error:  # reported below
-                errors.append(error)
-
-        threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
-        for thread in threads:
-            thread.start()
-        # Every writer is in its loop, most of them waiting for the lock.
-        started.wait()
-        store.remove(key)
-        for thread in threads:
-            thread.join()
-        assert errors == []
+        removed = _write_while_removing(store, key)
         assert store.fetch(key) is None
+        assert removed is True
         assert not Path(store.dir, key[:2], key).exists()
+
+
+def _run_all(*targets: t.Callable[[], object]) -> list[BaseException]:
+    """Run each target in a thread at once, and return what they raised."""
+    errors: list[BaseException] = []
+
+    def guarded(target: t.Callable[[], object]) -> None:
+        try:
+            target()
+        except BaseException as error:  # returned
+            errors.append(error)
+
+    threads = [threading.Thread(target=guarded, args=(target,)) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
 
 
 def test_purge_survives_writers_and_another_purge(tmp_path: Path, clock: FakeClock) -> None:
     store = make_store(tmp_path / "sessions", clock, expiration_timeout=60)
-    # Few shards, so the purges and the writers meet in the same ones.
+    # Few subdirectories, so the purges and the writers meet in the same ones.
     keys = [k for k in (store_key(new_id()) for _ in range(4000)) if k[0] == "0"][:120]
-    errors: list[BaseException] = []
 
-    def run(target: t.Callable[[], object]) -> threading.Thread:
-        def guarded() -> None:
-            try:
-                target()
-            except BaseException as error:  # reported below
-                errors.append(error)
+    def write() -> None:
+        for key in keys[::2]:
+            create(store, key, n="2")
 
-        thread = threading.Thread(target=guarded)
-        thread.start()
-        return thread
+    def purge() -> None:
+        for _ in range(3):
+            store.purge()
 
     for _ in range(10):
         for key in keys:
             create(store, key, n="1")
         clock.advance(61)
-        half = len(keys) // 2
-
-        def write(part: list[str] = keys[:half]) -> None:
-            for key in part:
-                create(store, key, n="2")
-
-        def purge() -> None:
-            for _ in range(3):
-                store.purge()
-
-        threads = [run(write), run(purge), run(purge)]
-        for thread in threads:
-            thread.join()
-        assert errors == []
+        assert _run_all(write, purge, purge) == []
         clock.advance(61)
         store.purge()
         assert [k for k in keys if store.fetch(k) is not None] == []
+
+
+def test_purge_skips_files_that_vanish_while_it_scans(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "sessions"
+    store = make_store(directory, clock, expiration_timeout=60)
+    shard = "00"
+    keys = sorted(k for k in (store_key(new_id()) for _ in range(3000)) if k[:2] == shard)[:3]
+    for key in keys:
+        create(store, key, n="1")
+    clock.advance(61)
+    for name in ("gone-before-stat", "gone-before-unlink"):
+        (directory / shard / f".tmp-{name}").write_bytes(b"{}")
+    (directory / "ff").mkdir()
+    # What vanishes once the scan has listed it: "stat" before it is looked at,
+    # "unlink" after (the scan has its status already).
+    vanish = {
+        ".tmp-gone-before-stat": "stat",
+        ".tmp-gone-before-unlink": "unlink",
+        keys[0]: "stat",
+        keys[1]: "unlink",
+        "ff": "stat",
+    }
+    real_scandir = os.scandir
+
+    class VanishingScandir:
+        def __init__(self, path: str) -> None:
+            self.entries = real_scandir(path)
+
+        def __enter__(self) -> VanishingScandir:
+            return self
+
+        def __exit__(self, *exc_info: object) -> None:
+            self.entries.close()
+
+        def __iter__(self) -> t.Iterator[os.DirEntry[str]]:
+            with self.entries:
+                for entry in self.entries:
+                    when = vanish.get(entry.name)
+                    if when == "unlink":
+                        entry.stat(follow_symlinks=False)
+                    if when is not None:
+                        (os.rmdir if entry.is_dir() else os.unlink)(entry.path)
+                    yield entry
+
+    later = time.time() + 3601
+    monkeypatch.setattr(storable, "time", types.SimpleNamespace(time=lambda: later))
+    monkeypatch.setattr(storable.os, "scandir", VanishingScandir)
+    assert store.purge() == 1
+    monkeypatch.undo()
+    assert sorted(p.name for p in (directory / shard).iterdir()) == [".lock"]
+    assert sorted(p.name for p in directory.iterdir()) == [shard]
