@@ -144,7 +144,23 @@ def test_full_disk_keeps_the_old_session(tmp_path: Path) -> None:
 BLOB = 500_000
 
 
-def _write_versions(directory: str, keys: list[str], first: int, started: t.Any) -> None:
+def _write_versions(
+    directory: str, keys: list[str], first: int, die_at_rename: int, started: t.Any
+) -> None:
+    """Write ever newer versions of the sessions under ``keys`` until killed;
+    with ``die_at_rename``, kill itself just before that rename, once the new
+    version is written under its temporary name."""
+    renames = 0
+    real_replace = os.replace
+
+    def replace(source: str, target: str) -> None:
+        nonlocal renames
+        renames += 1
+        if renames == die_at_rename:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_replace(source, target)
+
+    os.replace = replace  # type: ignore[assignment]
     store = StorableStore(dir=directory)
     version = first
     while True:
@@ -162,13 +178,19 @@ def test_process_killed_mid_write_leaves_old_or_new_version(
     store = StorableStore(dir=str(directory))
     keys = [store_key(new_id()) for _ in range(6)]
     first = 0
-    for _ in range(5):
+    for number in range(8):
+        # Half the rounds are killed at a random time, half between writing a
+        # temporary file and renaming it.
+        die_at_rename = random.randint(len(keys) + 1, 3 * len(keys)) if number % 2 else 0
         started = spawn.Event()
-        child = spawn.Process(target=_write_versions, args=(str(directory), keys, first, started))
+        child = spawn.Process(
+            target=_write_versions, args=(str(directory), keys, first, die_at_rename, started)
+        )
         child.start()
         assert started.wait(timeout=60)
-        time.sleep(random.uniform(0, 0.05))
-        os.kill(t.cast(int, child.pid), signal.SIGKILL)
+        if not die_at_rename:
+            time.sleep(random.uniform(0, 0.05))
+            os.kill(t.cast(int, child.pid), signal.SIGKILL)
         assert join(child) == [-signal.SIGKILL]
 
         versions = []
@@ -183,6 +205,7 @@ def test_process_killed_mid_write_leaves_old_or_new_version(
         # Each round starts above what the last one may have written.
         assert min(versions) >= first
         first = max(versions) + 1
+    assert len(temp_files(directory)) >= 4
 
     # Temporary files left by the kills are not sessions: they are purged as
     # leftovers once stale, and never counted.
