@@ -19,7 +19,9 @@ Options:
     must belong to the user the app runs as and must not be writable by group
     or others, as ssh's ``StrictModes`` requires of ``~/.ssh``: anyone who can
     write there can plant or steal sessions. A symbolic link is refused; give
-    the real path.
+    the real path. Its subdirectories are checked the same way when a session
+    in them is written, and a session file of another user is refused, both
+    with :class:`~flask_prancer_session.errors.SessionStoreError`.
 ``fsync`` (default ``False``)
     Flush each written file, and the directory after renaming it, to the disk
     before the request ends. Without it a power loss or kernel crash can lose
