@@ -774,7 +774,7 @@ def _run_all(*targets: t.Callable[[], object]) -> list[BaseException]:
 def test_purge_survives_writers_and_another_purge(tmp_path: Path, clock: FakeClock) -> None:
     store = make_store(tmp_path / "sessions", clock, expiration_timeout=60)
     # Few subdirectories, so the purges and the writers meet in the same ones.
-    keys = [k for k in (store_key(new_id()) for _ in range(4000)) if k[0] == "0"][:120]
+    keys = [k for k in (store_key(new_id()) for _ in range(4000)) if k[0] == "0"][:80]
 
     def write() -> None:
         for key in keys[::2]:
