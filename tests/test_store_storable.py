@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import stat
 import sys
+import threading
 import time
 import types
 import typing as t
@@ -21,6 +22,7 @@ from flask import Flask
 from flask import session
 
 from flask_prancer_session import ChangeSet
+from flask_prancer_session import ConfigurationError
 from flask_prancer_session import PrancerSession
 from flask_prancer_session import SessionStoreError
 from flask_prancer_session import StorableStore
@@ -90,6 +92,110 @@ def test_relative_directory_is_made_absolute(
     monkeypatch.chdir(tmp_path)
     store = make_store(Path("rel"))
     assert store.dir == str(tmp_path / "rel")
+
+
+NOBODY = 65534
+
+
+def _world_writable(path: Path) -> None:
+    path.mkdir()
+    path.chmod(0o777)
+
+
+def _group_writable(path: Path) -> None:
+    path.mkdir()
+    path.chmod(0o770)
+
+
+def _sticky_like_tmp(path: Path) -> None:
+    path.mkdir()
+    path.chmod(0o1777)
+
+
+def _owned_by_nobody(path: Path) -> None:
+    path.mkdir(mode=0o700)
+    os.chown(path, NOBODY, NOBODY)
+
+
+def _symlink(path: Path) -> None:
+    target = path.with_name(path.name + "-target")
+    target.mkdir(mode=0o700)
+    path.symlink_to(target)
+
+
+UNSAFE_DIRECTORIES = {
+    "world-writable": (_world_writable, "chmod 700"),
+    "group-writable": (_group_writable, "chmod 700"),
+    "sticky-world-writable": (_sticky_like_tmp, "chmod 700"),
+    "other-owner": (_owned_by_nobody, "chown"),
+    "symlink": (_symlink, "symbolic link"),
+}
+
+
+@pytest.mark.parametrize("name", list(UNSAFE_DIRECTORIES))
+def test_unsafe_directory_is_refused(tmp_path: Path, name: str) -> None:
+    prepare, fix = UNSAFE_DIRECTORIES[name]
+    directory = tmp_path / "sessions"
+    prepare(directory)
+    with pytest.raises(ConfigurationError) as info:
+        make_store(directory)
+    assert info.value.key == "dir"
+    assert str(directory) in info.value.message
+    assert fix in info.value.message
+    assert list(directory.iterdir()) == []
+
+
+@pytest.mark.parametrize("permissions", [0o700, 0o755])
+def test_private_directory_is_accepted(tmp_path: Path, permissions: int) -> None:
+    directory = tmp_path / "sessions"
+    directory.mkdir()
+    directory.chmod(permissions)
+    store = make_store(directory)
+    key = store_key(new_id())
+    create(store, key, n="1")
+    assert store.fetch(key) is not None
+
+
+def test_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        store = make_store(tmp_path / "sessions")
+        key = store_key(new_id())
+        create(store, key, n="1")
+    finally:
+        os.umask(old)
+    path = Path(store.dir, key[:2], key)
+    assert (mode(path.parent.parent), mode(path.parent)) == (0o700, 0o700)
+    assert (mode(path), mode(path.parent / ".lock")) == (0o600, 0o600)
+
+
+@pytest.mark.parametrize("name", list(UNSAFE_DIRECTORIES))
+def test_unsafe_subdirectory_is_refused(tmp_path: Path, clock: FakeClock, name: str) -> None:
+    prepare, fix = UNSAFE_DIRECTORIES[name]
+    store = make_store(tmp_path / "sessions", clock)
+    key = store_key(new_id())
+    shard = Path(store.dir, key[:2])
+    prepare(shard)
+    calls: list[t.Callable[[], object]] = [
+        lambda: create(store, key, n="1"),
+        lambda: store.touch(key, clock.now + 60),
+        lambda: store.remove(key),
+    ]
+    for call in calls:
+        with pytest.raises(SessionStoreError, match=fix):
+            call()
+    assert list(shard.iterdir()) == []
+
+
+def test_session_file_of_another_user_is_refused(tmp_path: Path, clock: FakeClock) -> None:
+    store = make_store(tmp_path / "sessions", clock)
+    key = store_key(new_id())
+    create(store, key, n="1")
+    os.chown(Path(store.dir, key[:2], key), NOBODY, NOBODY)
+    with pytest.raises(SessionStoreError, match="planted"):
+        store.fetch(key)
+    with pytest.raises(SessionStoreError, match="planted"):
+        store.apply(key, ChangeSet(updated={"n": "2"}))
 
 
 def test_files_are_private(app: Flask, tmp_path: Path, clock: FakeClock) -> None:
@@ -186,7 +292,7 @@ def test_failed_rename_keeps_the_old_file(
         real_replace(src, dst)
 
     with monkeypatch.context() as patch:
-        patch.setattr(storable.os, "replace", failing_replace)
+        patch.setattr(os, "replace", failing_replace)
         with pytest.raises(SessionStoreError) as info:
             store.apply(store_key(session_id), ChangeSet(updated={"n": "99"}))
         with pytest.raises(SessionStoreError):
@@ -378,7 +484,7 @@ def test_processes_sharing_a_directory_lose_no_keys(tmp_path: Path) -> None:
     assert temp_files(Path(directory)) == []
 
 
-# Lookup opens one file, however many there are
+# Files opened: one per lookup, however many there are, and one read per write
 
 
 #: What the audit hook saw; it records only while this is a list.
@@ -391,26 +497,81 @@ def _audit(event: str, args: tuple[t.Any, ...]) -> None:
         _opened.append((event, args[0]))
 
 
-def test_fetch_opens_exactly_one_path(tmp_path: Path, clock: FakeClock) -> None:
+@contextlib.contextmanager
+def opened() -> t.Iterator[list[tuple[str, t.Any]]]:
+    """Record the files and directories opened or listed in the block."""
     global _opened, _hook_installed
+    if not _hook_installed:
+        # Audit hooks cannot be removed, so it is installed once and kept idle.
+        sys.addaudithook(_audit)
+        _hook_installed = True
+    events: list[tuple[str, t.Any]] = []
+    _opened = events
+    try:
+        yield events
+    finally:
+        _opened = None
+
+
+def test_fetch_opens_exactly_one_path(tmp_path: Path, clock: FakeClock) -> None:
     store = make_store(tmp_path / "sessions", clock)
     keys = [store_key(new_id()) for _ in range(300)]
     for key in keys:
         create(store, key, n='"x"')
     missing = store_key(new_id())
-    if not _hook_installed:
-        # Audit hooks cannot be removed, so it is installed once and kept idle.
-        sys.addaudithook(_audit)
-        _hook_installed = True
-
     for key in (keys[0], keys[-1], missing):
-        _opened = []
-        try:
+        with opened() as events:
             store.fetch(key)
-        finally:
-            events, _opened = _opened, None
         assert events == [("open", str(Path(store.dir, key[:2], key)))]
     assert store.fetch(keys[150]) is not None
+
+
+def test_apply_reads_the_session_file_once(tmp_path: Path, clock: FakeClock) -> None:
+    store = make_store(tmp_path / "sessions", clock)
+    key = store_key(new_id())
+    create(store, key, n="1")
+    path = str(Path(store.dir, key[:2], key))
+    with opened() as events:
+        assert store.apply(key, ChangeSet(updated={"n": "2"}))
+    # An int is a descriptor wrapped in a file object, not a file opened again.
+    opens = [name for event, name in events if event == "open" and isinstance(name, str)]
+    # The lock file, the session file, the temporary file written then renamed.
+    assert len(opens) == 3
+    assert opens.count(path) == 1
+    assert opens[0] == str(Path(store.dir, key[:2], ".lock"))
+
+
+# Durability
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+def test_fsync_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool) -> None:
+    store = make_store(tmp_path / "sessions", fsync=fsync)
+    key = store_key(new_id())
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    create(store, key, n="1")
+    path = Path(store.dir, key[:2], key)
+    # The file under its temporary name, then the directory it was renamed in.
+    assert [Path(p).parent for p in synced] == ([path.parent, path.parent.parent] if fsync else [])
+    if fsync:
+        assert Path(synced[0]).name.startswith(".tmp-")
+    synced.clear()
+    assert store.remove(key) is True
+    assert synced == ([str(path.parent)] if fsync else [])
+    assert store.fetch(key) is None
+
+
+def test_fsync_must_be_a_bool(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        make_store(tmp_path / "sessions", fsync="yes")
+    assert info.value.key == "fsync"
 
 
 # Touch and purge
@@ -519,12 +680,12 @@ class RenewingStore(StorableStore):
     renew: Path | None = None
 
     @contextlib.contextmanager
-    def _locked(self, key: str) -> t.Iterator[None]:
+    def _locked(self, shard: str) -> t.Iterator[None]:
         if self.renew is not None:
             expires = round((self.clock() + 60) * 1e9)
             os.utime(self.renew, ns=(expires, expires))
             self.renew = None
-        with super()._locked(key):
+        with super()._locked(shard):
             yield
 
 
@@ -549,3 +710,138 @@ def test_purge_keeps_a_session_renewed_after_it_was_listed(
     assert store.fetch(renewed) is not None
     assert store.fetch(expired) is None
     assert removed == 1
+
+
+# Races
+
+
+def _write_while_removing(store: StorableStore, key: str, writers: int = 4) -> bool:
+    """Remove ``key`` while ``writers`` threads are applying updates to it, and
+    return what remove returned."""
+    started = threading.Barrier(writers + 1)
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            store.apply(key, ChangeSet(updated={f"w{n}": "0"}))
+            started.wait()
+            for i in range(100):
+                store.apply(key, ChangeSet(updated={f"w{n}": str(i)}))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    # Every writer is in its loop, most of them waiting for the lock.
+    started.wait()
+    removed = store.remove(key)
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    return removed
+
+
+def test_remove_is_not_undone_by_writes_in_flight(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "sessions")
+    for _ in range(20):
+        key = store_key(new_id())
+        create(store, key, a="1")
+        removed = _write_while_removing(store, key)
+        assert store.fetch(key) is None
+        assert removed is True
+        assert not Path(store.dir, key[:2], key).exists()
+
+
+def _run_all(*targets: t.Callable[[], object]) -> list[BaseException]:
+    """Run each target in a thread at once, and return what they raised."""
+    errors: list[BaseException] = []
+
+    def guarded(target: t.Callable[[], object]) -> None:
+        try:
+            target()
+        except BaseException as error:  # returned
+            errors.append(error)
+
+    threads = [threading.Thread(target=guarded, args=(target,)) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_purge_survives_writers_and_another_purge(tmp_path: Path, clock: FakeClock) -> None:
+    store = make_store(tmp_path / "sessions", clock, expiration_timeout=60)
+    # Few subdirectories, so the purges and the writers meet in the same ones.
+    keys = [k for k in (store_key(new_id()) for _ in range(4000)) if k[0] == "0"][:80]
+
+    def write() -> None:
+        for key in keys[::2]:
+            create(store, key, n="2")
+
+    def purge() -> None:
+        for _ in range(3):
+            store.purge()
+
+    for _ in range(10):
+        for key in keys:
+            create(store, key, n="1")
+        clock.advance(61)
+        assert _run_all(write, purge, purge) == []
+        clock.advance(61)
+        store.purge()
+        assert [k for k in keys if store.fetch(k) is not None] == []
+
+
+def test_purge_skips_files_that_vanish_while_it_scans(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "sessions"
+    store = make_store(directory, clock, expiration_timeout=60)
+    shard = "00"
+    keys = sorted(k for k in (store_key(new_id()) for _ in range(3000)) if k[:2] == shard)[:3]
+    for key in keys:
+        create(store, key, n="1")
+    clock.advance(61)
+    for name in ("gone-before-stat", "gone-before-unlink"):
+        (directory / shard / f".tmp-{name}").write_bytes(b"{}")
+    (directory / "ff").mkdir()
+    # What vanishes once the scan has listed it: "stat" before it is looked at,
+    # "unlink" after (the scan has its status already).
+    vanish = {
+        ".tmp-gone-before-stat": "stat",
+        ".tmp-gone-before-unlink": "unlink",
+        keys[0]: "stat",
+        keys[1]: "unlink",
+        "ff": "stat",
+    }
+    real_scandir = os.scandir
+
+    class VanishingScandir:
+        def __init__(self, path: str) -> None:
+            self.entries = real_scandir(path)
+
+        def __enter__(self) -> VanishingScandir:
+            return self
+
+        def __exit__(self, *exc_info: object) -> None:
+            self.entries.close()
+
+        def __iter__(self) -> t.Iterator[os.DirEntry[str]]:
+            with self.entries:
+                for entry in self.entries:
+                    when = vanish.get(entry.name)
+                    if when == "unlink":
+                        entry.stat(follow_symlinks=False)
+                    if when is not None:
+                        (os.rmdir if entry.is_dir() else os.unlink)(entry.path)
+                    yield entry
+
+    later = time.time() + 3601
+    monkeypatch.setattr(storable, "time", types.SimpleNamespace(time=lambda: later))
+    monkeypatch.setattr(os, "scandir", VanishingScandir)
+    assert store.purge() == 1
+    monkeypatch.undo()
+    assert sorted(p.name for p in (directory / shard).iterdir()) == [".lock"]
+    assert sorted(p.name for p in directory.iterdir()) == [shard]

@@ -1,0 +1,268 @@
+"""The storable store when the disk fails it: a directory it cannot write, a full
+disk, a process killed mid-write, and processes racing a removal."""
+
+from __future__ import annotations
+
+import errno
+import json
+import multiprocessing
+import os
+import random
+import resource
+import signal
+import time
+import types
+import typing as t
+from pathlib import Path
+
+import pytest
+
+from flask_prancer_session import ChangeSet
+from flask_prancer_session import SessionStoreError
+from flask_prancer_session import StorableStore
+from flask_prancer_session.ids import new_id
+from flask_prancer_session.ids import store_key
+from flask_prancer_session.store import storable
+
+from .clock import FakeClock
+
+pytestmark = pytest.mark.fault
+
+#: Child processes start afresh, so they inherit no threads or locks of pytest's.
+spawn = multiprocessing.get_context("spawn")
+
+
+def create(store: StorableStore, key: str, **data: str) -> None:
+    store.apply(key, ChangeSet(updated=data, created_at=store.clock()))
+
+
+def temp_files(directory: Path) -> list[Path]:
+    return list(directory.rglob(".tmp-*"))
+
+
+def join(*processes: t.Any) -> list[int | None]:
+    for process in processes:
+        process.join(timeout=120)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+    return [process.exitcode for process in processes]
+
+
+# A directory the store cannot write, even as root, then repaired
+
+
+def _shard_is_a_file(shard: Path) -> t.Callable[[], None]:
+    aside = shard.with_name(shard.name + ".aside")
+    shard.rename(aside)
+    shard.write_text("in the way")
+
+    def repair() -> None:
+        shard.unlink()
+        aside.rename(shard)
+
+    return repair
+
+
+def _lock_is_a_directory(shard: Path) -> t.Callable[[], None]:
+    (shard / ".lock").unlink()
+    (shard / ".lock").mkdir()
+    return (shard / ".lock").rmdir
+
+
+@pytest.mark.parametrize("breakage", [_shard_is_a_file, _lock_is_a_directory])
+def test_unwritable_directory_fails_loudly_and_recovers(
+    tmp_path: Path, clock: FakeClock, breakage: t.Callable[[Path], t.Callable[[], None]]
+) -> None:
+    store = StorableStore(dir=str(tmp_path / "sessions"))
+    store.clock = clock
+    key = store_key(new_id())
+    create(store, key, n="1")
+    path = Path(store.dir, key[:2], key)
+    before = path.read_bytes(), path.stat().st_mtime_ns
+
+    repair = breakage(path.parent)
+    for call in (
+        lambda: store.apply(key, ChangeSet(updated={"n": "2"})),
+        lambda: store.touch(key, clock.now + 60),
+        lambda: store.remove(key),
+    ):
+        with pytest.raises(SessionStoreError, match=key[:2]):
+            call()
+    repair()
+
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+    assert store.apply(key, ChangeSet(updated={"m": "3"})) is True
+    record = store.fetch(key)
+    assert record is not None
+    assert record.data == {"n": "1", "m": "3"}
+    assert temp_files(tmp_path) == []
+
+
+# A full disk: files may grow to a few kilobytes only
+
+
+def _write_past_file_size_limit(directory: str, key: str, results: t.Any) -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+    store = StorableStore(dir=directory)
+    try:
+        store.apply(key, ChangeSet(updated={"big": "x" * 100_000}))
+    except SessionStoreError as error:
+        original = error.original_error
+        results.put(original.errno if isinstance(original, OSError) else repr(original))
+    else:
+        results.put("stored")
+    results.put(store.apply(key, ChangeSet(updated={"small": "y"})))
+
+
+def test_full_disk_keeps_the_old_session(tmp_path: Path) -> None:
+    directory = tmp_path / "sessions"
+    store = StorableStore(dir=str(directory))
+    key = store_key(new_id())
+    create(store, key, n="1")
+    path = Path(store.dir, key[:2], key)
+    before = path.read_bytes()
+
+    results = spawn.Queue()
+    child = spawn.Process(target=_write_past_file_size_limit, args=(str(directory), key, results))
+    child.start()
+    assert join(child) == [0]
+    assert results.get(timeout=10) == errno.EFBIG
+    # The disk has room for a small write again.
+    assert results.get(timeout=10) is True
+
+    record = store.fetch(key)
+    assert record is not None
+    assert record.data == {"n": "1", "small": "y"}
+    assert json.loads(before)["data"] == {"n": "1"}
+    assert temp_files(directory) == []
+
+
+# A process killed with SIGKILL while it writes
+
+BLOB = 500_000
+
+
+def _write_versions(
+    directory: str, keys: list[str], first: int, die_at_rename: int, started: t.Any
+) -> None:
+    """Write ever newer versions of the sessions under ``keys`` until killed;
+    with ``die_at_rename``, kill itself just before that rename, once the new
+    version is written under its temporary name."""
+    renames = 0
+    real_replace = os.replace
+
+    def replace(source: str, target: str) -> None:
+        nonlocal renames
+        renames += 1
+        if renames == die_at_rename:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_replace(source, target)
+
+    os.replace = replace  # type: ignore[assignment]
+    store = StorableStore(dir=directory)
+    version = first
+    while True:
+        for key in keys:
+            blob = str(version % 10) * BLOB
+            store.apply(key, ChangeSet(updated={"v": str(version), "blob": blob}, created_at=0.0))
+        started.set()
+        version += 1
+
+
+def test_process_killed_mid_write_leaves_old_or_new_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "sessions"
+    store = StorableStore(dir=str(directory))
+    keys = [store_key(new_id()) for _ in range(6)]
+    first = 0
+    for number in range(8):
+        # Half the rounds are killed at a random time, half between writing a
+        # temporary file and renaming it.
+        die_at_rename = random.randint(len(keys) + 1, 3 * len(keys)) if number % 2 else 0
+        started = spawn.Event()
+        child = spawn.Process(
+            target=_write_versions, args=(str(directory), keys, first, die_at_rename, started)
+        )
+        child.start()
+        assert started.wait(timeout=60)
+        if not die_at_rename:
+            time.sleep(random.uniform(0, 0.05))
+            os.kill(t.cast(int, child.pid), signal.SIGKILL)
+        assert join(child) == [-signal.SIGKILL]
+
+        versions = []
+        for key in keys:
+            content = json.loads(Path(store.dir, key[:2], key).read_bytes())
+            version = int(content["data"]["v"])
+            assert content["data"]["blob"] == str(version % 10) * BLOB
+            record = store.fetch(key)
+            assert record is not None
+            assert record.data == content["data"]
+            versions.append(version)
+        # Each round starts above what the last one may have written.
+        assert min(versions) >= first
+        first = max(versions) + 1
+    assert len(temp_files(directory)) >= 4
+
+    # Temporary files left by the kills are not sessions: they are purged as
+    # leftovers once stale, and never counted.
+    later = time.time() + 3601
+    monkeypatch.setattr(storable, "time", types.SimpleNamespace(time=lambda: later))
+    store.clock = FakeClock(later + 10 * 365 * 86400)
+    assert store.purge() == len(keys)
+    assert [p.name for p in directory.rglob("*") if p.is_file()] == [".lock"] * len(
+        {key[:2] for key in keys}
+    )
+
+
+# Processes writing while another removes or purges
+
+
+def _write_until_gone(directory: str, keys: list[str], worker: int) -> None:
+    store = StorableStore(dir=directory)
+    live = list(keys)
+    for index in range(100_000):
+        live = [
+            key for key in live if store.apply(key, ChangeSet(updated={f"w{worker}": str(index)}))
+        ]
+        if not live:
+            return
+    raise AssertionError("the sessions were never removed")
+
+
+@pytest.mark.parametrize("how", ["remove", "purge"])
+def test_no_process_revives_a_removed_session(tmp_path: Path, how: str) -> None:
+    directory = tmp_path / "sessions"
+    store = StorableStore(dir=str(directory))
+    keys = [store_key(new_id()) for _ in range(20)]
+    for key in keys:
+        create(store, key, a="1")
+    writers = [
+        spawn.Process(target=_write_until_gone, args=(str(directory), keys, worker))
+        for worker in range(2)
+    ]
+    for process in writers:
+        process.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not all({"w0", "w1"} <= set(getattr(store.fetch(key), "data", {})) for key in keys):
+            assert time.monotonic() < deadline, "the writers did not start"
+            time.sleep(0.01)
+
+        if how == "remove":
+            assert [store.remove(key) for key in keys] == [True] * len(keys)
+        else:
+            # Every session has expired, by this store's clock only.
+            store.clock = lambda: time.time() + 86400
+            assert store.purge() == len(keys)
+        assert [key for key in keys if store.fetch(key) is not None] == []
+    finally:
+        exitcodes = join(*writers)
+    assert exitcodes == [0, 0]
+    assert [key for key in keys if store.fetch(key) is not None] == []
+    assert [p.name for p in directory.rglob("*") if p.is_file()] == [".lock"] * len(
+        {key[:2] for key in keys}
+    )
