@@ -302,8 +302,7 @@ class FlaskSessionMigrator:
     def _when_responding(function: t.Callable[[Response], None]) -> None:
         """Call ``function`` with this request's response before the session
         is saved."""
-        # Outside a request (a test client's session_transaction) there is no
-        # response to change.
+        # Outside a request there is no response to change.
         if not has_request_context():
             return
 
