@@ -31,7 +31,9 @@ from .store.base import StoreDriver
 #: The config key the extension reads.
 CONFIG_KEY = "PRANCER_SESSION"
 #: The keys of ``PRANCER_SESSION``.
-SECTIONS = ("state", "store", "flask_login", "encryption")
+SECTIONS = ("state", "store", "flask_login", "encryption", "migrate_from")
+#: The session libraries whose sessions ``migrate_from`` moves over.
+MIGRATION_SOURCES = ("flask-session",)
 #: The drivers used when the config names none, as in Prancer.
 DEFAULT_STATE = "cookie"
 DEFAULT_STORE = "memory"
@@ -117,6 +119,23 @@ def load_encryptor(config: object) -> Encryptor | None:
         return Encryptor(section["keys"])
     except ConfigurationError as error:
         raise error.under(key) from error
+
+
+def migration_source(config: object) -> str | None:
+    """Read ``PRANCER_SESSION.migrate_from``: the session library whose
+    sessions are moved over on each visitor's first request, or ``None``.
+
+    :raise ConfigurationError: if it names a library whose sessions cannot be read.
+    """
+    value = config.get("migrate_from") if isinstance(config, t.Mapping) else None
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.lower() not in MIGRATION_SOURCES:
+        raise ConfigurationError(
+            f"must be {' or '.join(map(repr, MIGRATION_SOURCES))}, not {value!r}",
+            f"{CONFIG_KEY}.migrate_from",
+        )
+    return value.lower()
 
 
 def _build(

@@ -13,10 +13,13 @@ from .config import DriverSpec
 from .config import flask_login_enabled
 from .config import load_drivers
 from .config import load_encryptor
+from .config import migration_source
 from .errors import ConfigurationError
 from .interface import PrancerSessionInterface
+from .migration import FlaskSessionMigrator
 from .session import FINGERPRINT_LENGTH
 from .session import session
+from .state.cookie import CookieState
 from .store.memory import MemoryStore
 
 if t.TYPE_CHECKING:
@@ -29,7 +32,8 @@ logger = logging.getLogger(__name__)
 #: The key of the app's :class:`.PrancerSessionInterface` in ``app.extensions``.
 EXTENSION_KEY = "prancer_session"
 
-#: Flask-Session's configuration keys, which this extension does not read.
+#: Flask-Session's configuration keys, which this extension reads only to
+#: move sessions over (``PRANCER_SESSION.migrate_from``).
 FLASK_SESSION_KEYS = (
     "SESSION_TYPE",
     "SESSION_PERMANENT",
@@ -93,7 +97,9 @@ class PrancerSession:
 
         Reads ``app.config["PRANCER_SESSION"]`` once, now: later changes to it
         are not seen. Without it, sessions use the cookie state with
-        ``PSESSION`` and the memory store.
+        ``PSESSION`` and the memory store. With ``"migrate_from":
+        "flask-session"`` in it, Flask-Session's settings are read too, to
+        move its visitors' sessions over (see :mod:`.migration`).
 
         :raise ConfigurationError: naming the offending key, if the config is wrong.
         :raise RuntimeError: if ``app`` was already set up.
@@ -104,6 +110,15 @@ class PrancerSession:
         if config is None and self._store is None:
             _refuse_flask_session_config(app)
         state, store = load_drivers(config, state=self._state, store=self._store)
+        migrator = None
+        if migration_source(config) == "flask-session":
+            migrator = FlaskSessionMigrator.from_config(app.config)
+            if isinstance(state, CookieState) and state.name == migrator.cookie_name:
+                raise ConfigurationError(
+                    f"is also Flask-Session's cookie name; choose another while"
+                    f" {CONFIG_KEY}.migrate_from is set",
+                    f"{CONFIG_KEY}.state.options.session_key",
+                )
         if type(store) is MemoryStore and not (app.debug or app.testing):
             logger.warning(
                 "Sessions are kept in the memory of each process: with several worker"
@@ -118,7 +133,9 @@ class PrancerSession:
                     f"{CONFIG_KEY}.flask_login",
                 )
             _connect_flask_login(app)
-        interface = PrancerSessionInterface(state, store, encryptor=load_encryptor(config))
+        interface = PrancerSessionInterface(
+            state, store, migrator=migrator, encryptor=load_encryptor(config)
+        )
         app.session_interface = interface
         app.extensions[EXTENSION_KEY] = interface
         app.cli.add_command(session_cli)
@@ -201,8 +218,9 @@ def _refuse_flask_session_config(app: Flask) -> None:
     found = [key for key in FLASK_SESSION_KEYS if key in app.config]
     if found:
         raise ConfigurationError(
-            f"is Flask-Session's configuration, which this extension does not read;"
-            f" set {CONFIG_KEY} instead (see 'Moving from Flask-Session' in the README)"
-            f" and remove {', '.join(found)}",
+            f"is Flask-Session's configuration, which this extension reads only to move"
+            f" its sessions over; set {CONFIG_KEY} instead (see 'Moving from Flask-Session'"
+            f" in the README) and remove {', '.join(found)}, or keep them and set"
+            f' {CONFIG_KEY}["migrate_from"] = "flask-session" to move its sessions over',
             found[0],
         )
