@@ -17,6 +17,7 @@ from flask.sessions import SessionInterface
 from .changes import ChangeSet
 from .changes import Record
 from .changes import USER_KEY
+from .errors import SessionStoreError
 from .ids import store_key
 from .serializer import make_serializer
 from .serializer import Serializer
@@ -100,7 +101,14 @@ class PrancerSessionInterface(SessionInterface):
             # Runs before the app's after_request functions.
             after_this_request(session.view_finished)
         elif session_id is None and self.migrator is not None:
-            migrated = self.migrator.read(app, request)
+            try:
+                migrated = self.migrator.read(app, request)
+            except SessionStoreError as error:
+                # As with our own store: the views that use the session fail.
+                session.unavailable(error)
+                if has_request_context():
+                    after_this_request(session.view_finished)
+                return session
             if migrated is not None:
                 data, finish = migrated
                 session.update(data)

@@ -58,9 +58,10 @@ any other key is left out with a warning naming it.
 
 A cookie that is forged, malformed or leads to no readable session gets a
 fresh session, and that cookie is expired. If the old store cannot be read
-(server down), the request fails with :class:`.SessionStoreError` rather than
-carrying on with a fresh session whose cookie would replace the visitor's
-real one: the visitor is moved over once the store is back. If only the
+(server down), the first use of the session fails with
+:class:`.SessionStoreError` rather than carrying on with a fresh session whose
+cookie would replace the visitor's real one: the visitor is moved over once
+the store is back. If only the
 deletion of the old copy fails, that is logged and the copy stays until it
 expires.
 

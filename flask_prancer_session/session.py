@@ -127,6 +127,10 @@ class ServerSession(SessionMixin):
         self._error_raised = True
         raise SessionStoreError(str(error), error.original_error) from error
 
+    def unavailable(self, error: SessionStoreError) -> None:
+        """Make the session fail as if its store could not be read, with ``error``."""
+        self._error = error
+
     def view_finished(self, response: Response) -> Response:
         """Note that the view has returned; called before ``after_request``
         functions."""

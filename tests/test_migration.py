@@ -471,11 +471,17 @@ def test_unreachable_old_store_fails_the_request_instead_of_a_fresh_session() ->
     redis = services.require_module("redis", "redis")
     # Port 1 on loopback: nothing listens, the connection is refused at once.
     client = redis.Redis(host="127.0.0.1", port=1, retry_on_error=[], retry=None)
-    app = new_app({"SESSION_TYPE": "redis", "SESSION_REDIS": client})
+    app = new_app({"SESSION_TYPE": "redis", "SESSION_REDIS": client}, seen=[])
+
+    @app.get("/health")
+    def health() -> str:
+        return "ok"
+
     visitor = app.test_client()
     assert visitor.get("/").status_code == 200  # no old cookie: nothing is read
 
     visitor.set_cookie("session", "A" * 43)
+    assert visitor.get("/health").text == "ok"  # views without the session still work
     with pytest.raises(SessionStoreError) as info:
         visitor.get("/")
     assert isinstance(info.value.original_error, redis.ConnectionError)
