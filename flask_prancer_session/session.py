@@ -180,6 +180,9 @@ class ServerSession(SessionMixin):
                 key.encode()
             except UnicodeEncodeError:
                 raise TypeError(f"Session keys must be valid Unicode text, not {key!r}.") from None
+        if "\x00" in key:
+            # PostgreSQL, for one, cannot store it.
+            raise TypeError(f"Session keys cannot contain NUL characters: {key!r}.")
         # Serialised now so a bad value fails at the line that stored it.
         encoded = dumps_value(self._serializer, key, value)
         self._writable()

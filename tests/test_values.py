@@ -138,7 +138,7 @@ def test_deep_but_allowed_values_round_trip(client: FlaskClient, stash: dict[str
     assert client.get("/compare").text == "same"
 
 
-@pytest.mark.parametrize("key", [1, 1.5, None, b"k", ("a",), "lone \udc80"], ids=repr)
+@pytest.mark.parametrize("key", [1, 1.5, None, b"k", ("a",), "lone \udc80", "nul \x00"], ids=repr)
 def test_keys_must_be_strings(store_app: Flask, client: FlaskClient, key: t.Any) -> None:
     @store_app.get("/key")
     def set_key() -> str:
@@ -199,7 +199,10 @@ values = st.recursive(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(key=st.text(max_size=10).filter(lambda k: k != "_prancer_expiry"), value=values)
+@given(
+    key=st.text(max_size=10).filter(lambda k: k != "_prancer_expiry" and "\x00" not in k),
+    value=values,
+)
 def test_any_storable_value_round_trips(
     client: FlaskClient, stash: dict[str, t.Any], key: str, value: t.Any
 ) -> None:
