@@ -118,10 +118,11 @@ class SessionSerializer(TaggedJSONSerializer):
     """Flask's tagged JSON, made exact: more types come back as they went in,
     and values that would not are refused."""
 
-    __slots__ = ()
+    __slots__ = ("_decoder",)
 
     def __init__(self) -> None:
         super().__init__()
+        self._decoder = json.JSONDecoder(object_hook=self.untag)
         # Checked first: Flask's own datetime tag would otherwise win.
         for first in (TagISODateTime, TagDate, TagTime):
             self.register(first, index=0)
@@ -135,7 +136,9 @@ class SessionSerializer(TaggedJSONSerializer):
         return json.dumps(self.tag(value), separators=(",", ":"))
 
     def loads(self, value: str) -> t.Any:
-        return json.loads(value, object_hook=self.untag)
+        if "{" not in value:
+            return json.loads(value)  # nothing tagged: the stdlib's shared decoder
+        return self._decoder.decode(value)
 
 
 def _check(value: t.Any, depth: int) -> None:
