@@ -558,10 +558,15 @@ def test_fsync_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bo
     monkeypatch.setattr(os, "fsync", recording_fsync)
     create(store, key, n="1")
     path = Path(store.dir, key[:2], key)
-    # The file under its temporary name, then the directory it was renamed in.
-    assert [Path(p).parent for p in synced] == ([path.parent, path.parent.parent] if fsync else [])
+    # The new subdirectory's entry in dir, the file under its temporary name,
+    # then the directory it was renamed in.
+    assert synced == ([store.dir, synced[1], str(path.parent)] if fsync else [])
     if fsync:
-        assert Path(synced[0]).name.startswith(".tmp-")
+        assert Path(synced[1]).parent == path.parent
+        assert Path(synced[1]).name.startswith(".tmp-")
+    synced.clear()
+    create(store, key, n="2")
+    assert len(synced) == (2 if fsync else 0)
     synced.clear()
     assert store.remove(key) is True
     assert synced == ([str(path.parent)] if fsync else [])
