@@ -930,7 +930,6 @@ def test_scan_reads_one_subdirectory_at_a_time(tmp_path: Path, clock: FakeClock)
         next(scan)
     # The list of subdirectories, then the first one and its session.
     assert [event for event, _ in events] == ["os.scandir", "os.scandir", "open"]
-    scan.close()
 
 
 def test_the_user_index_follows_every_change(tmp_path: Path, clock: FakeClock) -> None:
@@ -955,7 +954,12 @@ def test_the_user_index_follows_every_change(tmp_path: Path, clock: FakeClock) -
     # Emptied, removed, purged.
     store.apply(key, ChangeSet(removed=frozenset({"n", USER_KEY})))
     assert markers(store, "ann") == set()
-    for end in (store.remove, lambda k: (clock.advance(61), store.purge())):
+
+    def expire_and_purge(key: str) -> None:
+        clock.advance(61)
+        store.purge()
+
+    for end in (store.remove, expire_and_purge):
         bind(store, key, "ann", n="1")
         assert markers(store, "ann") == {key}
         end(key)
@@ -1059,7 +1063,7 @@ def test_a_marker_survives_its_directory_vanishing(
     directory = Path(store.dir, "users", hashlib.sha256(b"ann").hexdigest())
     key = store_key(new_id())
     real_open = os.open
-    vanished = []
+    vanished: list[str] = []
 
     def open_after_rmdir(path: t.Any, *args: t.Any, **kwargs: t.Any) -> int:
         # As if another process unlisted the user's last other session

@@ -40,6 +40,10 @@ lose each other's writes and a removed session stays removed. It needs a POSIX
 system, and every process using ``dir`` must be on the same machine (``flock``
 is not reliable over NFS): use the database or Redis store for several machines.
 
+:meth:`~StorableStore.scan` and :meth:`~StorableStore.clear` (the ``flask
+session`` commands) list one subdirectory at a time; ``clear`` deletes under
+its lock.
+
 Sessions by user ("log out everywhere"). A session bound to a user (see
 :data:`~flask_prancer_session.changes.USER_KEY`) is listed by an empty marker
 file ``dir/users/<SHA-256 of the user id>/<store key>``, created before the
