@@ -1,9 +1,10 @@
 """The storable store when the disk fails it: a directory it cannot write, a full
-disk, a process killed mid-write, and processes racing a removal."""
+disk, a process killed mid-write or mid-login, and processes racing a removal."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import multiprocessing
 import os
@@ -20,6 +21,7 @@ import pytest
 from flask_prancer_session import ChangeSet
 from flask_prancer_session import SessionStoreError
 from flask_prancer_session import StorableStore
+from flask_prancer_session.changes import USER_KEY
 from flask_prancer_session.ids import new_id
 from flask_prancer_session.ids import store_key
 from flask_prancer_session.store import storable
@@ -266,3 +268,58 @@ def test_no_process_revives_a_removed_session(tmp_path: Path, how: str) -> None:
     assert [p.name for p in directory.rglob("*") if p.is_file()] == [".lock"] * len(
         {key[:2] for key in keys}
     )
+
+
+# A process killed between a session's rename and its user markers
+
+
+def _log_in_and_out_until_killed(directory: str, die_after_rename: int, started: t.Any) -> None:
+    """Bind, rebind, unbind and remove sessions, killing itself just after
+    rename number ``die_after_rename``, between a session file and its markers."""
+    renames = 0
+    real_replace = os.replace
+
+    def replace(source: str, target: str) -> None:
+        nonlocal renames
+        real_replace(source, target)
+        renames += 1
+        if renames == die_after_rename:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    os.replace = replace  # type: ignore[assignment]
+    store = StorableStore(dir=directory)
+    started.set()
+    while True:
+        key = store_key(new_id())
+        create(store, key, **{USER_KEY: json.dumps("ann"), "n": "1"})
+        store.apply(key, ChangeSet(updated={USER_KEY: json.dumps("bob")}))
+        store.apply(key, ChangeSet(updated={USER_KEY: json.dumps("ann")}))
+        store.apply(key, ChangeSet(removed=frozenset({USER_KEY})))
+        store.apply(key, ChangeSet(updated={USER_KEY: json.dumps("bob")}))
+        if random.random() < 0.5:
+            store.remove(key)
+
+
+def test_process_killed_mid_login_leaves_every_bound_session_listed(tmp_path: Path) -> None:
+    directory = tmp_path / "sessions"
+    store = StorableStore(dir=str(directory))
+    for number in range(12):
+        started = spawn.Event()
+        child = spawn.Process(
+            target=_log_in_and_out_until_killed,
+            args=(str(directory), random.randint(1, 10) + 5 * number, started),
+        )
+        child.start()
+        assert started.wait(timeout=60)
+        assert join(child) == [-signal.SIGKILL]
+
+        bound: dict[str, set[str]] = {"ann": set(), "bob": set()}
+        for key, record in store.scan():
+            if USER_KEY in record.data:
+                bound[json.loads(record.data[USER_KEY])].add(key)
+        for user, keys in bound.items():
+            marked = Path(directory, "users", hashlib.sha256(user.encode()).hexdigest())
+            # Markers may outlive a binding, never the other way round.
+            assert keys <= {path.name for path in marked.glob("*")}
+            assert set(store.sessions_of(user)) == keys
+            assert {path.name for path in marked.glob("*")} == keys

@@ -26,6 +26,7 @@ from flask_prancer_session import ConfigurationError
 from flask_prancer_session import PrancerSession
 from flask_prancer_session import SessionStoreError
 from flask_prancer_session import StorableStore
+from flask_prancer_session.changes import USER_KEY
 from flask_prancer_session.ids import new_id
 from flask_prancer_session.ids import store_key
 from flask_prancer_session.store import storable
@@ -558,10 +559,15 @@ def test_fsync_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bo
     monkeypatch.setattr(os, "fsync", recording_fsync)
     create(store, key, n="1")
     path = Path(store.dir, key[:2], key)
-    # The file under its temporary name, then the directory it was renamed in.
-    assert [Path(p).parent for p in synced] == ([path.parent, path.parent.parent] if fsync else [])
+    # The new subdirectory's entry in dir, the file under its temporary name,
+    # then the directory it was renamed in.
+    assert synced == ([store.dir, synced[1], str(path.parent)] if fsync else [])
     if fsync:
-        assert Path(synced[0]).name.startswith(".tmp-")
+        assert Path(synced[1]).parent == path.parent
+        assert Path(synced[1]).name.startswith(".tmp-")
+    synced.clear()
+    create(store, key, n="2")
+    assert len(synced) == (2 if fsync else 0)
     synced.clear()
     assert store.remove(key) is True
     assert synced == ([str(path.parent)] if fsync else [])
@@ -845,3 +851,336 @@ def test_purge_skips_files_that_vanish_while_it_scans(
     monkeypatch.undo()
     assert sorted(p.name for p in (directory / shard).iterdir()) == [".lock"]
     assert sorted(p.name for p in directory.iterdir()) == [shard]
+
+
+# Listing, clearing, and sessions by user
+
+
+def bind(store: StorableStore, key: str, user: str | None, **data: str) -> None:
+    """Create the session under ``key`` bound to ``user`` (or to no one)."""
+    if user is not None:
+        data[USER_KEY] = json.dumps(user)
+    create(store, key, **data)
+
+
+def markers(store: StorableStore, user: str) -> set[str]:
+    """The keys listed among the sessions of ``user``, read from the disk."""
+    directory = Path(store.dir, "users", hashlib.sha256(user.encode()).hexdigest())
+    return {path.name for path in directory.iterdir()} if directory.exists() else set()
+
+
+def keys_in_shard(count: int, shard: str = "0") -> list[str]:
+    """``count`` new store keys whose subdirectory starts with ``shard``."""
+    keys: list[str] = []
+    while len(keys) < count:
+        key = store_key(new_id())
+        if key.startswith(shard):
+            keys.append(key)
+    return keys
+
+
+def test_scan_and_clear_see_only_session_files(tmp_path: Path, clock: FakeClock) -> None:
+    directory = tmp_path / "sessions"
+    store = make_store(directory, clock, expiration_timeout=60)
+    expired, live, bound = store_key(new_id()), store_key(new_id()), store_key(new_id())
+    create(store, expired, n="0")
+    clock.advance(30)
+    create(store, live, n="1")
+    bind(store, bound, "ann", n="2")
+    clock.advance(31)
+    shard = directory / live[:2]
+    elsewhere = store_key(new_id())
+    foreign = [
+        shard / "README",
+        shard / ".tmp-in-flight",
+        # A key in the wrong subdirectory, and one outside any.
+        shard / (f"{int(live[0], 16) ^ 1:x}" + elsewhere[1:]),
+        directory / "zz" / elsewhere,
+    ]
+    for path in foreign:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"created_at": 1, "data": {"x": "1"}}))
+        os.utime(path, (clock.now + 60, clock.now + 60))
+    # A symbolic link named like a session, to a live session's file.
+    link = Path(store.dir, elsewhere[:2], elsewhere)
+    link.parent.mkdir(exist_ok=True)
+    link.symlink_to(shard / live)
+
+    found = dict(store.scan())
+    assert set(found) == {live, bound}
+    assert found[live].data == {"n": "1"}
+    assert markers(store, "ann") == {bound}
+
+    assert store.clear() == 2
+    assert list(store.scan()) == []
+    assert not Path(store.dir, expired[:2], expired).exists()
+    assert all(path.exists() for path in foreign)
+    assert link.is_symlink()
+    assert not (directory / "users" / hashlib.sha256(b"ann").hexdigest()).exists()
+    assert store.clear() == 0
+
+
+def test_scan_reads_one_subdirectory_at_a_time(tmp_path: Path, clock: FakeClock) -> None:
+    store = make_store(tmp_path / "sessions", clock)
+    first, second = keys_in_shard(1, "00")[0], keys_in_shard(1, "ff")[0]
+    create(store, first, n="1")
+    create(store, second, n="2")
+    with opened() as events:
+        scan = store.scan()
+        next(scan)
+    # The list of subdirectories, then the first one and its session.
+    assert [event for event, _ in events] == ["os.scandir", "os.scandir", "open"]
+
+
+def test_the_user_index_follows_every_change(tmp_path: Path, clock: FakeClock) -> None:
+    store = make_store(tmp_path / "sessions", clock, expiration_timeout=60)
+    users = Path(store.dir, "users")
+    key = store_key(new_id())
+    bind(store, key, "ann", n="1")
+    ann = users / hashlib.sha256(b"ann").hexdigest()
+    assert (mode(users), mode(ann), mode(ann / key)) == (0o700, 0o700, 0o600)
+    assert (ann / key).read_bytes() == b""
+
+    store.apply(key, ChangeSet(updated={USER_KEY: json.dumps("bob")}))
+    assert (markers(store, "ann"), markers(store, "bob")) == (set(), {key})
+    # The user's last marker takes the user's directory with it.
+    assert not ann.exists()
+    store.apply(key, ChangeSet(removed=frozenset({USER_KEY})))
+    assert markers(store, "bob") == set()
+    assert store.fetch(key) is not None
+    store.apply(key, ChangeSet(updated={USER_KEY: json.dumps("ann")}))
+    assert markers(store, "ann") == {key}
+
+    # Emptied, removed, purged.
+    store.apply(key, ChangeSet(removed=frozenset({"n", USER_KEY})))
+    assert markers(store, "ann") == set()
+
+    def expire_and_purge(key: str) -> None:
+        clock.advance(61)
+        store.purge()
+
+    for end in (store.remove, expire_and_purge):
+        bind(store, key, "ann", n="1")
+        assert markers(store, "ann") == {key}
+        end(key)
+        assert store.fetch(key) is None
+        assert markers(store, "ann") == set()
+    assert list(users.iterdir()) == []
+
+
+def test_an_expired_session_replaced_by_another_user_moves_its_marker(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    store = make_store(tmp_path / "sessions", clock, expiration_timeout=60)
+    key = store_key(new_id())
+    bind(store, key, "ann", n="1")
+    clock.advance(61)
+    assert store.sessions_of("ann") == {}
+    # Expired, the file is still bound: its marker stays until purge.
+    assert markers(store, "ann") == {key}
+    bind(store, key, "bob", n="2")
+    assert (markers(store, "ann"), set(store.sessions_of("bob"))) == (set(), {key})
+
+
+def test_stale_markers_are_not_reported_and_are_cleaned(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = make_store(tmp_path / "sessions", clock)
+    live, gone, unbound, rebound, broken = (store_key(new_id()) for _ in range(5))
+    bind(store, live, "ann", n="1")
+    bind(store, unbound, None, n="2")
+    bind(store, rebound, "bob", n="3")
+    bind(store, broken, "ann", n="4")
+    corrupt(Path(store.dir, broken[:2], broken), b"not json")
+    # Left by processes that died between a marker and its session file.
+    directory = Path(store.dir, "users", hashlib.sha256(b"ann").hexdigest())
+    for key in (gone, unbound, rebound):
+        (directory / key).touch()
+    not_a_key = directory / "README"
+    not_a_key.touch()
+
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        assert set(store.sessions_of("ann")) == {live}
+    assert markers(store, "ann") == {live, not_a_key.name}
+    assert markers(store, "bob") == {rebound}
+    assert not Path(store.dir, gone[:2], gone).exists()
+
+    for key in (gone, unbound, rebound):
+        (directory / key).touch()
+    assert store.remove_user("ann") == 1
+    assert markers(store, "ann") == {not_a_key.name}
+    assert store.fetch(unbound) is not None
+    assert set(store.sessions_of("bob")) == {rebound}
+
+
+class BindingStore(StorableStore):
+    """Runs ``before_lock`` once, just before the next lock is taken, as a
+    request landing between a read and a locked re-check would."""
+
+    before_lock: t.Callable[[], object] | None = None
+
+    @contextlib.contextmanager
+    def _locked(self, shard: str) -> t.Iterator[None]:
+        hook, self.before_lock = self.before_lock, None
+        if hook is not None:
+            hook()
+        with super()._locked(shard):
+            yield
+
+
+def test_a_stale_marker_bound_again_meanwhile_is_kept(tmp_path: Path, clock: FakeClock) -> None:
+    store = BindingStore(dir=str(tmp_path / "sessions"))
+    store.clock = clock
+    key = store_key(new_id())
+    bind(store, key, "ann", n="1")
+    store.apply(key, ChangeSet(removed=frozenset({USER_KEY})))
+    # A marker left by a crash, read as stale, then the session is bound.
+    Path(store.dir, "users", hashlib.sha256(b"ann").hexdigest()).mkdir()
+    Path(store.dir, "users", hashlib.sha256(b"ann").hexdigest(), key).touch()
+    store.before_lock = lambda: store.apply(key, ChangeSet(updated={USER_KEY: json.dumps("ann")}))
+    assert store.sessions_of("ann") == {}
+    assert markers(store, "ann") == {key}
+    assert set(store.sessions_of("ann")) == {key}
+
+
+def test_remove_user_spares_a_session_bound_elsewhere_meanwhile(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    store = BindingStore(dir=str(tmp_path / "sessions"))
+    store.clock = clock
+    key = store_key(new_id())
+    bind(store, key, "ann", n="1")
+    store.before_lock = lambda: store.apply(key, ChangeSet(updated={USER_KEY: json.dumps("bob")}))
+    assert store.remove_user("ann") == 0
+    assert set(store.sessions_of("bob")) == {key}
+    assert markers(store, "ann") == set()
+
+
+def test_a_marker_survives_its_directory_vanishing(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(tmp_path / "sessions", clock)
+    directory = Path(store.dir, "users", hashlib.sha256(b"ann").hexdigest())
+    key = store_key(new_id())
+    real_open = os.open
+    vanished: list[str] = []
+
+    def open_after_rmdir(path: t.Any, *args: t.Any, **kwargs: t.Any) -> int:
+        # As if another process unlisted the user's last other session
+        # between the directory's creation and this marker's.
+        if Path(path).parent == directory and not vanished:
+            vanished.append(path)
+            directory.rmdir()
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_after_rmdir)
+    bind(store, key, "ann", n="1")
+    monkeypatch.undo()
+    assert vanished == [str(directory / key)]
+    assert set(store.sessions_of("ann")) == {key}
+
+
+@pytest.mark.parametrize("where", ["users", "users/<user>"])
+@pytest.mark.parametrize("name", list(UNSAFE_DIRECTORIES))
+def test_unsafe_user_directory_is_refused(
+    tmp_path: Path, clock: FakeClock, name: str, where: str
+) -> None:
+    prepare, fix = UNSAFE_DIRECTORIES[name]
+    store = make_store(tmp_path / "sessions", clock)
+    users = Path(store.dir, "users")
+    directory = users / hashlib.sha256(b"ann").hexdigest()
+    if where == "users":
+        prepare(users)
+    else:
+        users.mkdir(mode=0o700)
+        prepare(directory)
+    key = store_key(new_id())
+    calls: list[t.Callable[[], object]] = [
+        lambda: bind(store, key, "ann", n="1"),
+        lambda: store.sessions_of("ann"),
+        lambda: store.remove_user("ann"),
+    ]
+    for call in calls:
+        with pytest.raises(SessionStoreError, match=fix):
+            call()
+    # The session was not written without its marker.
+    assert store.fetch(key) is None
+    if where != "users":
+        # Other users are not concerned.
+        bind(store, key, "bob", n="1")
+        assert set(store.sessions_of("bob")) == {key}
+
+
+def _bind_new_sessions(
+    store: StorableStore, stop: threading.Event, ready: threading.Event, keys: list[str]
+) -> None:
+    while not stop.is_set():
+        key = store_key(new_id())
+        bind(store, key, "ann", n="1")
+        keys.append(key)
+        if len(keys) == 20:
+            ready.set()
+
+
+def test_remove_user_never_unlists_a_new_login(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "sessions")
+    for _ in range(10):
+        stop, ready = threading.Event(), threading.Event()
+        created: list[str] = []
+        thread = threading.Thread(target=_bind_new_sessions, args=(store, stop, ready, created))
+        thread.start()
+        assert ready.wait(timeout=60)
+        # Every session in created[:before] was there before remove_user.
+        before = len(created)
+        store.remove_user("ann")
+        stop.set()
+        thread.join()
+        assert [key for key in created[:before] if store.fetch(key) is not None] == []
+        # Sessions created meanwhile may remain, but then they are listed.
+        survivors = {key for key in created if store.fetch(key) is not None}
+        assert survivors <= markers(store, "ann")
+        assert set(store.sessions_of("ann")) == survivors
+        store.remove_user("ann")
+
+
+def _log_in_and_out(directory: str, worker: int, rounds: int, barrier: t.Any) -> None:
+    store = StorableStore(dir=directory)
+    barrier.wait()
+    for index in range(rounds):
+        key = store_key(new_id())
+        bind(store, key, "ann", n=str(index))
+        if index % 3 == 0:
+            store.apply(key, ChangeSet(updated={USER_KEY: json.dumps(f"bob{worker}")}))
+        elif index % 5 == 0:
+            store.remove_user("ann")
+        elif index % 7 == 0:
+            store.apply(key, ChangeSet(removed=frozenset({USER_KEY, "n"})))
+
+
+def test_processes_binding_and_removing_one_user(tmp_path: Path) -> None:
+    directory = str(tmp_path / "sessions")
+    store = StorableStore(dir=directory)
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    workers = [
+        context.Process(target=_log_in_and_out, args=(directory, worker, 300, barrier))
+        for worker in range(2)
+    ]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=120)
+    assert [process.exitcode for process in workers] == [0, 0]
+
+    by_user: dict[str | None, set[str]] = {}
+    for key, record in store.scan():
+        user = record.data.get(USER_KEY)
+        by_user.setdefault(None if user is None else json.loads(user), set()).add(key)
+    assert set(by_user) == {"ann", "bob0", "bob1"}
+    for user in ("ann", "bob0", "bob1"):
+        assert set(store.sessions_of(user)) == by_user[user]
+        assert markers(store, user) == by_user[user]
+    assert store.remove_user("ann") == len(by_user["ann"])
+    assert markers(store, "ann") == set()
+    users = [record.data.get(USER_KEY) for _, record in store.scan()]
+    assert json.dumps("ann") not in users

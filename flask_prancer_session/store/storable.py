@@ -39,12 +39,30 @@ lock file per subdirectory, so the processes and threads of one machine never
 lose each other's writes and a removed session stays removed. It needs a POSIX
 system, and every process using ``dir`` must be on the same machine (``flock``
 is not reliable over NFS): use the database or Redis store for several machines.
+
+:meth:`~StorableStore.scan` and :meth:`~StorableStore.clear` (the ``flask
+session`` commands) list one subdirectory at a time; ``clear`` deletes under
+its lock.
+
+Sessions by user ("log out everywhere"). A session bound to a user (see
+:data:`~flask_prancer_session.changes.USER_KEY`) is listed by an empty marker
+file ``dir/users/<SHA-256 of the user id>/<store key>``, created before the
+session file is written and deleted after it is rewritten or deleted, under
+the session's lock: so every session file bound to a user, live or expired,
+has its marker, and creating or deleting one is a single system call.
+:meth:`~StorableStore.sessions_of` and :meth:`~StorableStore.remove_user`
+list the markers and read each session, counting only those live and still
+bound to the user. A marker whose session is gone or bound elsewhere (left by
+a crash) is deleted only under that session's lock, once checked again, so a
+concurrent login is never unlisted. ``users`` and its subdirectories are
+checked like the others.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import math
@@ -56,6 +74,8 @@ import typing as t
 
 from ..changes import ChangeSet
 from ..changes import Record
+from ..changes import user_id_of
+from ..changes import USER_KEY
 from ..errors import ConfigurationError
 from ..errors import SessionStoreError
 from ..ids import is_store_key
@@ -67,8 +87,12 @@ logger = logging.getLogger(__name__)
 
 _LOCK_NAME = ".lock"
 _TEMP_PREFIX = ".tmp-"
+_USERS = "users"
 #: Temporary files older than this (seconds) are left over from a crash.
 _STALE_TEMP_AGE = 3600
+#: How often a marker is tried again when its directory, emptied by another
+#: process, vanishes between its creation and the marker's.
+_MARK_ATTEMPTS = 100
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -94,6 +118,16 @@ def _unsafe(path: str, status: os.stat_result) -> str | None:
             " and check that no one else planted a session in it"
         )
     return None
+
+
+def _digest(user_id: str) -> str:
+    # surrogatepass: a user id read from JSON may hold a lone surrogate.
+    return hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _user_of(record: Record | None) -> str | None:
+    value = None if record is None else record.data.get(USER_KEY)
+    return None if value is None else user_id_of(value)
 
 
 class StorableStore(StoreDriver):
@@ -149,32 +183,54 @@ class StorableStore(StoreDriver):
             raise ValueError("not a store key")
         return os.path.join(self.dir, key[:2], key)
 
+    def _private_dir(self, path: str, *, create: bool = True) -> bool:
+        """Check that the subdirectory ``path`` is private, creating it if
+        ``create``, and tell whether it exists.
+
+        :raise SessionStoreError: if it is not private.
+        :raise OSError: if it cannot be created or looked at.
+        """
+        if create:
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                pass
+            else:
+                self._sync_dir(path)
+        try:
+            status = os.lstat(path)
+        except FileNotFoundError:
+            if create:
+                raise
+            return False
+        problem = _unsafe(path, status)
+        if problem is not None:
+            raise SessionStoreError(f"Refusing the session directory: {problem}.")
+        return True
+
     @contextlib.contextmanager
     def _locked(self, shard: str) -> t.Iterator[None]:
         """Hold the lock of the subdirectory ``shard`` of :attr:`dir`, creating
         it if missing and refusing it unless it is private."""
         path = os.path.join(self.dir, shard)
         try:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(path, 0o700)
-            problem = _unsafe(path, os.lstat(path))
-            if problem is None:
-                fd = os.open(
-                    os.path.join(path, _LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
-                )
+            self._private_dir(path)
+            fd = os.open(
+                os.path.join(path, _LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
+            )
         except OSError as error:
             raise SessionStoreError(
                 f"Cannot lock the session directory {path!r}.", error
             ) from error
-        if problem is not None:
-            raise SessionStoreError(f"Refusing the session directory: {problem}.")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
 
-    def _read(self, path: str) -> Record | None:
+    def _read(self, path: str, *, expired: bool = False) -> Record | None:
+        """Return the session in the file at ``path``, or ``None`` if there is
+        none, it cannot be read, or it has expired (unless ``expired``)."""
         try:
             with open(path, "rb") as file:
                 status = os.fstat(file.fileno())
@@ -184,7 +240,7 @@ class StorableStore(StoreDriver):
                         f" {status.st_uid}, so someone else planted it."
                     )
                 expires_at = status.st_mtime_ns / 1_000_000_000
-                if expires_at <= self.clock():
+                if not expired and expires_at <= self.clock():
                     return None
                 content = json.loads(file.read())
         except FileNotFoundError:
@@ -213,7 +269,10 @@ class StorableStore(StoreDriver):
     def apply(self, key: str, changes: ChangeSet) -> bool:
         path = self._path(key)
         with self._locked(key[:2]):
-            record = self._read(path)
+            # Expired too: its user's marker goes once the file is rewritten.
+            stored = self._read(path, expired=True)
+            record = None if stored is None or stored.expires_at <= self.clock() else stored
+            old_user = _user_of(stored)
             if record is None:
                 if changes.created_at is None:
                     return False
@@ -227,9 +286,16 @@ class StorableStore(StoreDriver):
             if not data:
                 if record is not None:
                     self._unlink(path)
+                    if old_user is not None:
+                        self._unmark(key, old_user)
                 return False
+            new_user = _user_of(Record(data, created_at, 0))
+            if new_user is not None and new_user != old_user:
+                self._mark(key, new_user)
             content = json.dumps({"created_at": created_at, "data": data}).encode()
             self._write(path, content, self.expiry_for(created_at, timeout=changes.timeout))
+            if old_user is not None and old_user != new_user:
+                self._unmark(key, old_user)
             return True
 
     def _write(self, path: str, content: bytes, expires_at: float) -> None:
@@ -251,6 +317,16 @@ class StorableStore(StoreDriver):
                     os.unlink(temp)
             raise SessionStoreError(f"Cannot write the session file {path!r}.", error) from error
 
+    def _delete(self, key: str, stored: Record | None) -> bool:
+        """Delete the session file of ``key``, which holds ``stored``, then its
+        user's marker, and tell whether a live session was there. Under the
+        lock."""
+        live = self._unlink(self._path(key))
+        user_id = _user_of(stored)
+        if user_id is not None:
+            self._unmark(key, user_id)
+        return live
+
     def _unlink(self, path: str) -> bool:
         """Delete the file at ``path`` and tell whether a live session was there."""
         try:
@@ -264,6 +340,7 @@ class StorableStore(StoreDriver):
         return live
 
     def _sync_dir(self, path: str) -> None:
+        """Flush the directory holding ``path``, with :attr:`fsync`."""
         if self.fsync:
             fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
             try:
@@ -288,12 +365,13 @@ class StorableStore(StoreDriver):
         path = self._path(key)
         # Under the lock, so a write that has read the file cannot put it back.
         with self._locked(key[:2]):
-            return self._unlink(path)
+            return self._delete(key, self._read(path, expired=True))
 
-    def purge(self) -> int:
+    def _shards(self) -> list[str]:
+        """Return the names of the subdirectories that hold sessions."""
         try:
             with os.scandir(self.dir) as entries:
-                shards = [
+                return [
                     entry.name
                     for entry in entries
                     if len(entry.name) == 2
@@ -302,9 +380,30 @@ class StorableStore(StoreDriver):
                 ]
         except OSError as error:
             raise SessionStoreError(
-                f"Cannot purge the session directory {self.dir!r}.", error
+                f"Cannot list the session directory {self.dir!r}.", error
             ) from error
-        return sum(self._purge_shard(shard) for shard in shards)
+
+    def _keys_in(self, shard: str) -> list[str]:
+        """Return the keys of the session files in the subdirectory ``shard``."""
+        directory = os.path.join(self.dir, shard)
+        try:
+            with os.scandir(directory) as entries:
+                return [
+                    entry.name
+                    for entry in entries
+                    if entry.name.startswith(shard)
+                    and is_store_key(entry.name)
+                    and entry.is_file(follow_symlinks=False)
+                ]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as error:
+            raise SessionStoreError(
+                f"Cannot list the session directory {directory!r}.", error
+            ) from error
+
+    def purge(self) -> int:
+        return sum(self._purge_shard(shard) for shard in self._shards())
 
     def _purge_shard(self, shard: str) -> int:
         """Purge one subdirectory, taking its lock only to delete.
@@ -328,7 +427,7 @@ class StorableStore(StoreDriver):
                             and is_store_key(entry.name)
                             and entry.stat(follow_symlinks=False).st_mtime_ns <= now_ns
                         ):
-                            expired.append(entry.path)
+                            expired.append(entry.name)
         except (FileNotFoundError, NotADirectoryError):
             return 0
         except OSError as error:
@@ -340,15 +439,126 @@ class StorableStore(StoreDriver):
         removed = 0
         # Checked again under the lock: a request may have renewed one meanwhile.
         with self._locked(shard):
-            for path in expired:
+            for key in expired:
+                path = os.path.join(directory, key)
                 try:
-                    if os.stat(path).st_mtime_ns <= now_ns:
-                        os.unlink(path)
-                        removed += 1
+                    if os.stat(path).st_mtime_ns > now_ns:
+                        continue
+                    user_id = _user_of(self._read(path, expired=True))
+                    os.unlink(path)
                 except FileNotFoundError:
-                    pass
+                    continue
                 except OSError as error:
                     raise SessionStoreError(
                         f"Cannot delete the session file {path!r}.", error
                     ) from error
+                removed += 1
+                if user_id is not None:
+                    self._unmark(key, user_id)
+        return removed
+
+    def scan(self) -> t.Iterator[tuple[str, Record]]:
+        for shard in self._shards():
+            for key in self._keys_in(shard):
+                record = self._read(os.path.join(self.dir, shard, key))
+                if record is not None:
+                    yield key, record
+
+    def clear(self) -> int:
+        removed = 0
+        for shard in self._shards():
+            with self._locked(shard):
+                for key in self._keys_in(shard):
+                    removed += self._delete(key, self._read(self._path(key), expired=True))
+        return removed
+
+    indexes_users = True
+
+    def _user_dir(self, user_id: str, *, create: bool = False) -> str | None:
+        """Return the directory of the markers of ``user_id``, creating it if
+        ``create``; ``None`` if it does not exist."""
+        users = os.path.join(self.dir, _USERS)
+        directory = os.path.join(users, _digest(user_id))
+        if self._private_dir(users, create=create) and self._private_dir(directory, create=create):
+            return directory
+        return None
+
+    def _mark(self, key: str, user_id: str) -> None:
+        """List ``key`` among the sessions of ``user_id``. Under the lock,
+        before the session file is bound."""
+        marker = os.path.join(self.dir, _USERS, _digest(user_id), key)
+        try:
+            for _ in range(_MARK_ATTEMPTS):
+                try:
+                    self._user_dir(user_id, create=True)
+                    os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+                except FileNotFoundError:
+                    # The directory was emptied and removed by _unmark meanwhile.
+                    continue
+                self._sync_dir(marker)
+                return
+        except OSError as error:
+            raise SessionStoreError("Cannot index the session by user.", error) from error
+        raise SessionStoreError("Cannot index the session by user: its directory keeps vanishing.")
+
+    def _unmark(self, key: str, user_id: str) -> None:
+        """Unlist ``key`` from the sessions of ``user_id``, and the user's
+        directory with its last marker. Under the lock, once the session file
+        is no longer bound to the user."""
+        try:
+            directory = self._user_dir(user_id)
+            if directory is None:
+                return
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, key))
+            # Fails unless that was the user's last marker.
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+        except OSError as error:
+            raise SessionStoreError("Cannot unindex the session by user.", error) from error
+
+    def _markers(self, user_id: str) -> list[str]:
+        """Return the keys listed among the sessions of ``user_id``."""
+        try:
+            directory = self._user_dir(user_id)
+            if directory is None:
+                return []
+            with os.scandir(directory) as entries:
+                return [
+                    entry.name
+                    for entry in entries
+                    if is_store_key(entry.name) and entry.is_file(follow_symlinks=False)
+                ]
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise SessionStoreError("Cannot list the sessions of a user.", error) from error
+
+    def sessions_of(self, user_id: str) -> dict[str, Record]:
+        sessions = {}
+        now = self.clock()
+        for key in self._markers(user_id):
+            path = self._path(key)
+            stored = self._read(path, expired=True)
+            if stored is not None and _user_of(stored) == user_id:
+                # An expired one keeps its marker until purge deletes both.
+                if stored.expires_at > now:
+                    sessions[key] = stored
+                continue
+            # Stale, unless the session was bound again meanwhile.
+            with self._locked(key[:2]):
+                if _user_of(self._read(path, expired=True)) != user_id:
+                    self._unmark(key, user_id)
+        return sessions
+
+    def remove_user(self, user_id: str) -> int:
+        removed = 0
+        for key in self._markers(user_id):
+            path = self._path(key)
+            with self._locked(key[:2]):
+                stored = self._read(path, expired=True)
+                if _user_of(stored) == user_id:
+                    removed += self._delete(key, stored)
+                else:
+                    self._unmark(key, user_id)
         return removed
