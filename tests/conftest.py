@@ -25,14 +25,20 @@ def make_store(
 ) -> t.Iterator[StoreMaker]:
     """Makes instances of each store driver we ship over one empty backend,
     on the fake :func:`clock`."""
+    made: list[StoreDriver] = []
     with STORE_FACTORIES[request.param](tmp_path) as make:
 
         def make_on_clock() -> StoreDriver:
             instance = make()
             instance.clock = clock
+            made.append(instance)
             return instance
 
         yield make_on_clock
+        # A background purge must not outlive the backend it purges.
+        for instance in made:
+            if instance.purge_thread is not None:
+                instance.purge_thread.join()
 
 
 @pytest.fixture
