@@ -566,3 +566,14 @@ def test_cache_dirs_of_others_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as info:
         CachelibStore(backend="filesystem", cache_dir=str(file))
     assert info.value.key == "cache_dir"
+
+
+def test_a_symlinked_cache_dir_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(ConfigurationError) as caught:
+        CachelibStore(backend="filesystem", cache_dir=str(link))
+    assert caught.value.key == "cache_dir"
+    assert "symbolic link" in str(caught.value)

@@ -1184,3 +1184,23 @@ def test_processes_binding_and_removing_one_user(tmp_path: Path) -> None:
     assert markers(store, "ann") == set()
     users = [record.data.get(USER_KEY) for _, record in store.scan()]
     assert json.dumps("ann") not in users
+
+
+def test_a_session_file_the_app_cannot_read_is_a_store_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = StorableStore(dir=str(tmp_path / "sessions"))
+    key = store_key("x" * 43)
+    store.apply(key, ChangeSet(updated={"a": "1"}, created_at=store.clock()))
+    path = str(Path(store.dir) / key[:2] / key)
+    original_open = open
+
+    def denied(file: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        if str(file) == path:
+            raise PermissionError(13, "Permission denied", path)
+        return original_open(file, *args, **kwargs)
+
+    # Root reads any file, so the denial is simulated at the OS boundary.
+    monkeypatch.setattr("builtins.open", denied)
+    with pytest.raises(SessionStoreError):
+        store.fetch(key)

@@ -266,7 +266,7 @@ class CachelibStore(StoreDriver):
                 return
             path = os.path.join(self._lock_dir, f"{stripe:02x}{self._lock_suffix}")
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             except OSError as error:
                 raise _failure("lock", key, error) from error
             try:
@@ -446,11 +446,15 @@ def _check_private_dir(path: str | os.PathLike[str], option: str) -> None:
     """Refuse a cache directory others could write into: they could plant
     or replace sessions there."""
     try:
-        info = os.stat(path)
+        info = os.lstat(path)
     except OSError as error:
         raise ConfigurationError(f"cannot be used: {error}", option) from error
     if not stat.S_ISDIR(info.st_mode):
-        raise ConfigurationError(f"{os.fspath(path)!r} is not a directory", option)
+        raise ConfigurationError(
+            f"{os.fspath(path)!r} is not a directory (a symbolic link is not accepted:"
+            " give the real path)",
+            option,
+        )
     if info.st_uid != os.geteuid() or info.st_mode & 0o022:
         raise ConfigurationError(
             f"{os.fspath(path)!r} must belong to this user and be writable by no one"

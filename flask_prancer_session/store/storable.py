@@ -245,7 +245,7 @@ class StorableStore(StoreDriver):
                 content = json.loads(file.read())
         except FileNotFoundError:
             return None
-        except (PermissionError, IsADirectoryError, ValueError, RecursionError):
+        except (IsADirectoryError, ValueError, RecursionError):
             logger.warning("Ignoring the unreadable session file %s.", path, exc_info=True)
             return None
         except OSError as error:
