@@ -110,7 +110,11 @@ def stats_command(as_json: bool) -> None:
         click.echo(f"         the newest at {numbers['newest_created_at']}")
 
 
-@session_cli.command("show")
+#: Session ids may start with "-": they are arguments, never options.
+_ID_ARGUMENTS = {"ignore_unknown_options": True}
+
+
+@session_cli.command("show", context_settings=_ID_ARGUMENTS)
 @click.argument("session_id", metavar="ID")
 def show_command(session_id: str) -> None:
     """Print the data of the session ID (as the visitor's cookie holds it)."""
@@ -132,7 +136,7 @@ def show_command(session_id: str) -> None:
     click.echo(json.dumps(document, indent=2, default=repr, ensure_ascii=False))
 
 
-@session_cli.command("delete")
+@session_cli.command("delete", context_settings=_ID_ARGUMENTS)
 @click.argument("session_id", metavar="[ID]", required=False)
 @click.option("--user", "user_id", help="Delete every session bound to this user instead.")
 def delete_command(session_id: str | None, user_id: str | None) -> None:

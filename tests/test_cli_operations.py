@@ -150,3 +150,15 @@ def test_long_scans_show_progress(
         pytest.skip(f"{type(store).__name__} cannot list its sessions")
     result = run(store_app, "stats")
     assert "Reading sessions" in t.cast(str, result.stderr)
+
+
+def test_ids_that_look_like_options(store_app: Flask, store: StoreDriver) -> None:
+    from flask_prancer_session import ChangeSet
+    from flask_prancer_session.ids import store_key
+
+    session_id = "-r" + "A" * 41
+    store.apply(store_key(session_id), ChangeSet({"a": "1"}, created_at=store.clock()))
+    shown = run(store_app, "show", session_id)
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["data"] == {"a": 1}
+    assert run(store_app, "delete", session_id).output == "Deleted the session.\n"
