@@ -39,6 +39,13 @@ Each operation is one short transaction, built once per store:
   (and SQLite, without the locking clause); ``DELETE ... LIMIT`` in READ
   COMMITTED under a ``GET_LOCK`` on MySQL, so that a purge never deadlocks
   with requests nor with another process's purge.
+- ``scan``: ``SELECT ... WHERE id > last ORDER BY id LIMIT 500``, each batch
+  its own read. ``clear``: batches of 100 ids by key, each deleted in its own
+  transaction.
+- ``sessions_of`` and ``remove_user``: ``SELECT`` and ``DELETE ... WHERE
+  user_id = ...`` on the ``(application, user_id)`` index. The ``user_id``
+  column is set by the statements of ``apply`` that bind or unbind a user (the
+  ``_prancer_user`` key), so it changes, and goes, with the row's data.
 
 A pooled connection found dead (the database restarted) is replaced and the
 operation run once more; a deadlock or serialisation failure is retried up to
@@ -51,7 +58,8 @@ Options: ``url``; ``engine``; or ``dialect`` (``postgresql``, ``mysql``,
 connect arguments). ``table`` (``"sessions"``; may be ``"schema.table"``; with
 ``_expires_at`` appended it must fit the database's name limit),
 ``application`` (``""``; apps sharing a table keep apart by it; no control
-characters), ``create_table`` (true; workers starting together may all try),
+characters), ``create_table`` (true: create the table, or add what one of
+an earlier version lacks; workers starting together may all try),
 ``on_connect`` (SQL run on each new connection, after the store's own),
 ``connection_check_threshold`` (replace pooled connections older than this;
 none), ``connect_timeout`` (5 seconds to connect), ``statement_timeout`` (10
@@ -84,9 +92,18 @@ The table, for DBAs who create it themselves (``create_table: false``)::
         created_at  DOUBLE PRECISION NOT NULL,  -- epoch seconds
         expires_at  DOUBLE PRECISION NOT NULL,
         data        TEXT NOT NULL,          -- MEDIUMTEXT on MySQL; a JSON object
+        user_id     VARCHAR(255),           -- the user the session is bound to
         PRIMARY KEY (id, application)
     );
     CREATE INDEX sessions_expires_at ON sessions (expires_at);
+    CREATE INDEX sessions_user_id ON sessions (application, user_id);
+
+A table of an earlier version lacks ``user_id``: the store adds the column and
+its index when ``create_table`` is true, and refuses to start otherwise, giving
+the statements to run (``ALTER TABLE sessions ADD COLUMN user_id
+VARCHAR(255)`` and the ``CREATE INDEX`` above). On a large PostgreSQL table,
+run them yourself beforehand, with ``CREATE INDEX CONCURRENTLY``: building the
+index blocks writes and may outlast ``statement_timeout``.
 
 Caveats: times come from the app servers' clocks, not the database's. Only
 PostgreSQL (extra ``postgres``), MySQL 5.7.22+ or MariaDB 10.3+ (``mysql``)
@@ -161,7 +178,8 @@ class DatabaseStore(StoreDriver):
         the split options ``database`` .. ``dsn_extra``.
     :param table: the table name, optionally ``"schema.table"``.
     :param application: the name that keeps apps sharing the table apart.
-    :param create_table: create the table and its index if missing.
+    :param create_table: create the table and its indexes if missing, and add
+        the ``user_id`` column and index to a table of an earlier version.
     :param on_connect: SQL statements run on each new connection.
     :param connection_check_threshold: replace pooled connections older than
         this many seconds.
@@ -275,13 +293,16 @@ class DatabaseStore(StoreDriver):
             self._writer = self.engine.execution_options()
             sa.event.listen(self._writer, "begin", _begin_immediate)
             self._bulk = self._writer
-        if create_table:
-            self._create_table()
-        else:
-            self._check_table()
-        if engine is None:
-            # No pooled connection may outlive a fork (gunicorn --preload).
-            self.engine.dispose()
+        try:
+            if create_table:
+                self._create_table()
+            else:
+                self._check_table()
+        finally:
+            if engine is None:
+                # No pooled connection may outlive a fork (gunicorn --preload),
+                # nor a store that failed to start.
+                self.engine.dispose()
 
     def fetch(self, key: str) -> Record | None:
         params = {"key": key, "now": self.clock()}
