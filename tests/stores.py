@@ -50,6 +50,8 @@ def _database(url: str) -> t.Iterator[StoreMaker]:
         yield make
     finally:
         for store in made:
+            if store.purge_thread is not None:
+                store.purge_thread.join()  # else it would hold a connection past dispose
             store.engine.dispose()
         engine = sqlalchemy.create_engine(url)
         with engine.begin() as connection:

@@ -15,7 +15,9 @@ from flask import Flask
 from flask import session
 
 from flask_prancer_session.changes import ChangeSet
+from flask_prancer_session.changes import USER_KEY
 from flask_prancer_session.errors import SessionStoreError
+from flask_prancer_session.store import database
 from flask_prancer_session.store.database import DatabaseStore
 
 from . import services
@@ -78,6 +80,31 @@ def test_silent_database_fails_in_time_and_recovers(
         # The same store, without a restart.
         assert store.apply(KEY, ChangeSet({"b": "2"})) is True
         assert store.fetch(KEY).data == {"a": "1", "b": "2"}  # type: ignore[union-attr]
+    finally:
+        store.engine.dispose()
+
+
+def test_operations_on_a_silent_database_fail_in_time(
+    server_url: str, table: str, proxy: TCPProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "SCAN_BATCH", 2)
+    store = DatabaseStore(
+        url=proxied(server_url, proxy), table=table, connect_timeout=2, statement_timeout=1
+    )
+    try:
+        for n in range(5):
+            bound = {USER_KEY: '"ann"', "n": str(n)}
+            store.apply(f"{n:064x}", ChangeSet(bound, created_at=store.clock()))
+        scan = store.scan()
+        next(scan)
+        proxy.silence()
+        # A scan cut short fails: it never passes for a shorter list.
+        assert _timed(lambda: list(scan)) < 4.5
+        assert _timed(lambda: store.sessions_of("ann")) < 4.5
+        assert _timed(lambda: store.remove_user("ann")) < 4.5
+        assert _timed(store.clear) < 4.5
+        proxy.forward()
+        assert store.remove_user("ann") == 5
     finally:
         store.engine.dispose()
 

@@ -5,6 +5,7 @@ store shares is in ``test_store_contract.py``."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import multiprocessing
 import os
@@ -21,10 +22,12 @@ from flask import Flask
 from flask import session
 
 from flask_prancer_session.changes import ChangeSet
+from flask_prancer_session.changes import USER_KEY
 from flask_prancer_session.errors import ConfigurationError
 from flask_prancer_session.errors import SessionStoreError
 from flask_prancer_session.registry import resolve
 from flask_prancer_session.registry import STORE_DRIVERS
+from flask_prancer_session.store import database
 from flask_prancer_session.store.database import DatabaseStore
 from flask_prancer_session.store.database import DriverError
 
@@ -77,6 +80,9 @@ def make_store(url: str, clock: Clock) -> t.Iterator[t.Callable[..., DatabaseSto
         return store
 
     yield make
+    for store in stores:
+        if store.purge_thread is not None:
+            store.purge_thread.join()  # else it would hold a connection past dispose
     engine = sa.create_engine(url)
     try:
         with engine.begin() as connection:
@@ -357,11 +363,13 @@ def test_corrupt_row_is_logged_and_ignored(
         "mysql+pymysql://root:hunter2@127.0.0.1:1/test",
     ],
 )
-def test_unreachable_database(url: str) -> None:
+def test_unreachable_database(url: str, caplog: pytest.LogCaptureFixture) -> None:
     services.require_module("psycopg" if url.startswith("postgresql") else "pymysql", "test")
     with pytest.raises(SessionStoreError):
         DatabaseStore(url=url)
+    # The app starts: the table will be checked by its use.
     store = DatabaseStore(url=url, create_table=False)
+    assert "Could not check the session table" in caplog.text
     try:
         for call in (lambda: store.fetch(KEY), lambda: store.apply(KEY, _new(x="1"))):
             with pytest.raises(SessionStoreError) as info:
@@ -385,7 +393,10 @@ def test_purge_deletes_only_expired(
     assert _row(store, KEY) is None
     assert store.fetch(OTHER_KEY) is not None
     indexes = sa.inspect(store.engine).get_indexes(store.table.name)
-    assert [i["column_names"] for i in indexes] == [["expires_at"]]
+    assert sorted(i["column_names"] for i in indexes) == [
+        ["application", "user_id"],
+        ["expires_at"],
+    ]
 
 
 def test_touch_changes_only_expiry(
@@ -677,3 +688,236 @@ def test_postgres_url_scheme_works(make_store: t.Callable[..., DatabaseStore], u
     store = make_store(url=url.replace("postgresql+psycopg://", "postgres://"))
     assert store.apply(KEY, _new(x="1")) is True
     assert store.fetch(KEY).data == {"x": "1"}  # type: ignore[union-attr]
+
+
+def _bind(user: str | None, created: bool = True, **data: str) -> ChangeSet:
+    if user is not None:
+        data[USER_KEY] = json.dumps(user)
+    return ChangeSet(data, created_at=1_800_000_000.0 if created else None)
+
+
+def test_user_id_is_kept_by_the_statement_that_writes_the_data(
+    make_store: t.Callable[..., DatabaseStore], clock: Clock
+) -> None:
+    store = make_store()
+    writes: list[str] = []
+
+    def record(*args: t.Any) -> None:
+        if args[2].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+            writes.append(args[2])
+
+    sa.event.listen(store.engine, "before_cursor_execute", record)
+    store.apply(KEY, _bind("ann", a="1"))
+    assert _row(store, KEY).user_id == "ann"  # type: ignore[union-attr]
+    # A request that does not bind keeps the user, creating or not.
+    store.apply(KEY, _bind(None, b="2"))
+    store.apply(KEY, _bind(None, created=False, c="3"))
+    store.apply(KEY, _bind("bob", created=False))
+    assert _row(store, KEY).user_id == "bob"  # type: ignore[union-attr]
+    store.apply(KEY, ChangeSet({USER_KEY: "42"}))  # not a JSON string: no user
+    assert _row(store, KEY).user_id is None  # type: ignore[union-attr]
+    store.apply(KEY, _bind("ann", created=False))
+    store.apply(KEY, ChangeSet(removed=frozenset({USER_KEY})))
+    assert _row(store, KEY).user_id is None  # type: ignore[union-attr]
+    # One statement each; the last only removed keys: a second deletes an empty row.
+    assert len(writes) == 7 + 1
+    store.apply(KEY, _bind("ann", created=False))
+    # An expired row replaced by a new session loses its user.
+    clock.advance(store.expiration_timeout)
+    store.apply(KEY, _bind(None, x="1"))
+    row = _row(store, KEY)
+    assert row is not None
+    assert (row.data, row.user_id) == ('{"x":"1"}', None)
+
+
+def test_scan_reads_in_batches_by_key(
+    make_store: t.Callable[..., DatabaseStore], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "SCAN_BATCH", 3)
+    store = make_store()
+    expired = f"{0:064x}"
+    store.apply(expired, _new(x="old"))
+    clock.advance(store.expiration_timeout)
+    keys = [f"{n:064x}" for n in range(1, 9)]
+    for key in reversed(keys):
+        store.apply(key, _new(x=key[-1]))
+    reads: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *args: reads.append(args[2]))
+    scan = store.scan()
+    assert next(scan) == (keys[0], store.fetch(keys[0]))
+    reads.clear()
+    # No transaction is held between batches: another can write meanwhile.
+    store.apply(keys[5], ChangeSet({"y": "1"}))
+    rest = list(scan)
+    assert [key for key, _ in rest] == keys[1:]
+    assert rest[4][1].data == {"x": "6", "y": "1"}
+    assert len([s for s in reads if s.lstrip().upper().startswith("SELECT")]) == 2
+
+
+def test_clear_deletes_in_batches(
+    make_store: t.Callable[..., DatabaseStore], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "PURGE_BATCH", 2)
+    store = make_store()
+    for n in range(2):
+        store.apply(f"{n:064x}", _new(x="expiring"))
+    clock.advance(store.expiration_timeout)
+    for n in range(2, 7):
+        store.apply(f"{n:064x}", _new(x="live"))
+    transactions: list[object] = []
+    sa.event.listen(store.engine, "commit", lambda connection: transactions.append(connection))
+    assert store.clear() == 5
+    assert len(transactions) == 4
+    with store.engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(store.table)).scalar() == 0
+
+
+def test_applications_sharing_a_table_keep_their_users_apart(
+    make_store: t.Callable[..., DatabaseStore],
+) -> None:
+    shop = make_store(application="shop")
+    blog = make_store(application="blog")
+    for store in (shop, blog):
+        store.apply(KEY, _bind("ann", app=store.application))
+        store.apply(OTHER_KEY, _bind(None, app=store.application))
+    assert [(k, r.data["app"]) for k, r in shop.scan()] == [(KEY, "shop"), (OTHER_KEY, "shop")]
+    assert {k: r.data["app"] for k, r in blog.sessions_of("ann").items()} == {KEY: "blog"}
+    assert shop.remove_user("ann") == 1
+    assert shop.sessions_of("ann") == {}
+    assert set(blog.sessions_of("ann")) == {KEY}
+    assert blog.clear() == 2
+    assert [k for k, _ in shop.scan()] == [OTHER_KEY]
+    assert list(blog.scan()) == []
+
+
+def _explain(store: DatabaseStore, statement: sa.Select[t.Any]) -> str:
+    dialect = store.engine.dialect
+    bound = statement.params(user_id="ann", now=0.0)
+    sql = str(bound.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    prefix = {"sqlite": "EXPLAIN QUERY PLAN ", "postgresql": "EXPLAIN "}[dialect.name]
+    with store.engine.connect() as connection:
+        if dialect.name == "postgresql":
+            # On a table this small a sequential scan would win.
+            connection.exec_driver_sql("SET enable_seqscan = off")
+        rows = connection.exec_driver_sql(prefix + sql).all()
+        connection.rollback()
+    return "\n".join(str(tuple(row)) for row in rows)
+
+
+@pytest.mark.parametrize("url", ["sqlite", "postgresql"], indirect=True)
+def test_sessions_of_a_user_are_found_by_the_index(
+    make_store: t.Callable[..., DatabaseStore], url: str
+) -> None:
+    store = make_store()
+    for n in range(20):
+        store.apply(f"{n:064x}", _bind("ann" if n % 10 == 0 else f"u{n}", a="1"))
+    index = f"{store.table.name}_user_id"
+    # remove_user's DELETE has the same WHERE clause.
+    assert index in _explain(store, store._of_user)
+
+
+_OLD_COLUMNS = ("id", "application", "created_at", "expires_at", "data")
+
+
+def _create_old_table(store: DatabaseStore) -> None:
+    """Replace the store's table by one of an earlier version, holding one
+    session under KEY."""
+    name = store.table.name
+    old = sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("application", sa.String(128), primary_key=True),
+        sa.Column("created_at", sa.Double(), nullable=False),
+        sa.Column("expires_at", sa.Double(), nullable=False),
+        sa.Column("data", sa.Text(), nullable=False),
+        sa.Index(f"{name}_expires_at", "expires_at"),
+    )
+    row = {"id": KEY, "application": "", "created_at": 0.0, "data": '{"x":"1"}'}
+    with store.engine.begin() as connection:
+        store.table.drop(connection)
+        old.create(connection)
+        connection.execute(sa.insert(old).values(expires_at=store.clock() + 100, **row))
+    store.engine.dispose()
+
+
+def test_a_table_of_an_earlier_version_is_upgraded(
+    make_store: t.Callable[..., DatabaseStore],
+) -> None:
+    _create_old_table(make_store())
+    with pytest.raises(ConfigurationError) as info:
+        make_store(create_table=False)
+    assert info.value.key == "table"
+    assert "ADD COLUMN user_id VARCHAR(255)" in str(info.value)
+    assert "(application, user_id)" in str(info.value)
+    store = make_store()
+    inspector = sa.inspect(store.engine)
+    assert "user_id" in {column["name"] for column in inspector.get_columns(store.table.name)}
+    indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes(store.table.name)}
+    assert indexes[f"{store.table.name}_user_id"] == ["application", "user_id"]
+    assert store.fetch(KEY).data == {"x": "1"}  # type: ignore[union-attr]
+    store.apply(KEY, _bind("ann", created=False))
+    assert set(store.sessions_of("ann")) == {KEY}
+    make_store(create_table=False)
+
+
+def _start_worker(url: str, table: str, barrier: t.Any) -> None:
+    barrier.wait()
+    DatabaseStore(url=url, table=table).engine.dispose()
+
+
+def test_workers_starting_together_upgrade_the_table_once(
+    make_store: t.Callable[..., DatabaseStore], url: str
+) -> None:
+    store = make_store()
+    _create_old_table(store)
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    workers = [
+        context.Process(target=_start_worker, args=(url, store.table.name, barrier))
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [worker.exitcode for worker in workers] == [0] * 4
+    make_store(create_table=False)
+
+
+def test_clear_and_remove_user_run_beside_writers(
+    make_store: t.Callable[..., DatabaseStore],
+) -> None:
+    store = make_store()
+    keys = [f"{n:064x}" for n in range(8)]
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def end_sessions() -> None:
+        try:
+            while not done.is_set():
+                store.remove_user("ann")
+                store.clear()
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    def write(number: int) -> None:
+        for i in range(20):
+            key = keys[(number + i) % len(keys)]
+            store.apply(key, _bind("ann" if i % 2 else None, True, **{f"t{number}": str(i)}))
+            store.apply(key, ChangeSet({f"u{number}": str(i)}))
+
+    enders = [threading.Thread(target=end_sessions) for _ in range(2)]
+    for ender in enders:
+        ender.start()
+    try:
+        _run_threads(8, write)
+    finally:
+        done.set()
+        for ender in enders:
+            ender.join()
+    assert errors == []
+    # The index is in step with the data.
+    bound = {key for key, record in store.scan() if USER_KEY in record.data}
+    assert set(store.sessions_of("ann")) == bound
+    assert store.remove_user("ann") == len(bound)

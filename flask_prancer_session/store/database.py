@@ -39,6 +39,13 @@ Each operation is one short transaction, built once per store:
   (and SQLite, without the locking clause); ``DELETE ... LIMIT`` in READ
   COMMITTED under a ``GET_LOCK`` on MySQL, so that a purge never deadlocks
   with requests nor with another process's purge.
+- ``scan``: ``SELECT ... WHERE id > last ORDER BY id LIMIT 500``, each batch
+  its own read. ``clear``: batches of 100 ids by key, each deleted in its own
+  transaction.
+- ``sessions_of`` and ``remove_user``: ``SELECT`` and ``DELETE ... WHERE
+  user_id = ...`` on the ``(application, user_id)`` index. The ``user_id``
+  column is set by the statements of ``apply`` that bind or unbind a user (the
+  ``_prancer_user`` key), so it changes, and goes, with the row's data.
 
 A pooled connection found dead (the database restarted) is replaced and the
 operation run once more; a deadlock or serialisation failure is retried up to
@@ -51,7 +58,8 @@ Options: ``url``; ``engine``; or ``dialect`` (``postgresql``, ``mysql``,
 connect arguments). ``table`` (``"sessions"``; may be ``"schema.table"``; with
 ``_expires_at`` appended it must fit the database's name limit),
 ``application`` (``""``; apps sharing a table keep apart by it; no control
-characters), ``create_table`` (true; workers starting together may all try),
+characters), ``create_table`` (true: create the table, or add what one of
+an earlier version lacks; workers starting together may all try),
 ``on_connect`` (SQL run on each new connection, after the store's own),
 ``connection_check_threshold`` (replace pooled connections older than this;
 none), ``connect_timeout`` (5 seconds to connect), ``statement_timeout`` (10
@@ -84,9 +92,18 @@ The table, for DBAs who create it themselves (``create_table: false``)::
         created_at  DOUBLE PRECISION NOT NULL,  -- epoch seconds
         expires_at  DOUBLE PRECISION NOT NULL,
         data        TEXT NOT NULL,          -- MEDIUMTEXT on MySQL; a JSON object
+        user_id     VARCHAR(255),           -- the user the session is bound to
         PRIMARY KEY (id, application)
     );
     CREATE INDEX sessions_expires_at ON sessions (expires_at);
+    CREATE INDEX sessions_user_id ON sessions (application, user_id);
+
+A table of an earlier version lacks ``user_id``: the store adds the column and
+its index when ``create_table`` is true, and refuses to start otherwise, giving
+the statements to run (``ALTER TABLE sessions ADD COLUMN user_id
+VARCHAR(255)`` and the ``CREATE INDEX`` above). On a large PostgreSQL table,
+run them yourself beforehand, with ``CREATE INDEX CONCURRENTLY``: building the
+index blocks writes and may outlast ``statement_timeout``.
 
 Caveats: times come from the app servers' clocks, not the database's. Only
 PostgreSQL (extra ``postgres``), MySQL 5.7.22+ or MariaDB 10.3+ (``mysql``)
@@ -134,6 +151,8 @@ _T = t.TypeVar("_T")
 
 #: How many expired sessions one purge transaction deletes at most.
 PURGE_BATCH = 100
+#: How many sessions one read of :meth:`DatabaseStore.scan` returns at most.
+SCAN_BATCH = 500
 #: How many times an operation is retried after a deadlock.
 CONFLICT_RETRIES = 3
 
@@ -159,7 +178,8 @@ class DatabaseStore(StoreDriver):
         the split options ``database`` .. ``dsn_extra``.
     :param table: the table name, optionally ``"schema.table"``.
     :param application: the name that keeps apps sharing the table apart.
-    :param create_table: create the table and its index if missing.
+    :param create_table: create the table and its indexes if missing, and add
+        the ``user_id`` column and index to a table of an earlier version.
     :param on_connect: SQL statements run on each new connection.
     :param connection_check_threshold: replace pooled connections older than
         this many seconds.
@@ -264,15 +284,24 @@ class DatabaseStore(StoreDriver):
         self._purger = self.engine
         if self._backend == "mysql":
             self._purger = self.engine.execution_options(isolation_level="READ COMMITTED")
+        # Deletes of many rows (clear, remove_user): without gap locks on
+        # MySQL, and taking SQLite's write lock at BEGIN like other writes.
+        self._bulk = self._purger
         if self.engine.dialect.name == "sqlite":
             # Writers take the write lock at BEGIN and queue under the busy
             # timeout, where a deferred transaction could fail at once.
             self._writer = self.engine.execution_options()
             sa.event.listen(self._writer, "begin", _begin_immediate)
-        if create_table:
-            self._create_table()
+            self._bulk = self._writer
+        try:
+            if create_table:
+                self._create_table()
+            else:
+                self._check_table()
+        finally:
             if engine is None:
-                # No pooled connection may outlive a fork (gunicorn --preload).
+                # No pooled connection may outlive a fork (gunicorn --preload),
+                # nor a store that failed to start.
                 self.engine.dispose()
 
     def fetch(self, key: str) -> Record | None:
@@ -291,6 +320,9 @@ class DatabaseStore(StoreDriver):
             "now": now,
             "idle": now + timeout,
             "absolute": self.absolute_timeout,
+            # Only read by statements of changes that bind or unbind a user,
+            # and by the INSERT of a new row, which then has no user unless so.
+            "user_id": changes.user_id,
         }
         removals = 0
         if self._backend == "sqlite":
@@ -307,7 +339,7 @@ class DatabaseStore(StoreDriver):
             removals = 1 << (len(paths) - 1).bit_length()
             paths += paths[-1:] * (removals - len(paths))
             params.update((f"path_{n}", path) for n, path in enumerate(paths))
-        update, upsert = self._merge_statements(removals)
+        update, upsert = self._merge_statements(removals, changes.binds_user)
         if changes.updated and changes.created_at is not None:
             params["created_at"] = changes.created_at
             params["fresh_expiry"] = self.expiry_for(changes.created_at, now, timeout)
@@ -376,6 +408,73 @@ class DatabaseStore(StoreDriver):
             count, more = self._run("purge expired sessions", purge_batch, engine=self._purger)
             deleted += count
         return deleted
+
+    indexes_users = True
+
+    def scan(self) -> t.Iterator[tuple[str, Record]]:
+        """Yield this application's live sessions in batches of
+        :data:`SCAN_BATCH` by key, each batch a short read of its own, so that
+        a scan of many sessions holds neither a transaction nor much memory."""
+
+        def read(after: str) -> t.Sequence[t.Any]:
+            params = {"after": after, "now": self.clock(), "limit": SCAN_BATCH}
+            return self._run("list sessions", lambda c: c.execute(self._scan, params).all(), False)
+
+        after = ""
+        while True:
+            rows = read(after)
+            for row in rows:
+                data = self._decode(row.id, row.data)
+                if data is not None:
+                    yield row.id, Record(data, row.created_at, row.expires_at)
+            if len(rows) < SCAN_BATCH:
+                return
+            after = rows[-1].id
+
+    def clear(self) -> int:
+        """Delete this application's sessions in batches by key, each in a
+        short transaction, and return how many live ones were deleted."""
+        deleted = 0
+        now = self.clock()
+        after = ""
+
+        def clear_batch(connection: sa.Connection) -> tuple[int, list[str]]:
+            ids = connection.execute(self._batch, {"after": after}).scalars().all()
+            if not ids:
+                return 0, []
+            params = {"ids": ids, "now": now}
+            count = connection.execute(self._delete_live_ids, params).rowcount
+            connection.execute(self._delete_ids, params)
+            return count, list(ids)
+
+        while True:
+            count, ids = self._run("clear the sessions", clear_batch, engine=self._bulk)
+            deleted += count
+            if len(ids) < PURGE_BATCH:
+                return deleted
+            after = ids[-1]
+
+    def sessions_of(self, user_id: str) -> dict[str, Record]:
+        params = {"user_id": user_id, "now": self.clock()}
+        rows = self._run(
+            "read the sessions of a user", lambda c: c.execute(self._of_user, params).all(), False
+        )
+        records = {}
+        for row in rows:
+            data = self._decode(row.id, row.data)
+            if data is not None:
+                records[row.id] = Record(data, row.created_at, row.expires_at)
+        return records
+
+    def remove_user(self, user_id: str) -> int:
+        params = {"user_id": user_id, "now": self.clock()}
+
+        def remove(connection: sa.Connection) -> int:
+            live = connection.execute(self._delete_user_live, params).rowcount
+            connection.execute(self._delete_user, params)
+            return live
+
+        return self._run("remove the sessions of a user", remove, engine=self._bulk)
 
     def _run(
         self,
@@ -454,13 +553,32 @@ class DatabaseStore(StoreDriver):
             .where(c.application == self.application, c.expires_at <= now)
             .with_dialect_options(mysql_limit=PURGE_BATCH)
         )
-        self._merges: dict[int, tuple[sa.Update, sa.Insert]] = {}
+        after = sa.bindparam("after", type_=sa.String())
+        mine = c.application == self.application
+        self._scan = (
+            sa.select(c.id, c.created_at, c.expires_at, c.data)
+            .where(mine, c.id > after, c.expires_at > now)
+            .order_by(c.id)
+            .limit(sa.bindparam("limit", type_=sa.Integer()))
+        )
+        self._batch = sa.select(c.id).where(mine, c.id > after).order_by(c.id).limit(PURGE_BATCH)
+        ids = c.id.in_(sa.bindparam("ids", expanding=True))
+        self._delete_live_ids = sa.delete(self.table).where(mine, ids, c.expires_at > now)
+        self._delete_ids = sa.delete(self.table).where(mine, ids)
+        user = c.user_id == sa.bindparam("user_id", type_=sa.String())
+        self._of_user = sa.select(c.id, c.created_at, c.expires_at, c.data).where(
+            mine, user, c.expires_at > now
+        )
+        self._delete_user_live = sa.delete(self.table).where(mine, user, c.expires_at > now)
+        self._delete_user = sa.delete(self.table).where(mine, user)
+        self._merges: dict[tuple[int, bool], tuple[sa.Update, sa.Insert]] = {}
 
-    def _merge_statements(self, removals: int) -> tuple[sa.Update, sa.Insert]:
+    def _merge_statements(self, removals: int, binds: bool) -> tuple[sa.Update, sa.Insert]:
         """Return the UPDATE that merges changes into a live row and the INSERT
         that creates the row or merges into it, for MySQL with ``removals``
-        JSON paths to remove (the only variable part), built once each."""
-        statements = self._merges.get(removals)
+        JSON paths to remove, and setting ``user_id`` if the changes ``binds``
+        a user (the variable parts), built once each."""
+        statements = self._merges.get((removals, binds))
         if statements is not None:
             return statements
         c = self.table.c
@@ -503,26 +621,34 @@ class DatabaseStore(StoreDriver):
             valid = kind == "OBJECT"
         live = sa.and_(c.expires_at > now, valid)
 
+        user_id = sa.bindparam("user_id", type_=sa.String())
         update = (
             sa.update(self.table)
             .where(this, live)
             .values(data=merged, expires_at=expiry(c.created_at))
         )
+        if binds:
+            update = update.values(user_id=user_id)
         values = {
             "id": sa.bindparam("key", type_=sa.String()),
             "application": self.application,
             "created_at": sa.bindparam("created_at", type_=sa.Double()),
             "expires_at": sa.bindparam("fresh_expiry", type_=sa.Double()),
             "data": sa.bindparam("fresh", type_=sa.Text()),
+            "user_id": user_id,
         }
         upsert: sa.Insert
         if backend == "postgresql" or backend == "sqlite":
             dialect_insert = postgresql.insert if backend == "postgresql" else sqlite.insert
             insert = dialect_insert(self.table).values(values)
             created_at = sa.case((live, c.created_at), else_=insert.excluded.created_at)
+            fresh_user: sa.ColumnElement[t.Any] = insert.excluded.user_id
             upsert = insert.on_conflict_do_update(
                 index_elements=[c.id, c.application],
                 set_={
+                    "user_id": fresh_user
+                    if binds
+                    else sa.case((live, c.user_id), else_=fresh_user),
                     "created_at": created_at,
                     "data": sa.case((live, merged), else_=insert.excluded.data),
                     "expires_at": expiry(created_at),
@@ -532,32 +658,92 @@ class DatabaseStore(StoreDriver):
             # MySQL assigns in this order and later expressions see the new
             # created_at and data; they stay right, as created_at only changes
             # when the row was not live, and then to what they would use.
+            # user_id comes first, while live still reads the stored row.
             my_insert = mysql.insert(self.table).values(values)
             created_at = sa.case((live, c.created_at), else_=my_insert.inserted.created_at)
+            fresh_user = my_insert.inserted.user_id
             upsert = my_insert.on_duplicate_key_update(
                 [
+                    (
+                        "user_id",
+                        fresh_user if binds else sa.case((live, c.user_id), else_=fresh_user),
+                    ),
                     ("created_at", created_at),
                     ("data", sa.case((live, merged), else_=my_insert.inserted.data)),
                     ("expires_at", expiry(created_at)),
                 ]
             )
-        self._merges[removals] = update, upsert
+        self._merges[removals, binds] = update, upsert
         return update, upsert
 
     def _create_table(self) -> None:
+        """Create the table, or add what a table of an earlier version lacks."""
+
         def create(connection: sa.Connection) -> None:
             self.table.metadata.create_all(connection, checkfirst=True)
 
-        def exists(connection: sa.Connection) -> bool:
-            return sa.inspect(connection).has_table(self.table.name, schema=self.table.schema)
+        index = f"{self.table.name}_user_id"
+        add_column, create_index = self._upgrade
+        steps: list[tuple[str, t.Callable[[sa.Connection], object], t.Callable[[_Schema], bool]]]
+        steps = [
+            ("create the session table", create, lambda s: s.exists),
+            ("add the user_id column", _execute(add_column), lambda s: "user_id" in s.columns),
+            ("create the user_id index", _execute(create_index), lambda s: index in s.indexes),
+        ]
+        schema = self._schema()
+        for action, step, done in steps:
+            if done(schema):
+                continue
+            try:
+                self._run(action, step, engine=self.engine)
+            except SessionStoreError:
+                # Workers starting together race; one wins, and the others'
+                # statements fail on what now exists.
+                if not done(self._schema()):
+                    raise
+            schema = self._schema()
 
+    def _check_table(self) -> None:
+        """Refuse a table of an earlier version, without the user_id column.
+
+        A database that cannot be reached is let be: the app may start before
+        it, and each operation will report the failure.
+        """
         try:
-            self._run("create the session table", create, engine=self.engine)
-        except SessionStoreError:
-            # Workers starting together race to create it; one wins, and the
-            # others' CREATE fails on the table (or its type) that now exists.
-            if not self._run("find the session table", exists, engine=self.engine):
-                raise
+            schema = self._schema()
+        except SessionStoreError as error:
+            logger.warning("Could not check the session table: %s", error)
+            return
+        if schema.exists and "user_id" not in schema.columns:
+            dialect = self.engine.dialect
+            statements = "".join(f"{s.compile(dialect=dialect)};\n" for s in self._upgrade)
+            raise ConfigurationError(
+                f"{self.table.fullname!r} lacks the user_id column and index of this"
+                f" version: run\n{statements}or set create_table to true",
+                "table",
+            )
+
+    def _schema(self) -> _Schema:
+        def inspect(connection: sa.Connection) -> _Schema:
+            inspector = sa.inspect(connection)
+            name, schema = self.table.name, self.table.schema
+            if not inspector.has_table(name, schema=schema):
+                return _Schema(False, set(), set())
+            columns = {column["name"] for column in inspector.get_columns(name, schema=schema)}
+            indexes = {index["name"] for index in inspector.get_indexes(name, schema=schema)}
+            return _Schema(True, columns, indexes)
+
+        return self._run("inspect the session table", inspect, engine=self.engine)
+
+    @property
+    def _upgrade(self) -> tuple[sa.TextClause, sa.schema.CreateIndex]:
+        """The statements that bring a table of an earlier version up to date."""
+        dialect = self.engine.dialect
+        column = sa.schema.CreateColumn(self.table.c.user_id).compile(dialect=dialect)
+        table = dialect.identifier_preparer.format_table(self.table)
+        index = next(i for i in self.table.indexes if i.name == f"{self.table.name}_user_id")
+        add_column = f"ALTER TABLE {table} ADD COLUMN {column}".replace(":", "\\:")
+        return sa.text(add_column), sa.schema.CreateIndex(index)
 
     def _decode(self, key: str, raw: object) -> dict[str, str] | None:
         try:
@@ -607,6 +793,10 @@ class DriverError(Exception):
             self.code = args[0]
 
 
+def _execute(statement: sa.Executable) -> t.Callable[[sa.Connection], object]:
+    return lambda connection: connection.execute(statement)
+
+
 def _is_conflict(error: sa.exc.DBAPIError) -> bool:
     """Tell whether ``error`` is a deadlock or serialisation failure, which
     running the transaction again resolves."""
@@ -636,7 +826,11 @@ def _define_table(name: str) -> sa.Table:
         sa.Column(
             "data", sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb"), nullable=False
         ),
+        # The user a session is bound to (changes.USER_KEY), for "log out
+        # everywhere"; kept by the statements that write the data.
+        sa.Column("user_id", sa.String(255), nullable=True),
         sa.Index(f"{table}_expires_at", "expires_at"),
+        sa.Index(f"{table}_user_id", "application", "user_id"),
         schema=schema,
     )
 
@@ -660,6 +854,15 @@ def _check_dialect(backend: str, dialect: str | None, key: str) -> None:
         raise ConfigurationError(f"{backend!r} databases are not supported", key)
     if dialect is not None and backend != dialect and (dialect, backend) != ("mysql", "mariadb"):
         raise ConfigurationError(f"is {dialect!r} but the {key} is for {backend!r}", "dialect")
+
+
+class _Schema(t.NamedTuple):
+    #: Whether the table exists.
+    exists: bool
+    #: The names of its columns.
+    columns: set[str]
+    #: The names of its indexes.
+    indexes: set[str | None]
 
 
 class _Timeouts(t.NamedTuple):
