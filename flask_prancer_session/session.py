@@ -36,6 +36,8 @@ _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
 
 #: The session key of a per-session expiry set with :meth:`ServerSession.set_expiry`.
 EXPIRY_KEY = "_prancer_expiry"
+#: The longest user id :meth:`ServerSession.bind_user` takes (what SQL stores index).
+MAX_USER_ID_LENGTH = 255
 #: How many hex digits of the store key make a :attr:`ServerSession.fingerprint`.
 FINGERPRINT_LENGTH = 12
 
@@ -372,6 +374,8 @@ class ServerSession(SessionMixin):
         """
         if isinstance(user_id, bool) or not isinstance(user_id, (str, int)) or user_id == "":
             raise TypeError(f"A user id must be a non-empty string or an int, not {user_id!r}.")
+        if len(str(user_id)) > MAX_USER_ID_LENGTH:
+            raise ValueError(f"A user id may have at most {MAX_USER_ID_LENGTH} characters.")
         self[USER_KEY] = str(user_id)
 
     def unbind_user(self) -> None:
