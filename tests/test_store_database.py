@@ -921,3 +921,25 @@ def test_clear_and_remove_user_run_beside_writers(
     bound = {key for key, record in store.scan() if USER_KEY in record.data}
     assert set(store.sessions_of("ann")) == bound
     assert store.remove_user("ann") == len(bound)
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_synchronous_commit_option(tmp_path: Path, durable: bool) -> None:
+    store = DatabaseStore(url=f"sqlite:///{tmp_path / 's.db'}", synchronous_commit=durable)
+    with store.engine.connect() as connection:
+        level = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+    store.engine.dispose()
+    assert level == (2 if durable else 1)  # FULL, NORMAL
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_postgresql_synchronous_commit_follows_the_option(durable: bool) -> None:
+    services.require_module("psycopg", "postgres")
+    services.require_server("PostgreSQL", "127.0.0.1", 5432)
+    store = DatabaseStore(url=services.POSTGRES_URL, synchronous_commit=durable, create_table=False)
+    try:
+        with store.engine.connect() as connection:
+            level = connection.exec_driver_sql("SHOW synchronous_commit").scalar()
+    finally:
+        store.engine.dispose()
+    assert level == ("on" if durable else "off")

@@ -64,7 +64,12 @@ an earlier version lacks; workers starting together may all try),
 ``connection_check_threshold`` (replace pooled connections older than this;
 none), ``connect_timeout`` (5 seconds to connect), ``statement_timeout`` (10
 seconds an operation may take, and at most 5 of it waiting for a lock; ``None``
-for no limit), and the common ``expiration_timeout`` (1800),
+for no limit), ``synchronous_commit`` (false: a crash of the database server
+may lose the last moments of session writes, never corrupt them, and no write
+waits for a disk flush; true: every write is on disk when the request ends.
+PostgreSQL's ``synchronous_commit`` and SQLite's ``synchronous`` follow it;
+MySQL and MariaDB follow the server's ``innodb_flush_log_at_trx_commit``),
+and the common ``expiration_timeout`` (1800),
 ``permanent_timeout``, ``absolute_timeout``, ``autopurge`` (true, as in
 Prancer) and ``autopurge_probability`` (0.1). Durations are seconds or
 ``timedelta``.
@@ -77,10 +82,8 @@ server gone silent); MySQL gets PyMySQL's ``connect_timeout``,
 value given in the URL or ``dsn_extra`` wins.
 
 SQLite: the file is created readable by its owner only (0600), in WAL mode
-with ``synchronous = NORMAL`` (readers never block the writer; a power cut may
-lose the last commits, never corrupt the file; ``on_connect: ["PRAGMA
-synchronous = FULL"]`` restores full durability), and a writer waits up to 15
-seconds for another's lock. A file replaced while the app runs (a restored
+(readers never block the writer), and a writer waits up to 15 seconds for
+another's lock. A file replaced while the app runs (a restored
 backup; remove its ``-wal`` and ``-shm`` files with it) is noticed at the next
 use of each pooled connection.
 
@@ -205,6 +208,7 @@ class DatabaseStore(StoreDriver):
         connection_check_threshold: Seconds | None = None,
         connect_timeout: Seconds = 5,
         statement_timeout: Seconds | None = 10,
+        synchronous_commit: bool = False,
         expiration_timeout: Seconds = DEFAULT_EXPIRATION_TIMEOUT,
         permanent_timeout: Seconds | None = None,
         absolute_timeout: Seconds | None = None,
@@ -252,6 +256,8 @@ class DatabaseStore(StoreDriver):
             raise ConfigurationError("must be a string of at most 128 characters", "application")
         if any(ord(char) < 32 or ord(char) == 127 for char in application):
             raise ConfigurationError("must not contain control characters", "application")
+        if not isinstance(synchronous_commit, bool):
+            raise ConfigurationError("must be true or false", "synchronous_commit")
         if not isinstance(create_table, bool):
             raise ConfigurationError("must be true or false", "create_table")
         #: The name that keeps the sessions of apps sharing the table apart.
@@ -268,7 +274,13 @@ class DatabaseStore(StoreDriver):
             self.engine = engine
         else:
             self.engine = _create_engine(
-                url, dialect, split, on_connect, connection_check_threshold, timeouts
+                url,
+                dialect,
+                split,
+                on_connect,
+                connection_check_threshold,
+                timeouts,
+                synchronous_commit,
             )
         self._backend = (
             "mysql" if self.engine.dialect.name == "mariadb" else self.engine.dialect.name
@@ -279,9 +291,16 @@ class DatabaseStore(StoreDriver):
         # Retries happen only this soon after an operation started, so that a
         # database gone silent fails the request in about the statement timeout.
         self._retry_window = self._timeouts.statement or math.inf
+        #: Runs operations of one statement; with an engine of our own on
+        #: PostgreSQL or MySQL, in autocommit mode.
+        self._single = self.engine
         self._writer = self.engine
+        if engine is None and self._backend != "sqlite":
+            # Operations of several statements need a real transaction.
+            level = "READ COMMITTED" if self._backend == "postgresql" else "REPEATABLE READ"
+            self._writer = self.engine.execution_options(isolation_level=level)
         # Without gap locks a purge does not block requests creating sessions.
-        self._purger = self.engine
+        self._purger = self._writer
         if self._backend == "mysql":
             self._purger = self.engine.execution_options(isolation_level="READ COMMITTED")
         # Deletes of many rows (clear, remove_user): without gap locks on
@@ -293,6 +312,9 @@ class DatabaseStore(StoreDriver):
             self._writer = self.engine.execution_options()
             sa.event.listen(self._writer, "begin", _begin_immediate)
             self._bulk = self._writer
+        #: Writes of one statement: the writer on SQLite (whose lock it takes
+        #: up front), autocommit elsewhere.
+        self._single_writer = self._writer if self._backend == "sqlite" else self._single
         try:
             if create_table:
                 self._create_table()
@@ -349,20 +371,28 @@ class DatabaseStore(StoreDriver):
                 connection.execute(upsert, params)
                 return True
 
-            return self._run("write a session", create)
+            return self._run("write a session", create, engine=self._single_writer)
+
+        if changes.updated or not changes.removed:
+            return self._run(
+                "write a session",
+                lambda c: c.execute(update, params).rowcount > 0,
+                engine=self._single_writer,
+            )
 
         def merge(connection: sa.Connection) -> bool:
-            stored = connection.execute(update, params).rowcount > 0
-            if stored and not changes.updated and changes.removed:
-                # Only removals can leave the session empty; gone, then.
-                stored = connection.execute(self._delete_empty, params).rowcount == 0
-            return stored
+            # Only removals can leave the session empty; gone, then.
+            if connection.execute(update, params).rowcount == 0:
+                return False
+            return connection.execute(self._delete_empty, params).rowcount == 0
 
         return self._run("write a session", merge)
 
     def touch(self, key: str, expires_at: float) -> None:
         params = {"key": key, "now": self.clock(), "new_expiry": expires_at}
-        self._run("touch a session", lambda c: c.execute(self._touch, params))
+        self._run(
+            "touch a session", lambda c: c.execute(self._touch, params), engine=self._single_writer
+        )
 
     def remove(self, key: str) -> bool:
         params = {"key": key, "now": self.clock()}
@@ -892,6 +922,7 @@ def _create_engine(
     on_connect: t.Sequence[str],
     connection_check_threshold: float | None,
     timeouts: _Timeouts,
+    synchronous_commit: bool,
 ) -> sa.Engine:
     connect_args: dict[str, t.Any] = {}
     if url is not None:
@@ -931,10 +962,22 @@ def _create_engine(
             path = os.path.abspath(parsed.database)
             # Readers do not block the writer, and a commit waits for no fsync
             # (a power cut may lose the last sessions written, never corrupt).
-            statements += ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL"]
+            statements += [
+                "PRAGMA journal_mode = WAL",
+                f"PRAGMA synchronous = {'FULL' if synchronous_commit else 'NORMAL'}",
+            ]
     else:
         _set_timeouts(backend, timeouts, connect_args, statements, parsed.query)
+        if backend == "postgresql" and not synchronous_commit:
+            # A crash of the server may lose the last moments of session
+            # writes, never corrupt them; each write then waits for no flush.
+            statements.append("SET synchronous_commit = off")
     options: dict[str, t.Any] = {"hide_parameters": True}
+    if backend != "sqlite":
+        # Most operations are one statement: without a transaction around it
+        # that is one round trip, instead of BEGIN, the statement and COMMIT
+        # (and a ROLLBACK when the connection goes back to the pool).
+        options.update(isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
     if connection_check_threshold is not None:
         options["pool_recycle"] = connection_check_threshold
     try:
