@@ -993,12 +993,31 @@ def _create_engine(
         ) from error
     if path is not None:
         _watch_file(engine, path)
+    if backend in ("mysql", "mariadb"):
+        _skip_autocommit_commits(engine.dialect)
     statements += on_connect
     if statements:
         guard = timeouts.statement if backend == "postgresql" else None
         listener = functools.partial(_run_on_connect, tuple(statements), guard)
         sa.event.listen(engine, "connect", listener)
     return engine
+
+
+def _skip_autocommit_commits(dialect: sa.Dialect) -> None:
+    """Send no COMMIT or ROLLBACK on a PyMySQL connection in autocommit mode,
+    where they do nothing but cost a round trip (psycopg skips them itself)."""
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(dbapi_connection: t.Any) -> None:
+        if not dbapi_connection.get_autocommit():
+            commit(dbapi_connection)
+
+    def do_rollback(dbapi_connection: t.Any) -> None:
+        if not dbapi_connection.get_autocommit():
+            rollback(dbapi_connection)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
 
 
 def _set_timeouts(
