@@ -102,14 +102,22 @@ def _cookie(workdir: Path) -> t.Iterator[Flask]:
     yield make_app()
 
 
-def _prancer(store: str) -> AppBuilder:
+#: A fixed key for the encrypted contenders (32 bytes, URL-safe base64).
+BENCH_KEY = "bW9zdGx5IGhhcm1sZXNzIGJlbmNobWFyayBrZXkhISE"
+
+
+def _prancer(store: str, *, encrypted: bool = False) -> AppBuilder:
     @contextlib.contextmanager
     def build(workdir: Path) -> t.Iterator[Flask]:
         from flask_prancer_session import PrancerSession
 
+        if encrypted:
+            stores.require_module("cryptography", "flask-prancer-session[encryption]")
         with stores.STORES[store](workdir) as config:
             app = make_app()
             app.config["PRANCER_SESSION"] = {"store": config}
+            if encrypted:
+                app.config["PRANCER_SESSION"]["encryption"] = {"keys": [BENCH_KEY]}
             PrancerSession(app)
             try:
                 yield app
@@ -190,6 +198,9 @@ CONTENDERS: list[Contender] = [
     Contender(BARE, _bare),
     Contender(COOKIE, _cookie),
     *(Contender(f"prancer-{store}", _prancer(store)) for store in stores.STORES),
+    # What encryption at rest costs, on the fastest store and on a shared one.
+    Contender("prancer-memory-encrypted", _prancer("memory", encrypted=True)),
+    Contender("prancer-redis-encrypted", _prancer("redis", encrypted=True)),
     Contender("flask-session-redis", _flask_session_redis),
     Contender("flask-session-cachelib-filesystem", _flask_session_cachelib),
     Contender("flask-session-sqlalchemy-sqlite", _flask_session_sqlalchemy),
