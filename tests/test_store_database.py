@@ -943,3 +943,15 @@ def test_postgresql_synchronous_commit_follows_the_option(durable: bool) -> None
     finally:
         store.engine.dispose()
     assert level == ("on" if durable else "off")
+
+
+def test_postgresql_plans_each_statement_for_its_key() -> None:
+    services.require_module("psycopg", "postgres")
+    services.require_server("PostgreSQL", "127.0.0.1", 5432)
+    store = DatabaseStore(url=services.POSTGRES_URL, create_table=False)
+    try:
+        with store.engine.connect() as connection:
+            mode = connection.exec_driver_sql("SHOW plan_cache_mode").scalar()
+    finally:
+        store.engine.dispose()
+    assert mode == "force_custom_plan"

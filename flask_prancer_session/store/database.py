@@ -968,6 +968,11 @@ def _create_engine(
             ]
     else:
         _set_timeouts(backend, timeouts, connect_args, statements, parsed.query)
+        if backend == "postgresql":
+            # psycopg prepares statements it sees often; a generic plan made
+            # while the table was small (a sequential scan) would otherwise
+            # stay cached as the table grows, at a millisecond per request.
+            statements.append("SET plan_cache_mode = force_custom_plan")
         if backend == "postgresql" and not synchronous_commit:
             # A crash of the server may lose the last moments of session
             # writes, never corrupt them; each write then waits for no flush.
