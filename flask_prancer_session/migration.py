@@ -77,7 +77,6 @@ import copy
 import hashlib
 import logging
 import os
-import pickletools
 import re
 import typing as t
 from datetime import datetime
@@ -94,6 +93,11 @@ from itsdangerous import Signer
 from .config import CONFIG_KEY
 from .errors import ConfigurationError
 from .errors import SessionStoreError
+from .pickle_reader import Budget as Budget
+from .pickle_reader import MAX_VALUES as MAX_VALUES
+from .pickle_reader import Placeholder as Placeholder
+from .pickle_reader import read_pickle as read_pickle
+from .pickle_reader import Unreadable as Unreadable
 from .serializer import MAX_DEPTH
 
 if t.TYPE_CHECKING:
@@ -111,15 +115,8 @@ SESSION_TYPES = ("redis", "sqlalchemy", "filesystem", "cachelib")
 #: else is refused before any store lookup.
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _MAX_COOKIE_LENGTH = 4096
-#: More values than any real session holds. A pickle can refer to one list
-#: many times, so this bounds the work of reading one.
-_MAX_VALUES = 100_000
 #: Flask's cookie settings, which Flask-Session used for its cookie.
 _FLASK_COOKIE = SessionInterface()
-
-
-class _Unreadable(Exception):
-    """An entry that holds no session we can read."""
 
 
 class _Unsupported(Exception):
@@ -136,7 +133,7 @@ class _Source(t.Protocol):
         """Return the entry under ``key`` as Python data, or ``None`` if there
         is none or it has expired.
 
-        :raise _Unreadable: if the entry is in a format that is not read.
+        :raise Unreadable: if the entry is in a format that is not read.
         """
 
     def delete(self, key: str) -> None:
@@ -219,7 +216,7 @@ class FlaskSessionMigrator:
         if key is not None:
             try:
                 data = _session_values(self._fetch(key))
-            except _Unreadable as error:
+            except Unreadable as error:
                 logger.warning("A Flask-Session session was not moved over: %s.", error)
         if not data:
             self._when_responding(lambda response: self._expire_cookie(app, response))
@@ -267,7 +264,7 @@ class FlaskSessionMigrator:
     def _fetch(self, key: str) -> t.Any:
         try:
             return self.source.fetch(key)
-        except _Unreadable:
+        except Unreadable:
             raise
         except self.source.errors as error:
             raise SessionStoreError(
@@ -401,7 +398,7 @@ class _SQLSource:
         if expiry <= datetime.now(timezone.utc).replace(tzinfo=None):
             return None
         if data is None:
-            raise _Unreadable("its row holds no data")
+            raise Unreadable("its row holds no data")
         return self.decode(bytes(data))
 
     def delete(self, key: str) -> None:
@@ -441,7 +438,7 @@ class _CachelibSource:
 
     def fetch(self, key: str) -> t.Any:
         entry = self.cache.get(key)
-        if isinstance(entry, _Unreadable):
+        if isinstance(entry, Unreadable):
             raise entry
         return entry
 
@@ -457,8 +454,8 @@ class _DataOnlySerializer(BaseSerializer):
             return None
         try:
             # cachelib's Redis-like caches put "!" before a pickle.
-            return _read_pickle(bytes(bvalue).removeprefix(b"!"))
-        except _Unreadable as error:
+            return read_pickle(bytes(bvalue).removeprefix(b"!"))
+        except Unreadable as error:
             return error  # Not raised: cachelib takes some exceptions for a miss.
 
     def load(self, f: t.BinaryIO) -> t.Any:
@@ -514,7 +511,7 @@ def _msgspec_decoder() -> t.Callable[[bytes], t.Any]:
                 return decoder.decode(raw)
             except (msgspec.DecodeError, RecursionError):
                 pass
-        raise _Unreadable(
+        raise Unreadable(
             "it is neither MessagePack nor JSON (perhaps a pickle from Flask-Session"
             " before 0.7, which is never unpickled)"
         )
@@ -522,181 +519,17 @@ def _msgspec_decoder() -> t.Callable[[bytes], t.Any]:
     return decode
 
 
-class _Placeholder:
-    """Stands for what a pickle holds but is not read, such as an object
-    that only running code could build."""
-
-    __slots__ = ("what",)
-
-    def __init__(self, what: str) -> None:
-        #: What it stands for, for the log.
-        self.what = what
-
-
-def _built_by_code(name: str) -> _Placeholder:
-    return _Placeholder(f"a {name} object, which only running code could build")
-
-
-_MARK = object()
-#: The instructions that push the value they carry.
-_LITERALS = frozenset(
-    "INT BININT BININT1 BININT2 LONG LONG1 LONG4 FLOAT BINFLOAT UNICODE SHORT_BINUNICODE"
-    " BINUNICODE BINUNICODE8 SHORT_BINBYTES BINBYTES BINBYTES8".split()
-)
-_CONSTANTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
-_EMPTY: dict[str, t.Callable[[], t.Any]] = {
-    "EMPTY_LIST": list,
-    "EMPTY_DICT": dict,
-    "EMPTY_TUPLE": tuple,
-    "EMPTY_SET": set,
-}
-
-
-def _read_pickle(data: bytes) -> t.Any:
-    """Return the plain data in a pickle, without unpickling it.
-
-    The pickle's instructions are parsed by :mod:`pickletools` and only those
-    that build strings, bytes, numbers, lists, tuples and dictionaries are
-    carried out. Nothing is imported or called: an instruction that would
-    look up a class or function, or call one, leaves a :class:`_Placeholder`
-    placeholder instead, which the value check refuses.
-
-    :raise _Unreadable: if ``data`` is not a well-formed pickle.
-    """
-    stack: list[t.Any] = []
-    memo: dict[t.Any, t.Any] = {}
-    try:
-        for opcode, arg, _ in pickletools.genops(data):
-            name = opcode.name
-            if name == "STOP":
-                return stack.pop()
-            if name in _LITERALS:
-                stack.append(arg)
-            elif name in _CONSTANTS:
-                stack.append(_CONSTANTS[name])
-            elif name in _EMPTY:
-                stack.append(_EMPTY[name]())
-            elif name == "MARK":
-                stack.append(_MARK)
-            elif name == "LIST":
-                stack.append(_pop_mark(stack))
-            elif name == "TUPLE":
-                stack.append(tuple(_pop_mark(stack)))
-            elif name == "FROZENSET":
-                stack.append(frozenset(map(_key, _pop_mark(stack))))
-            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-                count = int(name[-1])
-                if len(stack) < count:
-                    raise IndexError("stack underflow")
-                last = tuple(stack[-count:])
-                del stack[-count:]
-                stack.append(last)
-            elif name == "DICT":
-                items = _pop_mark(stack)
-                stack.append(dict(zip(map(_key, items[::2]), items[1::2], strict=True)))
-            elif name == "APPEND" and len(stack) > 1 and type(stack[-2]) is list:
-                stack[-2].append(stack.pop())
-            elif name == "SETITEM" and len(stack) > 2 and type(stack[-3]) is dict:
-                value = stack.pop()
-                key = stack.pop()
-                stack[-1][_key(key)] = value
-            elif name in ("APPENDS", "SETITEMS", "ADDITEMS"):
-                items = _pop_mark(stack)
-                target = stack[-1]
-                if name == "APPENDS" and type(target) is list:
-                    target.extend(items)
-                elif name == "ADDITEMS" and type(target) is set:
-                    target.update(map(_key, items))
-                elif name == "SETITEMS" and type(target) is dict:
-                    target.update(zip(map(_key, items[::2]), items[1::2], strict=True))
-                else:
-                    stack[-1] = target if isinstance(target, _Placeholder) else _built_by_code(name)
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[arg] = stack[-1]
-            elif name == "MEMOIZE":
-                memo[len(memo)] = stack[-1]
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                stack.append(memo[arg])
-            elif name == "DUP":
-                stack.append(stack[-1])
-            elif name == "GLOBAL":
-                stack.append(_built_by_code(str(arg).replace(" ", ".")))
-            elif name == "STACK_GLOBAL":
-                qualname = stack.pop()
-                module = stack.pop()
-                stack.append(_built_by_code(f"{module}.{qualname}"))
-            else:
-                _placeholder(opcode, stack)
-    except (ValueError, IndexError, KeyError, TypeError) as error:
-        raise _Unreadable(f"it is not a well-formed pickle ({error})") from error
-    raise _Unreadable("it is not a well-formed pickle")  # genops raises before this
-
-
-def _pop_mark(stack: list[t.Any]) -> list[t.Any]:
-    """Pop and return the items above the topmost mark, and the mark."""
-    for index in range(len(stack) - 1, -1, -1):
-        if stack[index] is _MARK:
-            items = stack[index + 1 :]
-            del stack[index:]
-            return items
-    raise IndexError("no mark on the stack")
-
-
-def _key(value: t.Any) -> t.Any:
-    """Return ``value`` as a dictionary key or set item, or a placeholder if
-    it is not a scalar: hashing a tuple nested a million deep would exhaust
-    the C stack."""
-    if type(value) in (str, int, float, bool, bytes) or value is None:
-        return value
-    if isinstance(value, _Placeholder):
-        return value
-    return _Placeholder(f"a {type(value).__name__} as a dictionary key or set item")
-
-
-def _placeholder(opcode: pickletools.OpcodeInfo, stack: list[t.Any]) -> None:
-    """Take what ``opcode`` consumes off the stack and push placeholders for
-    what it would produce, without doing what it does (look up a global, call
-    something, build an object, fetch an out-of-band buffer)."""
-    before = opcode.stack_before
-    popped: list[t.Any] = []
-    if pickletools.markobject in before:
-        popped = _pop_mark(stack)
-        count = before.index(pickletools.markobject)
-    else:
-        count = len(before)
-    if count > len(stack):
-        raise IndexError("stack underflow")
-    if count:
-        popped = stack[-count:] + popped
-        del stack[-count:]
-    made = next((item for item in popped if isinstance(item, _Placeholder)), None)
-    for _ in opcode.stack_after:
-        stack.append(made or _built_by_code(opcode.name))
-
-
-class _Budget:
-    """Counts the values read from one entry."""
-
-    def __init__(self, limit: int) -> None:
-        self.left = limit
-
-    def spend(self) -> None:
-        self.left -= 1
-        if self.left < 0:
-            raise _Unreadable(f"it holds more than {_MAX_VALUES} values")
-
-
 def _session_values(entry: t.Any) -> dict[str, t.Any]:
     """Return the values of a Flask-Session entry that our sessions store
     exactly, leaving out the others with a warning.
 
-    :raise _Unreadable: if ``entry`` is not a session.
+    :raise Unreadable: if ``entry`` is not a session.
     """
     if entry is None:
         return {}
     if type(entry) is not dict:
-        raise _Unreadable("it is not a mapping")
-    budget = _Budget(_MAX_VALUES)
+        raise Unreadable("it is not a mapping")
+    budget = Budget(MAX_VALUES)
     values: dict[str, t.Any] = {}
     for key, value in entry.items():
         try:
@@ -708,7 +541,7 @@ def _session_values(entry: t.Any) -> dict[str, t.Any]:
     return values
 
 
-def _plain(value: t.Any, depth: int, budget: _Budget) -> t.Any:
+def _plain(value: t.Any, depth: int, budget: Budget) -> t.Any:
     """Return ``value`` as the plain data our sessions store exactly.
 
     :raise _Unsupported: if it holds anything else.
@@ -719,7 +552,7 @@ def _plain(value: t.Any, depth: int, budget: _Budget) -> t.Any:
         return value
     if kind is datetime and value.tzinfo is not None:
         return value  # MessagePack's timestamp, which the session stores exactly.
-    if isinstance(value, _Placeholder):
+    if isinstance(value, Placeholder):
         raise _Unsupported(f"it holds {value.what}")
     if kind not in (list, tuple, set, frozenset, dict):
         raise _Unsupported(f"{kind.__module__}.{kind.__qualname__} values are not moved")

@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from flask_prancer_session import ConfigurationError
 from flask_prancer_session import PrancerSession
 from flask_prancer_session import SessionStoreError
-from flask_prancer_session.migration import _read_pickle
 from flask_prancer_session.migration import _session_values
-from flask_prancer_session.migration import _Unreadable
+from flask_prancer_session.pickle_reader import read_pickle
+from flask_prancer_session.pickle_reader import Unreadable
 
 from . import services
 
@@ -656,7 +656,7 @@ def test_pickle_reader_reads_plain_data_in_every_protocol(
 ) -> None:
     # Before protocol 3, bytes are pickled as a call to _codecs.encode.
     assume(protocol >= 3 or not _holds_bytes(data))
-    assert _session_values(_read_pickle(pickle.dumps(data, protocol))) == _as_lists(data)
+    assert _session_values(read_pickle(pickle.dumps(data, protocol))) == _as_lists(data)
 
 
 def _holds_bytes(value: t.Any) -> bool:
@@ -679,8 +679,8 @@ def _holds_bytes(value: t.Any) -> bool:
     ],
 )
 def test_pickle_reader_refuses_what_is_not_a_pickle(data: bytes) -> None:
-    with pytest.raises(_Unreadable):
-        _read_pickle(data)
+    with pytest.raises(Unreadable):
+        read_pickle(data)
 
 
 def test_shared_lists_cannot_blow_up() -> None:
@@ -688,15 +688,15 @@ def test_shared_lists_cannot_blow_up() -> None:
     value: list[t.Any] = ["x"]
     for _ in range(40):
         value = [value, value]
-    with pytest.raises(_Unreadable, match="more than"):
-        _session_values(_read_pickle(pickle.dumps({"bomb": value}, 5)))
+    with pytest.raises(Unreadable, match="more than"):
+        _session_values(read_pickle(pickle.dumps({"bomb": value}, 5)))
 
 
 def test_deep_values_are_left_out(caplog: pytest.LogCaptureFixture) -> None:
     deep: list[t.Any] = []
     for _ in range(100):
         deep = [deep]
-    data = _read_pickle(pickle.dumps({"deep": deep, "ok": 1}, 5))
+    data = read_pickle(pickle.dumps({"deep": deep, "ok": 1}, 5))
     with caplog.at_level(logging.WARNING, LOGGER):
         assert _session_values(data) == {"ok": 1}
     assert "levels deep" in caplog.records[0].getMessage()
@@ -705,10 +705,10 @@ def test_deep_values_are_left_out(caplog: pytest.LogCaptureFixture) -> None:
 def test_deeply_nested_tuple_key_is_not_hashed() -> None:
     # TUPLE1 a hundred thousand times, then used as a dictionary key.
     data = b"\x80\x05}K\x01" + b"\x85" * 100_000 + b"K\x02s."
-    assert _session_values(_read_pickle(data)) == {}
+    assert _session_values(read_pickle(data)) == {}
 
 
 def test_self_containing_list_is_left_out() -> None:
     loop: list[t.Any] = []
     loop.append(loop)
-    assert _session_values(_read_pickle(pickle.dumps({"loop": loop, "ok": "yes"}))) == {"ok": "yes"}
+    assert _session_values(read_pickle(pickle.dumps({"loop": loop, "ok": "yes"}))) == {"ok": "yes"}
