@@ -273,6 +273,17 @@ class ServerSession(SessionMixin):
             return None
         return _utc(self._interface.expiry(self))
 
+    @property
+    def permanent(self) -> bool:
+        """Flask's flag: the session outlives the browser session, for
+        ``PERMANENT_SESSION_LIFETIME`` (see :meth:`set_expiry` for more)."""
+        self._load()
+        return "_permanent" in self._data and bool(self._value("_permanent"))
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        self["_permanent"] = bool(value)
+
     def has(self, key: str) -> bool:
         """Tell whether the session holds ``key``."""
         return key in self
@@ -451,6 +462,8 @@ class ServerSession(SessionMixin):
         :param timeout: passed on to :attr:`.ChangeSet.timeout`.
         :raise TypeError: naming the key, if a value cannot be serialised.
         """
+        if not self._encoded and len(self._data) == len(self._raw):
+            return _NO_CHANGES  # nothing set, handed out or deleted
         updated = {}
         for key in self._encoded:
             encoded = self._serialised(key)
@@ -458,6 +471,9 @@ class ServerSession(SessionMixin):
                 updated[key] = encoded
         removed = frozenset(self._raw.keys() - self._data.keys())
         return ChangeSet(updated, removed, timeout=timeout)
+
+
+_NO_CHANGES = ChangeSet()
 
 
 def _utc(seconds: float) -> datetime:
