@@ -101,11 +101,7 @@ import typing as t
 import zlib
 
 import cachelib
-from cachelib.serializers import DynamoDbSerializer
-from cachelib.serializers import FileSystemSerializer
-from cachelib.serializers import MongoDbSerializer
-from cachelib.serializers import RedisSerializer
-from cachelib.serializers import UWSGISerializer
+from cachelib.serializers import BaseSerializer
 
 from ..changes import ChangeSet
 from ..changes import Record
@@ -135,9 +131,7 @@ LOCK_STRIPES = 64
 _BOUNDED = {"simple", "filesystem"}
 
 
-class JSONSerializer(
-    FileSystemSerializer, RedisSerializer, DynamoDbSerializer, MongoDbSerializer, UWSGISerializer
-):
+class JSONSerializer(BaseSerializer):
     """Values as JSON, for the cachelib caches that would unpickle them.
 
     Pickle runs whatever code the stored bytes name, so with cachelib's
@@ -145,7 +139,8 @@ class JSONSerializer(
     Redis) can run code in the app. JSON holds our entries, which are
     strings, and the integers cachelib keeps itself (``FileSystemCache``'s
     entry count, ``RedisCache``'s counters, sent as plain digits as before).
-    One class is every flavour, so it fits every cache's ``serializer``.
+    One class serves every flavour: cachelib only calls the serializer's
+    ``dumps``, ``loads``, ``dump`` and ``load``.
     """
 
     def dumps(self, value: t.Any, *args: t.Any, **kwargs: t.Any) -> bytes:
@@ -171,12 +166,17 @@ class JSONSerializer(
 
 #: The cachelib caches that read values others can write through a
 #: serializer: each one gets a :class:`JSONSerializer`.
-UNPICKLING_CACHES = (
-    cachelib.FileSystemCache,
-    cachelib.RedisCache,
-    cachelib.DynamoDbCache,
-    cachelib.MongoDbCache,
-    cachelib.UWSGICache,
+UNPICKLING_CACHES: tuple[type[cachelib.BaseCache], ...] = tuple(
+    getattr(cachelib, name)
+    for name in (
+        "FileSystemCache",
+        "RedisCache",
+        "ValkeyCache",  # cachelib 0.13 and newer
+        "DynamoDbCache",
+        "MongoDbCache",
+        "UWSGICache",
+    )
+    if hasattr(cachelib, name)
 )
 
 
@@ -243,7 +243,7 @@ class CachelibStore(StoreDriver):
         else:
             self.cache = _make_cache(backend, backend_options)
         if isinstance(self.cache, UNPICKLING_CACHES):
-            self.cache.serializer = JSONSerializer()
+            self.cache.serializer = JSONSerializer()  # type: ignore[attr-defined]
             if isinstance(self.cache, cachelib.FileSystemCache):
                 # cachelib pickled its entry count on creation: write it anew.
                 self.cache._update_count(value=len(list(self.cache._list_dir())))
