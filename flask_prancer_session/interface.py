@@ -245,16 +245,14 @@ class PrancerSessionInterface(SessionInterface):
                 session.stored(None)
                 self.state.expire(app, response)
                 return
-            expires_at = store.expiry_for(created_at, timeout=timeout)
-            session.stored(Record({}, created_at, expires_at))
+            expires_at = self._slide(session, created_at, timeout)
             refresh = refresh or not _LIFETIME_KEYS.isdisjoint(
                 changes.updated.keys() | changes.removed
             )
             store.maybe_purge()
         elif store.touch_due(created_at, expires_at, timeout):
-            expires_at = store.expiry_for(created_at, timeout=timeout)
+            expires_at = self._slide(session, created_at, timeout)
             store.touch(store_key(session.id), expires_at)
-            session.stored(Record({}, created_at, expires_at))
             refresh = refresh or persistent
         if refresh or self.state.needs_refresh(app, request, session.id):
             self._cookie(app, session, response, expires_at, persistent)
@@ -290,9 +288,14 @@ class PrancerSessionInterface(SessionInterface):
         timeout: float | None,
         persistent: bool,
     ) -> None:
-        expires_at = self.store.expiry_for(created_at, timeout=timeout)
-        session.stored(Record({}, created_at, expires_at))
+        expires_at = self._slide(session, created_at, timeout)
         self._cookie(app, session, response, expires_at, persistent)
+
+    def _slide(self, session: ServerSession, created_at: float, timeout: float | None) -> float:
+        """Return the session's new expiry, noted on the session."""
+        expires_at = self.store.expiry_for(created_at, timeout=timeout)
+        session.stored((created_at, expires_at))
+        return expires_at
 
     def _cookie(
         self,

@@ -13,7 +13,6 @@ from flask import session as flask_session
 from flask.sessions import SessionMixin
 
 from .changes import ChangeSet
-from .changes import Record
 from .changes import USER_KEY
 from .errors import SessionStoreError
 from .ids import new_id
@@ -430,12 +429,10 @@ class ServerSession(SessionMixin):
             return None
         return self._created, self._expires
 
-    def stored(self, record: Record | None) -> None:
-        """Note what the store now holds, after the interface saved the session."""
-        if record is None:
-            self._created = self._expires = None
-        else:
-            self._created, self._expires = record.created_at, record.expires_at
+    def stored(self, times: tuple[float, float] | None) -> None:
+        """Note ``(created_at, expires_at)`` of what the store now holds, or
+        ``None`` for nothing, after the interface saved the session."""
+        self._created, self._expires = (None, None) if times is None else times
 
     def expiry_override(self) -> dict[str, float] | None:
         """The lifetime :meth:`set_expiry` gave this session, if any."""
