@@ -315,6 +315,9 @@ class DatabaseStore(StoreDriver):
         #: Writes of one statement: the writer on SQLite (whose lock it takes
         #: up front), autocommit elsewhere.
         self._single_writer = self._writer if self._backend == "sqlite" else self._single
+        #: Hot-path statements run on DBAPI cursors (see :meth:`_run_statement`).
+        self._direct = engine is None
+        self._compiled: dict[sa.ClauseElement, _Compiled] = {}
         try:
             if create_table:
                 self._create_table()
@@ -328,11 +331,12 @@ class DatabaseStore(StoreDriver):
 
     def fetch(self, key: str) -> Record | None:
         params = {"key": key, "now": self.clock()}
-        row = self._run("read a session", lambda c: c.execute(self._fetch, params).first(), False)
+        row = self._run_statement("read a session", self._fetch, params, "first", self.engine)
         if row is None:
             return None
-        data = self._decode(key, row.data)
-        return None if data is None else Record(data, row.created_at, row.expires_at)
+        created_at, expires_at, raw = row
+        data = self._decode(key, raw)
+        return None if data is None else Record(data, created_at, expires_at)
 
     def apply(self, key: str, changes: ChangeSet) -> bool:
         now = self.clock()
@@ -367,42 +371,53 @@ class DatabaseStore(StoreDriver):
             params["fresh_expiry"] = self.expiry_for(changes.created_at, now, timeout)
             params["fresh"] = _dumps(changes.updated)
 
-            def create(connection: sa.Connection) -> bool:
-                connection.execute(upsert, params)
-                return True
-
-            return self._run("write a session", create, engine=self._single_writer)
+            self._run_statement("write a session", upsert, params, "rowcount", self._single_writer)
+            return True
 
         if changes.updated or not changes.removed:
-            return self._run(
-                "write a session",
-                lambda c: c.execute(update, params).rowcount > 0,
-                engine=self._single_writer,
+            count = self._run_statement(
+                "write a session", update, params, "rowcount", self._single_writer
             )
+            return bool(count > 0)
 
-        def merge(connection: sa.Connection) -> bool:
-            # Only removals can leave the session empty; gone, then.
-            if connection.execute(update, params).rowcount == 0:
-                return False
-            return connection.execute(self._delete_empty, params).rowcount == 0
+        # Only removals can leave the session empty; gone, then. The DELETE
+        # checks the row is still empty, so it needs no transaction with the
+        # UPDATE: a key another request adds in between keeps the session.
+        if self._backend == "sqlite":
 
-        return self._run("write a session", merge)
+            def merge(connection: sa.Connection) -> bool:
+                if connection.execute(update, params).rowcount == 0:
+                    return False
+                return connection.execute(self._delete_empty, params).rowcount == 0
+
+            return self._run("write a session", merge)
+        if self._run_statement("write a session", update, params, "rowcount", self._single) == 0:
+            return False
+        deleted = self._run_statement(
+            "write a session", self._delete_empty, params, "rowcount", self._single
+        )
+        return bool(deleted == 0)
 
     def touch(self, key: str, expires_at: float) -> None:
         params = {"key": key, "now": self.clock(), "new_expiry": expires_at}
-        self._run(
-            "touch a session", lambda c: c.execute(self._touch, params), engine=self._single_writer
-        )
+        self._run_statement("touch a session", self._touch, params, "rowcount", self._single_writer)
 
     def remove(self, key: str) -> bool:
         params = {"key": key, "now": self.clock()}
+        if self._backend == "sqlite":
 
-        def remove(connection: sa.Connection) -> bool:
-            live = connection.execute(self._delete_live, params).rowcount > 0
-            connection.execute(self._delete, params)
-            return live
+            def remove(connection: sa.Connection) -> bool:
+                live = connection.execute(self._delete_live, params).rowcount > 0
+                connection.execute(self._delete, params)
+                return live
 
-        return self._run("remove a session", remove)
+            return self._run("remove a session", remove)
+        # Each DELETE is atomic on its own: the first tells whether a live
+        # session went, the second takes an expired row left behind.
+        action = "remove a session"
+        live = self._run_statement(action, self._delete_live, params, "rowcount", self._single)
+        self._run_statement(action, self._delete, params, "rowcount", self._single)
+        return bool(live > 0)
 
     def purge(self) -> int:
         """Delete expired sessions in batches of :data:`PURGE_BATCH`, each in a
@@ -513,7 +528,76 @@ class DatabaseStore(StoreDriver):
         write: bool = True,
         engine: sa.Engine | None = None,
     ) -> _T:
-        """Run ``operation`` in a transaction and return its result.
+        """Run ``operation`` in a transaction and return its result, retried
+        as :meth:`_retrying` says."""
+        chosen = engine or (self._writer if write else self.engine)
+
+        def attempt() -> _T:
+            with chosen.connect() as connection:
+                with self._deadline(connection.connection.dbapi_connection), connection.begin():
+                    return operation(connection)
+
+        return self._retrying(action, attempt)
+
+    def _run_statement(
+        self,
+        action: str,
+        statement: sa.Select[t.Any] | sa.Update | sa.Insert | sa.Delete,
+        params: dict[str, t.Any],
+        result: t.Literal["first", "rowcount"],
+        engine: sa.Engine,
+    ) -> t.Any:
+        """Run the one ``statement`` of a hot-path operation and return its
+        first row or its row count.
+
+        Where the store made the engine (its options are then known), the
+        statement's SQL, compiled once, goes straight to a pooled DBAPI
+        cursor: SQLAlchemy's execution layer costs about as much as the round
+        trip to a database on the same machine.
+        """
+        if not self._direct or (engine is not self.engine and engine is not self._single):
+            if result == "first":
+                return self._run(action, lambda c: c.execute(statement, params).first(), False)
+            return self._run(action, lambda c: c.execute(statement, params).rowcount, True, engine)
+        compiled = self._compiled.get(statement)
+        if compiled is None:
+            compiled = self._compiled[statement] = _Compiled.of(statement, self.engine.dialect)
+        return self._retrying(action, lambda: self._execute_direct(compiled, params, result))
+
+    def _execute_direct(
+        self, compiled: _Compiled, params: dict[str, t.Any], result: t.Literal["first", "rowcount"]
+    ) -> t.Any:
+        dialect = self.engine.dialect
+        connection = cursor = None
+        try:
+            connection = self.engine.raw_connection()
+            cursor = connection.cursor()
+            with self._deadline(connection.dbapi_connection):
+                cursor.execute(compiled.sql, compiled.parameters(params))
+                return cursor.fetchone() if result == "first" else cursor.rowcount
+        except dialect.loaded_dbapi.Error as error:
+            dbapi_connection = None if connection is None else connection.dbapi_connection
+            lost = dialect.is_disconnect(error, dbapi_connection, cursor)
+            if lost and connection is not None:
+                connection.invalidate(error)
+            raise sa.exc.DBAPIError.instance(
+                None,
+                None,
+                error,
+                dialect.loaded_dbapi.Error,
+                hide_parameters=True,
+                connection_invalidated=lost,
+                dialect=dialect,
+            ) from None
+        finally:
+            if cursor is not None:
+                with contextlib.suppress(Exception):
+                    cursor.close()
+            if connection is not None:
+                connection.close()
+
+    def _retrying(self, action: str, attempt: t.Callable[[], _T]) -> _T:
+        """Return what ``attempt`` returns, trying again where that can help.
 
         A pooled connection found dead (the database restarted) is replaced and
         the operation run once more, which is why no connection is pinged
@@ -522,16 +606,12 @@ class DatabaseStore(StoreDriver):
         its statement timeout, so that a database gone silent fails the
         request in about that time.
         """
-        if engine is None:
-            engine = self._writer if write else self.engine
         started = time.monotonic()
         reconnected = False
         conflicts = 0
         while True:
             try:
-                with engine.connect() as connection:
-                    with self._deadline(connection), connection.begin():
-                        return operation(connection)
+                return attempt()
             except sa.exc.SQLAlchemyError as error:
                 in_time = time.monotonic() - started < self._retry_window
                 if isinstance(error, sa.exc.DBAPIError) and in_time:
@@ -791,10 +871,9 @@ class DatabaseStore(StoreDriver):
         )
         return None
 
-    def _deadline(self, connection: sa.Connection) -> t.ContextManager[object]:
+    def _deadline(self, dbapi_connection: t.Any) -> t.ContextManager[object]:
         if self._backend != "postgresql" or self._timeouts.statement is None:
             return contextlib.nullcontext()
-        dbapi_connection = connection.connection.dbapi_connection
         return _WATCHDOG.guard(dbapi_connection, self._timeouts.statement)
 
     def _error(self, action: str, error: sa.exc.SQLAlchemyError) -> SessionStoreError:
@@ -821,6 +900,38 @@ class DriverError(Exception):
         args = getattr(error, "args", ())
         if self.code is None and args and isinstance(args[0], int):
             self.code = args[0]
+
+
+class _Compiled(t.NamedTuple):
+    """A statement compiled once for a dialect, to run on a DBAPI cursor."""
+
+    sql: str
+    #: The parameters in the order of the SQL, for a positional paramstyle.
+    order: tuple[str, ...] | None
+    #: The parameters the statement holds itself (literal values).
+    fixed: dict[str, t.Any]
+    #: Conversions of parameters the driver does not take as they are.
+    conversions: dict[str, t.Callable[[t.Any], t.Any]]
+
+    @classmethod
+    def of(cls, statement: sa.ClauseElement, dialect: sa.Dialect) -> _Compiled:
+        compiled = t.cast(sa.sql.compiler.SQLCompiler, statement.compile(dialect=dialect))
+        conversions: dict[str, t.Callable[[t.Any], t.Any]] = {}
+        for name, bind in compiled.binds.items():
+            conversion = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if conversion is not None:
+                conversions[name] = conversion
+        fixed = {name: value for name, value in compiled.params.items() if value is not None}
+        order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        return cls(compiled.string, order, fixed, conversions)
+
+    def parameters(self, params: dict[str, t.Any]) -> t.Any:
+        """Return ``params`` laid out for the driver."""
+        values = self.fixed | params
+        for name, conversion in self.conversions.items():
+            if values.get(name) is not None:
+                values[name] = conversion(values[name])
+        return values if self.order is None else tuple(values[name] for name in self.order)
 
 
 def _execute(statement: sa.Executable) -> t.Callable[[sa.Connection], object]:
