@@ -555,7 +555,7 @@ class DatabaseStore(StoreDriver):
         cursor: SQLAlchemy's execution layer costs about as much as the round
         trip to a database on the same machine.
         """
-        if not self._direct or (engine is not self.engine and engine is not self._single):
+        if not self._direct or engine is not self.engine:
             if result == "first":
                 return self._run(action, lambda c: c.execute(statement, params).first(), False)
             return self._run(action, lambda c: c.execute(statement, params).rowcount, True, engine)
