@@ -1,12 +1,12 @@
 """The timing loop of ``python -m benchmarks``, and its reports.
 
-All contenders run in one process, in rounds: each round times every view of
-every contender once, starting each round with a different contender, so a
-slow drift of the machine (another process, CPU frequency, a cache warming up)
-spreads over all of them instead of falling on whichever ran last. A ratio is
-computed within one round, between numbers measured seconds apart, and the
-report gives the median of the per-round ratios, which one disturbed round
-cannot move much.
+All contenders run in one process, in rounds. Within a round each view's
+requests are sent in slices of :data:`SLICE` requests, every contender's
+slice in turn (in an order rotated from slice to slice), so that a drift of
+the machine (another process, CPU frequency, a cache warming up) falls on all
+of them alike: the numbers a ratio compares were measured within a fraction
+of a second of each other, many times over. The report gives the median of
+the per-round ratios, which one disturbed round cannot move much.
 """
 
 from __future__ import annotations
@@ -125,17 +125,20 @@ def _check(name: str, path: str, status: int) -> None:
         raise BenchmarkError(f"{name}: GET {path} answered {status}")
 
 
+#: Requests per contender and view between two switches of contender.
+SLICE = 50
+
+
 def time_view(name: str, client: FlaskClient, view: str, requests: int) -> float:
-    """Request ``view`` ``requests`` times through ``client``; return requests per second."""
+    """Request ``view`` ``requests`` times through ``client``; return the seconds taken."""
     path = f"/{view}"
     get = client.get
-    gc.collect()
     start = time.perf_counter()
     for _ in range(requests):
         status = get(path).status_code
         if status != 200:
             _check(name, path, status)
-    return requests / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
 def run(
@@ -177,13 +180,21 @@ def run(
                 time_view(ready.name, ready.clients[view], view, warmup)
 
         results.rps = {p.name: {view: [] for view in VIEWS} for p in prepared}
+        slices = [SLICE] * (requests // SLICE) + [requests % SLICE] * bool(requests % SLICE)
+        turn = 0
         for number in range(rounds):
             started = time.perf_counter()
-            shift = number % len(prepared)
-            for ready in prepared[shift:] + prepared[:shift]:
-                for view in VIEWS:
-                    rps = time_view(ready.name, ready.clients[view], view, requests)
-                    results.rps[ready.name][view].append(rps)
+            for view in VIEWS:
+                seconds = dict.fromkeys(names, 0.0)
+                for size in slices:
+                    gc.collect()
+                    shift = turn % len(prepared)
+                    turn += 1
+                    for ready in prepared[shift:] + prepared[:shift]:
+                        client = ready.clients[view]
+                        seconds[ready.name] += time_view(ready.name, client, view, size)
+                for name, spent in seconds.items():
+                    results.rps[name][view].append(requests / spent)
             log(f"round {number + 1}/{rounds} took {time.perf_counter() - started:.1f} s")
     return results
 
