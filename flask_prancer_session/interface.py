@@ -199,7 +199,7 @@ class PrancerSessionInterface(SessionInterface):
             return
         session.saved = True
         if session.accessed:
-            response.vary.add("Cookie")
+            vary_on_cookie(response)
         if not session.loaded:
             return
         origin = session.origin
@@ -307,3 +307,16 @@ class PrancerSessionInterface(SessionInterface):
     ) -> None:
         expires = datetime.fromtimestamp(expires_at, timezone.utc)
         self.state.finalize(app, response, session.id, expires=expires, persistent=persistent)
+
+
+def vary_on_cookie(response: Response) -> None:
+    """Add ``Cookie`` to the response's ``Vary`` header.
+
+    Most responses have no ``Vary`` yet; werkzeug's ``response.vary``, which
+    parses the header into a set and writes it back, is only needed when one does.
+    """
+    headers = response.headers
+    if "Vary" in headers:
+        response.vary.add("Cookie")
+    else:
+        headers["Vary"] = "Cookie"

@@ -93,6 +93,7 @@ from itsdangerous import Signer
 from .config import CONFIG_KEY
 from .errors import ConfigurationError
 from .errors import SessionStoreError
+from .interface import vary_on_cookie
 from .pickle_reader import Budget as Budget
 from .pickle_reader import MAX_VALUES as MAX_VALUES
 from .pickle_reader import Placeholder as Placeholder
@@ -294,7 +295,7 @@ class FlaskSessionMigrator:
             samesite=_FLASK_COOKIE.get_cookie_samesite(app),
             partitioned=_FLASK_COOKIE.get_cookie_partitioned(app),
         )
-        response.vary.add("Cookie")
+        vary_on_cookie(response)
 
     @staticmethod
     def _when_responding(function: t.Callable[[Response], None]) -> None:

@@ -10,6 +10,8 @@ from datetime import timezone
 
 import pytest
 from flask import Flask
+from flask import make_response
+from flask import Response
 from flask import session
 from flask.testing import FlaskClient
 from itsdangerous import Signer
@@ -478,6 +480,26 @@ def test_vary_cookie_when_the_session_is_read(app: Flask) -> None:
     client = app.test_client()
     assert "Cookie" in client.get("/read").vary
     assert "Cookie" not in client.get("/untouched").vary
+
+
+@pytest.mark.parametrize(
+    ("vary", "expected"),
+    [
+        ("Accept-Encoding", "Accept-Encoding, Cookie"),
+        ("Cookie", "Cookie"),
+        ("accept-language, cookie", "accept-language, cookie"),
+    ],
+)
+def test_vary_cookie_joins_the_views_own_vary(app: Flask, vary: str, expected: str) -> None:
+    PrancerSession(app)
+
+    @app.get("/read")
+    def read() -> Response:
+        response = make_response(str(session.get("n")))
+        response.headers["Vary"] = vary
+        return response
+
+    assert app.test_client().get("/read").headers.getlist("Vary") == [expected]
 
 
 def test_vary_cookie_when_the_session_is_written(app: Flask) -> None:
