@@ -280,16 +280,24 @@ def memory_app(make_app: t.Callable[..., Flask]) -> Flask:
     return make_app(**MEMORY)
 
 
+@pytest.fixture(params=["memory", "sqlite"])
+def indexing_app(request: pytest.FixtureRequest, make_app: t.Callable[..., Flask]) -> Flask:
+    """The example app on the memory store and on its default SQLite store."""
+    return make_app(**MEMORY) if request.param == "memory" else make_app()
+
+
 def post(client: FlaskClient, path: str) -> t.Any:
     return client.post(path, data={"csrf_token": csrf_token(client)})
 
 
-def test_devices_lists_the_users_sessions(memory_app: Flask) -> None:
-    laptop, phone, other = (memory_app.test_client() for _ in range(3))
+def test_devices_lists_the_users_sessions(indexing_app: Flask) -> None:
+    laptop, phone, other = (indexing_app.test_client() for _ in range(3))
     login(laptop, "alice")
     login(phone, "alice")
     login(other, "bob")
-    memory_app.test_client().get("/")  # an anonymous visitor
+    indexing_app.test_client().get("/")  # an anonymous visitor
+    for client in (laptop, phone, other):
+        client.get("/")  # shows the flashed "Logged in" message: a write
 
     page = laptop.get("/devices").text
     assert fingerprints(page) == [fingerprint(laptop), fingerprint(phone)]

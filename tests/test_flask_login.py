@@ -44,6 +44,12 @@ def login_app(app: Flask, store: StoreDriver) -> Flask:
     def me() -> str:
         return current_user.get_id() if current_user.is_authenticated else "anonymous"
 
+    @app.post("/shop")
+    def shop() -> str:
+        session["cart"].append("pear")
+        session.pop("_flashes", None)
+        return "ok"
+
     @app.post("/logout")
     def logout() -> str:
         logout_user()
@@ -101,6 +107,14 @@ def test_log_out_everywhere(login_app: Flask) -> None:
         "anonymous",
         "bob",
     ]
+
+
+def test_sessions_stay_listed_after_later_writes(login_app: Flask) -> None:
+    phone, laptop = logged_in(login_app, "ann", 2)
+    phone.post("/shop")
+    assert len(laptop.get("/devices").json["all"]) == 2  # type: ignore[index]
+    assert laptop.post("/everywhere").text == "2"
+    assert phone.get("/me").text == "anonymous"
 
 
 def test_see_your_devices_and_end_one(login_app: Flask) -> None:

@@ -394,6 +394,29 @@ def test_binding_follows_the_changes(store: StoreDriver) -> None:
     assert store.fetch(key) is not None
 
 
+@pytest.mark.parametrize(
+    "later",
+    [
+        ChangeSet(updated={"cart": "1"}),
+        ChangeSet(updated={"cart": "2"}, created_at=1_000.0),
+        ChangeSet(removed=frozenset({"a"})),
+        ChangeSet(updated={"cart": "3"}, removed=frozenset({"a"})),
+    ],
+    ids=["update", "update-or-create", "remove-a-key", "update-and-remove"],
+)
+def test_writes_that_leave_the_binding_alone_keep_the_session_listed(
+    store: StoreDriver, later: ChangeSet
+) -> None:
+    # The requests after a login (a cart, a consumed flash message) must not
+    # hide the session from "log out everywhere".
+    require_users(store)
+    key = bound(store, "ann", a="1", b="2")
+    store.apply(key, later)
+    assert set(store.sessions_of("ann")) == {key}
+    assert store.remove_user("ann") == 1
+    assert store.fetch(key) is None
+
+
 def test_removed_and_expired_sessions_leave_the_index(store: StoreDriver, clock: FakeClock) -> None:
     require_users(store)
     removed, expiring = bound(store, "ann", a="1"), bound(store, "ann", a="2")

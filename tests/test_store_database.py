@@ -732,7 +732,9 @@ def test_user_id_is_kept_by_the_statement_that_writes_the_data(
     assert _row(store, KEY).user_id == "ann"  # type: ignore[union-attr]
     # A request that does not bind keeps the user, creating or not.
     store.apply(KEY, _bind(None, b="2"))
+    assert _row(store, KEY).user_id == "ann"  # type: ignore[union-attr]
     store.apply(KEY, _bind(None, created=False, c="3"))
+    assert _row(store, KEY).user_id == "ann"  # type: ignore[union-attr]
     store.apply(KEY, _bind("bob", created=False))
     assert _row(store, KEY).user_id == "bob"  # type: ignore[union-attr]
     store.apply(KEY, ChangeSet({USER_KEY: "42"}))  # not a JSON string: no user
@@ -813,7 +815,7 @@ def test_applications_sharing_a_table_keep_their_users_apart(
 
 def _explain(store: DatabaseStore, statement: sa.Select[t.Any]) -> str:
     dialect = store.engine.dialect
-    bound = statement.params(user_id="ann", now=0.0)
+    bound = statement.params(user="ann", now=0.0)
     sql = str(bound.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
     prefix = {"sqlite": "EXPLAIN QUERY PLAN ", "postgresql": "EXPLAIN "}[dialect.name]
     with store.engine.connect() as connection:

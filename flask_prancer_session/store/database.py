@@ -348,7 +348,9 @@ class DatabaseStore(StoreDriver):
             "absolute": self.absolute_timeout,
             # Only read by statements of changes that bind or unbind a user,
             # and by the INSERT of a new row, which then has no user unless so.
-            "user_id": changes.user_id,
+            # Not named user_id: SQLAlchemy would add a parameter named after
+            # a column to an UPDATE's SET clause, and unbind the session.
+            "user": changes.user_id,
         }
         removals = 0
         if self._backend == "sqlite":
@@ -500,7 +502,7 @@ class DatabaseStore(StoreDriver):
             after = ids[-1]
 
     def sessions_of(self, user_id: str) -> dict[str, Record]:
-        params = {"user_id": user_id, "now": self.clock()}
+        params = {"user": user_id, "now": self.clock()}
         rows = self._run(
             "read the sessions of a user", lambda c: c.execute(self._of_user, params).all(), False
         )
@@ -512,7 +514,7 @@ class DatabaseStore(StoreDriver):
         return records
 
     def remove_user(self, user_id: str) -> int:
-        params = {"user_id": user_id, "now": self.clock()}
+        params = {"user": user_id, "now": self.clock()}
 
         def remove(connection: sa.Connection) -> int:
             live = connection.execute(self._delete_user_live, params).rowcount
@@ -675,7 +677,7 @@ class DatabaseStore(StoreDriver):
         ids = c.id.in_(sa.bindparam("ids", expanding=True))
         self._delete_live_ids = sa.delete(self.table).where(mine, ids, c.expires_at > now)
         self._delete_ids = sa.delete(self.table).where(mine, ids)
-        user = c.user_id == sa.bindparam("user_id", type_=sa.String())
+        user = c.user_id == sa.bindparam("user", type_=sa.String())
         self._of_user = sa.select(c.id, c.created_at, c.expires_at, c.data).where(
             mine, user, c.expires_at > now
         )
@@ -731,7 +733,7 @@ class DatabaseStore(StoreDriver):
             valid = kind == "OBJECT"
         live = sa.and_(c.expires_at > now, valid)
 
-        user_id = sa.bindparam("user_id", type_=sa.String())
+        user_id = sa.bindparam("user", type_=sa.String())
         update = (
             sa.update(self.table)
             .where(this, live)
