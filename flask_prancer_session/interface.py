@@ -246,7 +246,8 @@ class PrancerSessionInterface(SessionInterface):
                 self.state.expire(app, response)
                 return
             expires_at = self._slide(session, created_at, timeout)
-            refresh = refresh or not _LIFETIME_KEYS.isdisjoint(
+            # The expiry slid, so a persistent cookie must follow it.
+            refresh = persistent or not _LIFETIME_KEYS.isdisjoint(
                 changes.updated.keys() | changes.removed
             )
             store.maybe_purge()

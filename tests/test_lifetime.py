@@ -121,6 +121,20 @@ def test_refresh_each_request_resends_a_permanent_cookie(
     assert ("PSESSION=" in response.headers.get("Set-Cookie", "")) is refresh
 
 
+def test_a_change_resends_a_permanent_cookie_without_refresh_each_request(
+    views: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock
+) -> None:
+    # As Flask does: the store's expiry slides with the change, and the
+    # browser must keep the cookie as long.
+    views.config["SESSION_REFRESH_EACH_REQUEST"] = False
+    session_id = client.get("/permanent/1").text.split()[1]
+    clock.advance(DAY)
+    response = client.get("/count")
+    assert "PSESSION=" in response.headers.get("Set-Cookie", "")
+    assert cookie_expiry(client) == at(clock.now + 14 * DAY)
+    assert stored_expiry(store, session_id) == clock.now + 14 * DAY
+
+
 def test_a_browser_cookie_is_sent_only_when_it_changes(views: Flask, client: FlaskClient) -> None:
     assert "Set-Cookie" in client.get("/count").headers
     assert "Set-Cookie" not in client.get("/count").headers
