@@ -161,6 +161,47 @@ def test_every_option_reaches_set_cookie(app: Flask) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("options", "flask_config", "key"),
+    [
+        ({"samesite": "None"}, {}, "PRANCER_SESSION.state.options.samesite"),
+        (
+            {"samesite": "none"},
+            {"SESSION_COOKIE_SECURE": False},
+            "PRANCER_SESSION.state.options.samesite",
+        ),
+        ({}, {"SESSION_COOKIE_SAMESITE": "None"}, "SESSION_COOKIE_SAMESITE"),
+        ({"secure": False}, {"SESSION_COOKIE_SAMESITE": "None"}, "SESSION_COOKIE_SAMESITE"),
+    ],
+)
+def test_samesite_none_needs_secure_at_init_app(
+    app: Flask, options: dict[str, t.Any], flask_config: dict[str, t.Any], key: str
+) -> None:
+    app.config.update(flask_config)
+    with pytest.raises(ConfigurationError) as caught:
+        PrancerSession(app, state={"driver": "cookie", "options": options})
+    assert caught.value.key == key
+    assert "secure" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("options", "flask_config"),
+    [
+        ({"samesite": "None", "secure": True}, {}),
+        ({"samesite": "None"}, {"SESSION_COOKIE_SECURE": True}),
+        ({"secure": True}, {"SESSION_COOKIE_SAMESITE": "None"}),
+    ],
+)
+def test_samesite_none_with_secure_is_sent(
+    app: Flask, options: dict[str, t.Any], flask_config: dict[str, t.Any]
+) -> None:
+    app.config.update(flask_config)
+    PrancerSession(app, state={"driver": "cookie", "options": options})
+    add_write_view(app)
+    _, attributes = psession(app.test_client().get("/write", base_url="https://localhost/"))
+    assert (attributes["samesite"], "secure" in attributes) == ("None", True)
+
+
 def test_options_beat_flask_settings(app: Flask) -> None:
     app.config.update(
         SESSION_COOKIE_PATH="/flask",

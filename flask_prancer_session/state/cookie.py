@@ -138,6 +138,22 @@ class CookieState(StateDriver):
         self.samesite = samesite
         self.partitioned = partitioned
 
+    def check_app(self, app: Flask) -> None:
+        """Refuse cookie options that only make sense together with ``app``'s
+        ``SESSION_COOKIE_*`` config: a ``SameSite=None`` cookie without
+        ``Secure``, which browsers drop, so that no session would ever stick.
+
+        :raise ConfigurationError: naming the option, or the Flask config key.
+        """
+        options = self._cookie_options(app)
+        if options["samesite"] == "None" and not options["secure"]:
+            key = "samesite" if self.samesite is not None else "SESSION_COOKIE_SAMESITE"
+            raise ConfigurationError(
+                "browsers drop SameSite=None cookies without secure; set secure: true"
+                " (or SESSION_COOKIE_SECURE = True)",
+                key,
+            )
+
     def _cookie_options(self, app: Flask) -> dict[str, t.Any]:
         config = app.config
         return {
