@@ -178,6 +178,7 @@ def test_unsafe_subdirectory_is_refused(tmp_path: Path, clock: FakeClock, name: 
     shard = Path(store.dir, key[:2])
     prepare(shard)
     calls: list[t.Callable[[], object]] = [
+        lambda: store.fetch(key),
         lambda: create(store, key, n="1"),
         lambda: store.touch(key, clock.now + 60),
         lambda: store.remove(key),
@@ -197,6 +198,33 @@ def test_session_file_of_another_user_is_refused(tmp_path: Path, clock: FakeCloc
         store.fetch(key)
     with pytest.raises(SessionStoreError, match="planted"):
         store.apply(key, ChangeSet(updated={"n": "2"}))
+
+
+def test_a_symbolic_link_to_another_session_is_refused(tmp_path: Path, clock: FakeClock) -> None:
+    store = make_store(tmp_path / "sessions", clock)
+    victim, attacker = store_key(new_id()), store_key(new_id())
+    create(store, victim, user="admin")
+    link = Path(store.dir, attacker[:2], attacker)
+    link.parent.mkdir(mode=0o700, exist_ok=True)
+    link.symlink_to(Path(store.dir, victim[:2], victim))
+    with pytest.raises(SessionStoreError, match="symbolic link"):
+        store.fetch(attacker)
+    assert store.fetch(victim) is not None
+
+
+def test_a_fifo_in_place_of_a_session_file_does_not_block(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = make_store(tmp_path / "sessions", clock)
+    key = store_key(new_id())
+    path = Path(store.dir, key[:2], key)
+    path.parent.mkdir(mode=0o700)
+    os.mkfifo(path, 0o600)
+    assert store.fetch(key) is None  # returns at once: no writer is waited for
+    assert "not a regular file" in caplog.text
+    os.chown(path, NOBODY, NOBODY)
+    with pytest.raises(SessionStoreError, match="planted"):
+        store.fetch(key)
 
 
 def test_files_are_private(app: Flask, tmp_path: Path, clock: FakeClock) -> None:
@@ -523,7 +551,9 @@ def test_fetch_opens_exactly_one_path(tmp_path: Path, clock: FakeClock) -> None:
     for key in (keys[0], keys[-1], missing):
         with opened() as events:
             store.fetch(key)
-        assert events == [("open", str(Path(store.dir, key[:2], key)))]
+        # An int is a descriptor wrapped in a file object, not a file opened again.
+        paths = [(event, name) for event, name in events if not isinstance(name, int)]
+        assert paths == [("open", str(Path(store.dir, key[:2], key)))]
     assert store.fetch(keys[150]) is not None
 
 
@@ -929,7 +959,11 @@ def test_scan_reads_one_subdirectory_at_a_time(tmp_path: Path, clock: FakeClock)
         scan = store.scan()
         next(scan)
     # The list of subdirectories, then the first one and its session.
-    assert [event for event, _ in events] == ["os.scandir", "os.scandir", "open"]
+    assert [event for event, name in events if not isinstance(name, int)] == [
+        "os.scandir",
+        "os.scandir",
+        "open",
+    ]
 
 
 def test_the_user_index_follows_every_change(tmp_path: Path, clock: FakeClock) -> None:
@@ -1193,7 +1227,7 @@ def test_a_session_file_the_app_cannot_read_is_a_store_failure(
     key = store_key("x" * 43)
     store.apply(key, ChangeSet(updated={"a": "1"}, created_at=store.clock()))
     path = str(Path(store.dir) / key[:2] / key)
-    original_open = open
+    original_open = os.open
 
     def denied(file: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
         if str(file) == path:
@@ -1201,6 +1235,6 @@ def test_a_session_file_the_app_cannot_read_is_a_store_failure(
         return original_open(file, *args, **kwargs)
 
     # Root reads any file, so the denial is simulated at the OS boundary.
-    monkeypatch.setattr("builtins.open", denied)
+    monkeypatch.setattr("os.open", denied)
     with pytest.raises(SessionStoreError):
         store.fetch(key)

@@ -20,8 +20,9 @@ Options:
     or others, as ssh's ``StrictModes`` requires of ``~/.ssh``: anyone who can
     write there can plant or steal sessions. A symbolic link is refused; give
     the real path. Its subdirectories are checked the same way when a session
-    in them is written, and a session file of another user is refused, both
-    with :class:`~flask_prancer_session.errors.SessionStoreError`.
+    in them is read or written, and a session file of another user or a
+    symbolic link in its place is refused, both with
+    :class:`~flask_prancer_session.errors.SessionStoreError`.
 ``fsync`` (default ``False``)
     Flush each written file, and the directory after renaming it, to the disk
     before the request ends. Without it a power loss or kernel crash can lose
@@ -61,6 +62,7 @@ checked like the others.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -232,13 +234,19 @@ class StorableStore(StoreDriver):
         """Return the session in the file at ``path``, or ``None`` if there is
         none, it cannot be read, or it has expired (unless ``expired``)."""
         try:
-            with open(path, "rb") as file:
-                status = os.fstat(file.fileno())
+            # Neither a planted symbolic link (to another session's file) nor a
+            # FIFO (which would block the request) is followed or waited on.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with open(fd, "rb") as file:
+                status = os.fstat(fd)
                 if status.st_uid != os.geteuid():
                     raise SessionStoreError(
                         f"Refusing the session file {path!r}: it belongs to uid"
                         f" {status.st_uid}, so someone else planted it."
                     )
+                if not stat.S_ISREG(status.st_mode):
+                    logger.warning("Ignoring %s: it is not a regular file.", path)
+                    return None
                 expires_at = status.st_mtime_ns / 1_000_000_000
                 if not expired and expires_at <= self.clock():
                     return None
@@ -249,6 +257,10 @@ class StorableStore(StoreDriver):
             logger.warning("Ignoring the unreadable session file %s.", path, exc_info=True)
             return None
         except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise SessionStoreError(
+                    f"Refusing the session file {path!r}: it is a symbolic link."
+                ) from None
             raise SessionStoreError(f"Cannot read the session file {path!r}.", error) from error
         data = content.get("data") if isinstance(content, dict) else None
         created_at = content.get("created_at") if isinstance(content, dict) else None
@@ -264,7 +276,15 @@ class StorableStore(StoreDriver):
         return Record(data, float(created_at), expires_at)
 
     def fetch(self, key: str) -> Record | None:
-        return self._read(self._path(key))
+        path = self._path(key)
+        try:
+            # Anyone who can write to a subdirectory can rename one
+            # session's file to another's name.
+            if not self._private_dir(os.path.dirname(path), create=False):
+                return None
+        except OSError as error:
+            raise SessionStoreError(f"Cannot read the session file {path!r}.", error) from error
+        return self._read(path)
 
     def apply(self, key: str, changes: ChangeSet) -> bool:
         path = self._path(key)
