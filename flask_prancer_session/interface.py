@@ -243,7 +243,11 @@ class PrancerSessionInterface(SessionInterface):
                 changes = dataclasses.replace(changes, updated=self.seal_values(changes.updated))
             if not store.apply(store_key(session.id), changes):
                 session.stored(None)
-                self.state.expire(app, response)
+                # Emptied by this request: forget the cookie. Ended by another
+                # (a logout, a regenerate) the cookie is left alone, since the
+                # browser may hold that request's newer one by now.
+                if not session:
+                    self.state.expire(app, response)
                 return
             expires_at = self._slide(session, created_at, timeout)
             # The expiry slid, so a persistent cookie must follow it.
