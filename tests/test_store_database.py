@@ -220,6 +220,24 @@ def test_app_config(app: Flask, tmp_path: Path) -> None:
     assert client.get("/").text == "1"
 
 
+def test_a_given_engine_keeps_the_binding_through_later_writes(
+    make_store: t.Callable[..., DatabaseStore], url: str
+) -> None:
+    # An engine the app made (Flask-SQLAlchemy's) runs the statements through
+    # SQLAlchemy's execution layer, where a parameter named after a column
+    # would join an UPDATE's SET clause.
+    engine = sa.create_engine(url)
+    try:
+        store = make_store(engine=engine)
+        store.apply(KEY, _bind("ann", a="1"))
+        store.apply(KEY, ChangeSet({"b": "2"}))
+        store.apply(KEY, ChangeSet(removed=frozenset({"a"})))
+        assert set(store.sessions_of("ann")) == {KEY}
+        assert _row(store, KEY).user_id == "ann"  # type: ignore[union-attr]
+    finally:
+        engine.dispose()
+
+
 def test_given_engine(make_store: t.Callable[..., DatabaseStore], url: str) -> None:
     engine = sa.create_engine(url)
     try:
