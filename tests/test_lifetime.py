@@ -135,6 +135,18 @@ def test_a_change_resends_a_permanent_cookie_without_refresh_each_request(
     assert stored_expiry(store, session_id) == clock.now + 14 * DAY
 
 
+def test_a_touch_resends_a_permanent_cookie_without_refresh_each_request(
+    views: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock
+) -> None:
+    views.config["SESSION_REFRESH_EACH_REQUEST"] = False
+    session_id = client.get("/permanent/1").text.split()[1]
+    assert "Set-Cookie" not in client.get("/read").headers  # the expiry did not move
+    clock.advance(DAY)
+    assert "PSESSION=" in client.get("/read").headers.get("Set-Cookie", "")
+    assert cookie_expiry(client) == at(clock.now + 14 * DAY)
+    assert stored_expiry(store, session_id) == clock.now + 14 * DAY
+
+
 def test_a_browser_cookie_is_sent_only_when_it_changes(views: Flask, client: FlaskClient) -> None:
     assert "Set-Cookie" in client.get("/count").headers
     assert "Set-Cookie" not in client.get("/count").headers
