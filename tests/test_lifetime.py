@@ -147,6 +147,35 @@ def test_a_touch_resends_a_permanent_cookie_without_refresh_each_request(
     assert stored_expiry(store, session_id) == clock.now + 14 * DAY
 
 
+def test_a_view_that_never_touches_the_session_leaves_it_alone(
+    views: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock
+) -> None:
+    keep_alive = False
+
+    @views.get("/plain")
+    def plain() -> str:
+        return "plain"
+
+    # The README's recipe to count every request as activity.
+    @views.before_request
+    def count_every_request_as_activity() -> None:
+        if keep_alive:
+            session.permanent  # noqa: B018 (loading the session is the point)
+
+    session_id = client.get("/permanent/1").text.split()[1]
+    created = stored_expiry(store, session_id)
+    clock.advance(DAY)
+    response = client.get("/plain")
+    assert "Set-Cookie" not in response.headers and "Vary" not in response.headers
+    assert stored_expiry(store, session_id) == created
+
+    keep_alive = True
+    response = client.get("/plain")
+    assert "PSESSION=" in response.headers.get("Set-Cookie", "")
+    assert cookie_expiry(client) == at(clock.now + 14 * DAY)
+    assert stored_expiry(store, session_id) == clock.now + 14 * DAY
+
+
 def test_a_browser_cookie_is_sent_only_when_it_changes(views: Flask, client: FlaskClient) -> None:
     assert "Set-Cookie" in client.get("/count").headers
     assert "Set-Cookie" not in client.get("/count").headers
