@@ -110,13 +110,12 @@ class PrancerSession:
         if config is None and self._store is None:
             _refuse_flask_session_config(app)
         state, store = load_drivers(config, state=self._state, store=self._store)
-        if isinstance(state, CookieState):
-            try:
-                state.check_app(app)
-            except ConfigurationError as error:
-                if error.key == "SESSION_COOKIE_SAMESITE":
-                    raise
-                raise error.under(f"{CONFIG_KEY}.state.options") from None
+        try:
+            state.check_app(app)
+        except ConfigurationError as error:
+            if error.key in app.config:  # one of Flask's settings
+                raise
+            raise error.under(f"{CONFIG_KEY}.state.options") from None
         migrator = None
         if migration_source(config) == "flask-session":
             migrator = FlaskSessionMigrator.from_config(app.config)

@@ -54,6 +54,15 @@ class StateDriver(abc.ABC):
     def expire(self, app: Flask, response: Response) -> None:
         """Make the browser forget its session id."""
 
+    def check_app(self, app: Flask) -> None:
+        """Refuse, at ``init_app``, options that are wrong together with
+        ``app``'s config. The default accepts any.
+
+        :raise ConfigurationError: naming the driver's option, or the key of
+            ``app.config``.
+        """
+        return None
+
     def id_from(self, app: Flask, value: str) -> str | None:
         """Return the session id in ``value`` as the browser holds it (a cookie
         value, say), or ``None`` if it is not intact. For ``flask session
