@@ -43,7 +43,7 @@ Each operation is one short transaction, built once per store:
   its own read. ``clear``: batches of 100 ids by key, each deleted in its own
   transaction.
 - ``sessions_of`` and ``remove_user``: ``SELECT`` and ``DELETE ... WHERE
-  user_id = ...`` on the ``(application, user_id)`` index. The ``user_id``
+  user_id = ...`` on the ``(user_id, application)`` index. The ``user_id``
   column is set by the statements of ``apply`` that bind or unbind a user (the
   ``_prancer_user`` key), so it changes, and goes, with the row's data.
 
@@ -99,7 +99,7 @@ The table, for DBAs who create it themselves (``create_table: false``)::
         PRIMARY KEY (id, application)
     );
     CREATE INDEX sessions_expires_at ON sessions (expires_at);
-    CREATE INDEX sessions_user_id ON sessions (application, user_id);
+    CREATE INDEX sessions_user_id ON sessions (user_id, application);
 
 A table of an earlier version lacks ``user_id``: the store adds the column and
 its index when ``create_table`` is true, and refuses to start otherwise, giving
@@ -973,7 +973,7 @@ def _define_table(name: str) -> sa.Table:
         # everywhere"; kept by the statements that write the data.
         sa.Column("user_id", sa.String(255), nullable=True),
         sa.Index(f"{table}_expires_at", "expires_at"),
-        sa.Index(f"{table}_user_id", "application", "user_id"),
+        sa.Index(f"{table}_user_id", "user_id", "application"),
         schema=schema,
     )
 
