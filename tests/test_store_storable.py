@@ -544,10 +544,10 @@ def opened() -> t.Iterator[list[tuple[str, t.Any]]]:
 
 def test_fetch_opens_exactly_one_path(tmp_path: Path, clock: FakeClock) -> None:
     store = make_store(tmp_path / "sessions", clock)
-    keys = [store_key(new_id()) for _ in range(300)]
+    keys = [key for key in (store_key(new_id()) for _ in range(300)) if key[:2] != "ff"]
     for key in keys:
         create(store, key, n='"x"')
-    missing = store_key(new_id())
+    missing = keys[0][:2] + store_key(new_id())[2:]  # in a subdirectory that exists
     for key in (keys[0], keys[-1], missing):
         with opened() as events:
             store.fetch(key)
@@ -555,6 +555,9 @@ def test_fetch_opens_exactly_one_path(tmp_path: Path, clock: FakeClock) -> None:
         paths = [(event, name) for event, name in events if not isinstance(name, int)]
         assert paths == [("open", str(Path(store.dir, key[:2], key)))]
     assert store.fetch(keys[150]) is not None
+    with opened() as events:
+        assert store.fetch("ff" + store_key(new_id())[2:]) is None
+    assert [name for _, name in events] == []  # no subdirectory, nothing to open
 
 
 def test_apply_reads_the_session_file_once(tmp_path: Path, clock: FakeClock) -> None:
