@@ -97,8 +97,8 @@ def prefill(store: StoreDriver, count: int, *, expired: bool = False) -> None:
     share, extra = divmod(count, PREFILL_THREADS)
     try:
         with ThreadPoolExecutor(PREFILL_THREADS) as pool:
-            for done in pool.map(write, [share + (n < extra) for n in range(PREFILL_THREADS)]):
-                assert done is None
+            # list() waits for every writer and raises what one raised.
+            list(pool.map(write, [share + (n < extra) for n in range(PREFILL_THREADS)]))
     finally:
         if had_own_clock:
             store.clock = saved_clock
