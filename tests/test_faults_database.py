@@ -121,6 +121,33 @@ def test_reset_connections_are_replaced_once(server_url: str, table: str, proxy:
         store.engine.dispose()
 
 
+@pytest.mark.parametrize("server_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("given_engine", [False, True], ids=["own engine", "given engine"])
+def test_a_socket_closed_under_psycopg_is_a_lost_connection(
+    server_url: str, table: str, given_engine: bool
+) -> None:
+    # psycopg reports a reset that its poll loop sees before libpq does as
+    # "connection socket closed" without marking the connection broken, so
+    # SQLAlchemy alone would hand the dead connection out again and fail.
+    import psycopg
+
+    class ResetSeenByPoll(psycopg.Cursor[t.Any]):
+        def execute(self, *args: t.Any, **kwargs: t.Any) -> t.NoReturn:
+            raise psycopg.OperationalError("connection socket closed")
+
+    engine = sa.create_engine(server_url, pool_size=1) if given_engine else None
+    store = DatabaseStore(url=None if engine else server_url, engine=engine, table=table)
+    try:
+        store.apply(KEY, ChangeSet({"a": "1"}, created_at=store.clock()))
+        pooled = store.engine.raw_connection()
+        pooled.dbapi_connection.cursor_factory = ResetSeenByPoll  # type: ignore[union-attr]
+        pooled.close()
+        assert store.fetch(KEY).data == {"a": "1"}  # type: ignore[union-attr]
+        assert store.apply(KEY, ChangeSet({"b": "2"})) is True
+    finally:
+        store.engine.dispose()
+
+
 def _backend_waiting_on_a_lock(admin: sa.Connection, postgresql: bool, table: str) -> int | None:
     if postgresql:
         query = (

@@ -283,6 +283,8 @@ class DatabaseStore(StoreDriver):
                 timeouts,
                 synchronous_commit,
             )
+        if not sa.event.contains(self.engine, "handle_error", _flag_lost_socket):
+            sa.event.listen(self.engine, "handle_error", _flag_lost_socket)
         self._backend = (
             "mysql" if self.engine.dialect.name == "mariadb" else self.engine.dialect.name
         )
@@ -580,7 +582,9 @@ class DatabaseStore(StoreDriver):
                 return cursor.fetchone() if result == "first" else cursor.rowcount
         except dialect.loaded_dbapi.Error as error:
             dbapi_connection = None if connection is None else connection.dbapi_connection
-            lost = dialect.is_disconnect(error, dbapi_connection, cursor)
+            lost = dialect.is_disconnect(error, dbapi_connection, cursor) or _socket_lost(
+                error, dialect
+            )
             if lost and connection is not None:
                 connection.invalidate(error)
             raise sa.exc.DBAPIError.instance(
@@ -939,6 +943,22 @@ class _Compiled(t.NamedTuple):
 
 def _execute(statement: sa.Executable) -> t.Callable[[sa.Connection], object]:
     return lambda connection: connection.execute(statement)
+
+
+def _socket_lost(error: BaseException, dialect: sa.Dialect) -> bool:
+    """Tell whether ``error`` says the connection's socket is gone although the
+    driver did not mark the connection broken, as psycopg 3 reports a reset
+    that its poll loop sees before libpq does."""
+    return isinstance(error, dialect.loaded_dbapi.OperationalError) and (
+        str(error) == "connection socket closed"
+    )
+
+
+def _flag_lost_socket(context: sa.engine.ExceptionContext) -> None:
+    """Have SQLAlchemy discard a connection whose socket :func:`_socket_lost`
+    says is gone, as it does for the disconnects it recognises."""
+    if _socket_lost(context.original_exception, context.dialect):
+        context.is_disconnect = True
 
 
 def _is_conflict(error: sa.exc.DBAPIError) -> bool:
