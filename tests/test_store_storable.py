@@ -32,6 +32,8 @@ from flask_prancer_session.ids import store_key
 from flask_prancer_session.store import storable
 
 from .clock import FakeClock
+from .storable_files import newest
+from .storable_files import versions
 
 LOGGER = "flask_prancer_session.store.storable"
 
@@ -278,11 +280,115 @@ def test_file_content_and_mtime_is_the_expiry(app: Flask, tmp_path: Path, clock:
     created = clock.now
     session_id = app.test_client().get("/").text.split()[1]
     path = path_of(store, session_id)
-    assert json.loads(path.read_bytes()) == {"created_at": created, "data": {"n": "1"}}
+    assert versions(path) == [
+        {"created_at": created, "expires_at": created + 600, "data": {"n": "1"}}
+    ]
     assert path.stat().st_mtime_ns == round((created + 600) * 1e9)
     record = store.fetch(store_key(session_id))
     assert record is not None
     assert record.expires_at == created + 600
+
+
+def test_a_write_appends_a_version_in_place(app: Flask, tmp_path: Path, clock: FakeClock) -> None:
+    store = make_store(tmp_path / "sessions", clock, expiration_timeout=600)
+    session_app(app, store)
+    client = app.test_client()
+    session_id = client.get("/").text.split()[1]
+    path = path_of(store, session_id)
+    inode = path.stat().st_ino
+    clock.advance(10)
+    assert client.get("/").text == f"2 {session_id}"
+    assert path.stat().st_ino == inode
+    assert [version["data"]["n"] for version in versions(path)] == ["1", "2"]
+    assert newest(path)["expires_at"] == clock.now + 600
+    assert path.stat().st_mtime_ns == round((clock.now + 600) * 1e9)
+
+
+def _rewritten(path: Path, inode: int) -> bool:
+    """Whether the file at ``path`` was replaced by one holding a single version."""
+    return path.stat().st_ino != inode and len(versions(path)) == 1
+
+
+def test_a_removal_or_a_new_user_rewrites_the_file(tmp_path: Path, clock: FakeClock) -> None:
+    store = make_store(tmp_path / "sessions", clock)
+    key = store_key(new_id())
+    create(store, key, n="1", secret="s")
+    path = Path(store.dir, key[:2], key)
+    inode = path.stat().st_ino
+    store.apply(key, ChangeSet(updated={"n": "2"}))
+    assert path.stat().st_ino == inode
+    # Removed values do not linger in earlier lines.
+    store.apply(key, ChangeSet(removed=frozenset({"secret"})))
+    assert _rewritten(path, inode)
+    assert b'"s"' not in path.read_bytes()
+    inode = path.stat().st_ino
+    store.apply(key, ChangeSet(updated={USER_KEY: json.dumps("ann")}))
+    assert _rewritten(path, inode)
+    assert newest(path)["data"] == {"n": "2", USER_KEY: json.dumps("ann")}
+
+
+def test_a_file_is_rewritten_before_it_grows_large(tmp_path: Path, clock: FakeClock) -> None:
+    store = make_store(tmp_path / "sessions", clock)
+    key = store_key(new_id())
+    create(store, key, n="0")
+    path = Path(store.dir, key[:2], key)
+    sizes = []
+    for number in range(1, 2000):
+        store.apply(key, ChangeSet(updated={"n": str(number)}))
+        sizes.append(path.stat().st_size)
+    assert max(sizes) <= storable._COMPACT_AT
+    assert min(sizes) < 200
+    assert newest(path)["data"] == {"n": "1999"}
+    # A large session is rewritten after a few versions, not kept many times.
+    big = "x" * 100_000
+    for number in range(10):
+        store.apply(key, ChangeSet(updated={"big": big, "n": str(number)}))
+        assert path.stat().st_size <= 4 * 100_100
+
+
+def test_a_torn_last_line_is_ignored_then_rewritten(tmp_path: Path, clock: FakeClock) -> None:
+    store = make_store(tmp_path / "sessions", clock)
+    key = store_key(new_id())
+    create(store, key, n="1")
+    store.apply(key, ChangeSet(updated={"n": "2"}))
+    path = Path(store.dir, key[:2], key)
+    whole = path.read_bytes()
+    lines = whole.splitlines(keepends=True)
+    torn_versions = [
+        lines[0] + lines[1][: len(lines[1]) // 2],  # killed mid-append
+        lines[0] + lines[1][:-1],  # the newline missing
+        lines[0] + lines[1].replace(b'"2"', b'"3"'),  # CRC does not match
+    ]
+    for torn in torn_versions:
+        corrupt(path, torn)
+        record = store.fetch(key)
+        assert record is not None
+        assert record.data == {"n": "1"}
+        inode = path.stat().st_ino
+        store.apply(key, ChangeSet(updated={"m": "x"}))
+        assert _rewritten(path, inode)
+        assert newest(path)["data"] == {"n": "1", "m": "x"}
+        corrupt(path, whole)
+
+
+def test_a_line_s_expiry_counts_when_the_file_time_lags(tmp_path: Path, clock: FakeClock) -> None:
+    """A process that died between appending a line and setting the file's
+    time left an older time: the line's expiry holds, for reads, touches and
+    purge."""
+    store = make_store(tmp_path / "sessions", clock, expiration_timeout=600)
+    key = store_key(new_id())
+    create(store, key, n="1")
+    path = Path(store.dir, key[:2], key)
+    os.utime(path, ns=(0, round((clock.now - 1) * 1e9)))
+    record = store.fetch(key)
+    assert record is not None
+    assert record.expires_at == clock.now + 600
+    assert store.purge() == 0
+    store.touch(key, clock.now + 900)
+    assert path.stat().st_mtime_ns == round((clock.now + 900) * 1e9)
+    clock.advance(901)
+    assert store.fetch(key) is None
+    assert store.purge() == 1
 
 
 # Atomic writes
@@ -322,15 +428,49 @@ def test_failed_rename_keeps_the_old_file(
 
     with monkeypatch.context() as patch:
         patch.setattr(os, "replace", failing_replace)
+        # A removal rewrites the file.
+        changes = ChangeSet(updated={"n": "99"}, removed=frozenset({"gone"}))
         with pytest.raises(SessionStoreError) as info:
-            store.apply(store_key(session_id), ChangeSet(updated={"n": "99"}))
-        with pytest.raises(SessionStoreError):
-            client.get("/")
-    assert len(calls) == 2
+            store.apply(store_key(session_id), changes)
+    assert len(calls) == 1
     assert isinstance(info.value.original_error, OSError)
     assert info.value.__cause__ is info.value.original_error
     assert (path.read_bytes(), path.stat().st_ino, path.stat().st_mtime_ns) == before
     assert temp_files(directory) == []
+    assert client.get("/").text == f"2 {session_id}"
+
+
+@pytest.mark.parametrize("written", [0, 10])
+def test_failed_append_keeps_the_old_version(
+    app: Flask,
+    tmp_path: Path,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    written: int,
+) -> None:
+    store = make_store(tmp_path / "sessions", clock)
+    session_app(app, store)
+    client = app.test_client()
+    session_id = client.get("/").text.split()[1]
+    path = path_of(store, session_id)
+    before = path.read_bytes(), path.stat().st_ino, path.stat().st_mtime_ns
+    clock.advance(10)
+
+    real_pwrite = os.pwrite
+
+    def full_disk(fd: int, data: bytes, offset: int) -> int:
+        # Part of the line fits, then the disk is full.
+        if written and offset == len(before[0]):
+            return real_pwrite(fd, data[:written], offset)
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "pwrite", full_disk)
+        with pytest.raises(SessionStoreError) as info:
+            client.get("/")
+    assert isinstance(info.value.original_error, OSError)
+    assert info.value.original_error.errno == 28
+    assert (path.read_bytes(), path.stat().st_ino, path.stat().st_mtime_ns) == before
     assert client.get("/").text == f"2 {session_id}"
 
 
@@ -569,10 +709,15 @@ def test_apply_reads_the_session_file_once(tmp_path: Path, clock: FakeClock) -> 
         assert store.apply(key, ChangeSet(updated={"n": "2"}))
     # An int is a descriptor wrapped in a file object, not a file opened again.
     opens = [name for event, name in events if event == "open" and isinstance(name, str)]
-    # The lock file, the session file, the temporary file written then renamed.
+    # The lock file, then the session file, read and appended to.
+    assert opens == [str(Path(store.dir, key[:2], ".lock")), path]
+    with opened() as events:
+        assert store.apply(key, ChangeSet(updated={"n": "3"}, removed=frozenset({"m"})))
+    opens = [name for event, name in events if event == "open" and isinstance(name, str)]
+    # A removal rewrites it: the temporary file written then renamed.
+    assert opens[:2] == [str(Path(store.dir, key[:2], ".lock")), path]
     assert len(opens) == 3
-    assert opens.count(path) == 1
-    assert opens[0] == str(Path(store.dir, key[:2], ".lock"))
+    assert Path(opens[2]).name.startswith(".tmp-")
 
 
 # Durability
@@ -600,6 +745,11 @@ def test_fsync_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bo
         assert Path(synced[1]).name.startswith(".tmp-")
     synced.clear()
     create(store, key, n="2")
+    # Appended: the file itself.
+    assert synced == ([str(path)] if fsync else [])
+    synced.clear()
+    store.apply(key, ChangeSet(removed=frozenset({"m"})))
+    # Rewritten: the temporary file, then the directory.
     assert len(synced) == (2 if fsync else 0)
     synced.clear()
     assert store.remove(key) is True

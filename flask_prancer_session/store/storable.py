@@ -6,11 +6,27 @@
         "store": {"driver": "storable", "options": {"dir": "/var/lib/myapp/sessions"}},
     }
 
-Each session is one JSON file named by its store key (a SHA-256 hex digest,
-never the session id), in one of 256 subdirectories named by the key's first
-two characters. Finding a session is one ``open``, however many there are.
-The file's modification time is its expiry time, so :meth:`~StorableStore.touch`
-is one ``utime`` and ``flask session purge`` never opens a live file.
+Each session is one file named by its store key (a SHA-256 hex digest, never
+the session id), in one of 256 subdirectories named by the key's first two
+characters. Finding a session is one ``open``, however many there are.
+
+A file is a log of the session's versions, one line each: a CRC-32 in hex,
+a space, and a JSON object with ``created_at``, ``expires_at`` and ``data``.
+A write appends a line in place, and a reader takes the last intact one, so
+a reader or a process killed mid-write sees the old version or the new one,
+never a torn one. The file is rewritten aside and renamed over the old one
+when it would grow past 16 KiB (or four times its newest line), when a write
+removes a key or binds the session to another user (so removed values do not
+linger), and when its last line is torn: earlier versions otherwise stay in
+the file until then. Appending is what keeps writes cheap: replacing a file
+by rename makes ext4 flush the new file's data first, which costs ten times
+the append.
+
+The file's modification time is set to its expiry after each write, so
+:meth:`~StorableStore.touch` is one ``utime`` and ``flask session purge``
+never opens a live file; a session's expiry is the later of that time and
+its newest line's ``expires_at`` (the two differ only while a write is in
+progress, or after a process died in the middle of one).
 
 Options:
 
@@ -33,9 +49,7 @@ Options:
 plus the common ``expiration_timeout``, ``permanent_timeout``,
 ``absolute_timeout``, ``autopurge`` and ``autopurge_probability``.
 
-Files are written to a temporary file (mode 0600) and renamed over the old
-one, so a reader or a killed process sees the old version or the new one, never
-a torn file. Changes and removals are applied under an exclusive ``flock`` on a
+Files are 0600. Changes and removals are applied under an exclusive ``flock`` on a
 lock file per subdirectory, so the processes and threads of one machine never
 lose each other's writes and a removed session stays removed. It needs a POSIX
 system, and every process using ``dir`` must be on the same machine (``flock``
@@ -73,6 +87,7 @@ import stat
 import tempfile
 import time
 import typing as t
+import zlib
 
 from ..changes import ChangeSet
 from ..changes import Record
@@ -96,6 +111,9 @@ _STALE_TEMP_AGE = 3600
 #: process, vanishes between its creation and the marker's.
 _MARK_ATTEMPTS = 100
 _HEX = frozenset("0123456789abcdef")
+#: A session file is rewritten rather than appended to once it would grow past
+#: this many bytes, or four times its newest line.
+_COMPACT_AT = 16 * 1024
 
 
 def _ns(seconds: float) -> int:
@@ -130,6 +148,44 @@ def _digest(user_id: str) -> str:
 def _user_of(record: Record | None) -> str | None:
     value = None if record is None else record.data.get(USER_KEY)
     return None if value is None else user_id_of(value)
+
+
+def _line(created_at: float, expires_at: float, data: dict[str, str]) -> bytes:
+    """Return one version of a session as a line of its file."""
+    payload = json.dumps({"created_at": created_at, "expires_at": expires_at, "data": data})
+    encoded = payload.encode()
+    return b"%08x %s\n" % (zlib.crc32(encoded), encoded)
+
+
+def _intact(line: bytes) -> bool:
+    """Tell whether ``line`` (without its newline) holds the CRC of its payload."""
+    if line[8:9] != b" ":
+        return False
+    try:
+        return int(line[:8], 16) == zlib.crc32(line[9:])
+    except ValueError:
+        return False
+
+
+def _newest(content: bytes) -> tuple[bytes | None, bool]:
+    """Return the payload of the last intact line of a session file's
+    ``content``, and whether nothing torn follows it."""
+    end = len(content)
+    clean = True
+    while end > 0:
+        if content[end - 1] == 0x0A:
+            start = content.rfind(b"\n", 0, end - 1) + 1
+            if _intact(content[start : end - 1]):
+                return content[start + 9 : end - 1], clean
+        else:
+            start = content.rfind(b"\n", 0, end) + 1
+        clean = False
+        end = start
+    return None, False
+
+
+def _finite(value: object) -> t.TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class StorableStore(StoreDriver):
@@ -216,7 +272,8 @@ class StorableStore(StoreDriver):
         it if missing and refusing it unless it is private."""
         path = os.path.join(self.dir, shard)
         try:
-            self._private_dir(path)
+            if not self._private_dir(path, create=False):
+                self._private_dir(path)
             fd = os.open(
                 os.path.join(path, _LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
             )
@@ -230,31 +287,16 @@ class StorableStore(StoreDriver):
         finally:
             os.close(fd)
 
-    def _read(self, path: str, *, expired: bool = False) -> Record | None:
-        """Return the session in the file at ``path``, or ``None`` if there is
-        none, it cannot be read, or it has expired (unless ``expired``)."""
+    def _open(self, path: str, flags: int) -> int | None:
+        """Open the session file at ``path``, or return ``None`` if there is none."""
         try:
             # Neither a planted symbolic link (to another session's file) nor a
             # FIFO (which would block the request) is followed or waited on.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            with open(fd, "rb") as file:
-                status = os.fstat(fd)
-                if status.st_uid != os.geteuid():
-                    raise SessionStoreError(
-                        f"Refusing the session file {path!r}: it belongs to uid"
-                        f" {status.st_uid}, so someone else planted it."
-                    )
-                if not stat.S_ISREG(status.st_mode):
-                    logger.warning("Ignoring %s: it is not a regular file.", path)
-                    return None
-                expires_at = status.st_mtime_ns / 1_000_000_000
-                if not expired and expires_at <= self.clock():
-                    return None
-                content = json.loads(file.read())
+            return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
-        except (IsADirectoryError, ValueError, RecursionError):
-            logger.warning("Ignoring the unreadable session file %s.", path, exc_info=True)
+        except IsADirectoryError:
+            logger.warning("Ignoring %s: it is not a regular file.", path)
             return None
         except OSError as error:
             if error.errno == errno.ELOOP:
@@ -262,18 +304,59 @@ class StorableStore(StoreDriver):
                     f"Refusing the session file {path!r}: it is a symbolic link."
                 ) from None
             raise SessionStoreError(f"Cannot read the session file {path!r}.", error) from error
-        data = content.get("data") if isinstance(content, dict) else None
-        created_at = content.get("created_at") if isinstance(content, dict) else None
+
+    def _load(self, fd: int, path: str) -> tuple[Record | None, int | None]:
+        """Return the session in the open file ``fd``, expired or not, or
+        ``None`` if it holds none; and the file's size if a version may be
+        appended to it, ``None`` if it must be rewritten."""
+        try:
+            status = os.fstat(fd)
+            if status.st_uid != os.geteuid():
+                raise SessionStoreError(
+                    f"Refusing the session file {path!r}: it belongs to uid"
+                    f" {status.st_uid}, so someone else planted it."
+                )
+            if not stat.S_ISREG(status.st_mode):
+                logger.warning("Ignoring %s: it is not a regular file.", path)
+                return None, None
+            content = os.pread(fd, status.st_size, 0)
+        except OSError as error:
+            raise SessionStoreError(f"Cannot read the session file {path!r}.", error) from error
+        payload, clean = _newest(content)
+        try:
+            version = None if payload is None else json.loads(payload)
+        except (ValueError, RecursionError):
+            version = None
+        data = version.get("data") if isinstance(version, dict) else None
+        created_at = version.get("created_at") if isinstance(version, dict) else None
+        expires_at = version.get("expires_at") if isinstance(version, dict) else None
         if (
             not isinstance(data, dict)
-            or isinstance(created_at, bool)
-            or not isinstance(created_at, (int, float))
-            or not math.isfinite(created_at)
+            or not _finite(created_at)
+            or not _finite(expires_at)
             or not all(isinstance(value, str) for value in data.values())
         ):
-            logger.warning("Ignoring the malformed session file %s.", path)
+            logger.warning("Ignoring the unreadable session file %s.", path)
+            return None, None
+        # The file's time is set to the expiry once the line is written, and
+        # may move later with a touch.
+        expires_at = max(float(expires_at), status.st_mtime_ns / 1_000_000_000)
+        record = Record(data, float(created_at), expires_at)
+        return record, (len(content) if clean else None)
+
+    def _read(self, path: str, *, expired: bool = False) -> Record | None:
+        """Return the session in the file at ``path``, or ``None`` if there is
+        none, it cannot be read, or it has expired (unless ``expired``)."""
+        fd = self._open(path, os.O_RDONLY)
+        if fd is None:
             return None
-        return Record(data, float(created_at), expires_at)
+        try:
+            record, _ = self._load(fd, path)
+        finally:
+            os.close(fd)
+        if record is None or (not expired and record.expires_at <= self.clock()):
+            return None
+        return record
 
     def fetch(self, key: str) -> Record | None:
         path = self._path(key)
@@ -289,36 +372,81 @@ class StorableStore(StoreDriver):
     def apply(self, key: str, changes: ChangeSet) -> bool:
         path = self._path(key)
         with self._locked(key[:2]):
-            # Expired too: its user's marker goes once the file is rewritten.
-            stored = self._read(path, expired=True)
-            record = None if stored is None or stored.expires_at <= self.clock() else stored
-            old_user = _user_of(stored)
-            if record is None:
-                if changes.created_at is None:
-                    return False
-                data: dict[str, str] = {}
-                created_at = changes.created_at
-            else:
-                data, created_at = record.data, record.created_at
-            for removed in changes.removed:
-                data.pop(removed, None)
-            data.update(changes.updated)
-            if not data:
-                if record is not None:
-                    self._unlink(path)
-                    if old_user is not None:
-                        self._unmark(key, old_user)
+            fd = self._open(path, os.O_RDWR)
+            try:
+                return self._apply(key, path, fd, changes)
+            finally:
+                if fd is not None:
+                    os.close(fd)
+
+    def _apply(self, key: str, path: str, fd: int | None, changes: ChangeSet) -> bool:
+        """Apply ``changes`` to the session file at ``path``, open as ``fd`` if
+        it exists. Under the lock."""
+        # Expired too: its user's marker goes once the file is rewritten.
+        stored, size = (None, None) if fd is None else self._load(fd, path)
+        record = None if stored is None or stored.expires_at <= self.clock() else stored
+        old_user = _user_of(stored)
+        if record is None:
+            if changes.created_at is None:
                 return False
-            new_user = _user_of(Record(data, created_at, 0))
-            if new_user is not None and new_user != old_user:
-                self._mark(key, new_user)
-            content = json.dumps({"created_at": created_at, "data": data}).encode()
-            self._write(path, content, self.expiry_for(created_at, timeout=changes.timeout))
-            if old_user is not None and old_user != new_user:
-                self._unmark(key, old_user)
-            return True
+            data: dict[str, str] = {}
+            created_at = changes.created_at
+        else:
+            data, created_at = record.data, record.created_at
+        for removed in changes.removed:
+            data.pop(removed, None)
+        data.update(changes.updated)
+        if not data:
+            if record is not None:
+                self._unlink(path)
+                if old_user is not None:
+                    self._unmark(key, old_user)
+            return False
+        new_user = _user_of(Record(data, created_at, 0))
+        if new_user is not None and new_user != old_user:
+            self._mark(key, new_user)
+        expires_at = self.expiry_for(created_at, timeout=changes.timeout)
+        line = _line(created_at, expires_at, data)
+        if (
+            fd is not None
+            and size is not None
+            and record is not None
+            and not changes.removed
+            and not changes.binds_user
+            and size + len(line) <= max(_COMPACT_AT, 4 * len(line))
+        ):
+            self._append(fd, path, line, size, expires_at, record.expires_at)
+        else:
+            self._write(path, line, expires_at)
+        if old_user is not None and old_user != new_user:
+            self._unmark(key, old_user)
+        return True
+
+    def _append(
+        self, fd: int, path: str, line: bytes, size: int, expires_at: float, old_expiry: float
+    ) -> None:
+        """Append ``line`` to the session file ``fd`` of ``size`` bytes, which
+        expires at ``old_expiry``; on failure cut it back to its old version."""
+        try:
+            written = 0
+            while written < len(line):
+                # A short write means the disk or a file size limit is reached;
+                # the next one says which.
+                count = os.pwrite(fd, line[written:], size + written)
+                if count == 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                written += count
+            os.utime(fd, ns=(_ns(expires_at), _ns(expires_at)))
+            if self.fsync:
+                os.fsync(fd)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+                os.utime(fd, ns=(_ns(old_expiry), _ns(old_expiry)))
+            raise SessionStoreError(f"Cannot write the session file {path!r}.", error) from error
 
     def _write(self, path: str, content: bytes, expires_at: float) -> None:
+        """Replace the session file at ``path`` by one holding ``content``."""
         temp = None
         try:
             fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=os.path.dirname(path))
@@ -341,23 +469,22 @@ class StorableStore(StoreDriver):
         """Delete the session file of ``key``, which holds ``stored``, then its
         user's marker, and tell whether a live session was there. Under the
         lock."""
-        live = self._unlink(self._path(key))
+        existed = self._unlink(self._path(key))
         user_id = _user_of(stored)
         if user_id is not None:
             self._unmark(key, user_id)
-        return live
+        return existed and stored is not None and stored.expires_at > self.clock()
 
     def _unlink(self, path: str) -> bool:
-        """Delete the file at ``path`` and tell whether a live session was there."""
+        """Delete the file at ``path`` and tell whether it was there."""
         try:
-            live = os.stat(path).st_mtime_ns > _ns(self.clock())
             os.unlink(path)
             self._sync_dir(path)
         except FileNotFoundError:
             return False
         except OSError as error:
             raise SessionStoreError(f"Cannot delete the session file {path!r}.", error) from error
-        return live
+        return True
 
     def _sync_dir(self, path: str) -> None:
         """Flush the directory holding ``path``, with :attr:`fsync`."""
@@ -372,7 +499,10 @@ class StorableStore(StoreDriver):
         path = self._path(key)
         with self._locked(key[:2]):
             try:
-                if os.stat(path).st_mtime_ns > _ns(self.clock()):
+                # A process that died while writing may have left the expiry
+                # of the newest line only in the line.
+                live = os.stat(path).st_mtime_ns > _ns(self.clock())
+                if live or self._read(path) is not None:
                     os.utime(path, ns=(_ns(expires_at), _ns(expires_at)))
             except FileNotFoundError:
                 pass
@@ -431,7 +561,8 @@ class StorableStore(StoreDriver):
         Files come and go meanwhile (renamed temporary files, sessions another
         purge or a logout deleted): a file that vanished is skipped.
         """
-        now_ns = _ns(self.clock())
+        now = self.clock()
+        now_ns = _ns(now)
         stale_ns = _ns(time.time() - _STALE_TEMP_AGE)
         directory = os.path.join(self.dir, shard)
         expired = []
@@ -464,7 +595,10 @@ class StorableStore(StoreDriver):
                 try:
                     if os.stat(path).st_mtime_ns > now_ns:
                         continue
-                    user_id = _user_of(self._read(path, expired=True))
+                    stored = self._read(path, expired=True)
+                    if stored is not None and stored.expires_at > now:
+                        continue
+                    user_id = _user_of(stored)
                     os.unlink(path)
                 except FileNotFoundError:
                     continue
