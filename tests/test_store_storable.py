@@ -653,6 +653,43 @@ def test_processes_sharing_a_directory_lose_no_keys(tmp_path: Path) -> None:
     assert temp_files(Path(directory)) == []
 
 
+def _write_growing_versions(directory: str, key: str, count: int, started: t.Any) -> None:
+    store = StorableStore(dir=directory)
+    for version in range(1, count + 1):
+        # Large enough to span many pages, and to be rewritten every few versions.
+        blob = str(version % 10) * 150_000
+        store.apply(key, ChangeSet(updated={"v": str(version), "blob": blob}))
+        started.set()
+
+
+def test_a_reader_beside_a_writing_process_sees_whole_versions_in_order(
+    tmp_path: Path,
+) -> None:
+    directory = str(tmp_path / "sessions")
+    store = StorableStore(dir=directory)
+    key = store_key(new_id())
+    create(store, key, v="0", blob="")
+    context = multiprocessing.get_context("spawn")
+    started = context.Event()
+    writer = context.Process(target=_write_growing_versions, args=(directory, key, 300, started))
+    writer.start()
+    assert started.wait(timeout=60)
+    seen = []
+    while writer.is_alive() or not seen:
+        record = store.fetch(key)
+        assert record is not None
+        version = int(record.data["v"])
+        assert record.data["blob"] == str(version % 10) * 150_000
+        seen.append(version)
+    writer.join(timeout=60)
+    assert writer.exitcode == 0
+    assert seen == sorted(seen)
+    assert len(set(seen)) > 10
+    record = store.fetch(key)
+    assert record is not None
+    assert record.data["v"] == "300"
+
+
 # Files opened: one per lookup, however many there are, and one read per write
 
 
