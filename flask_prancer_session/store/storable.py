@@ -19,8 +19,8 @@ when it would grow past 16 KiB (or four times its newest line), when a write
 removes a key or binds the session to another user (so removed values do not
 linger), and when its last line is torn: earlier versions otherwise stay in
 the file until then. Appending is what keeps writes cheap: replacing a file
-by rename makes ext4 flush the new file's data first, which costs ten times
-the append.
+by rename makes ext4 flush the new file's data first, several times the
+cost of the whole append.
 
 The file's modification time is set to its expiry after each write, so
 :meth:`~StorableStore.touch` is one ``utime`` and ``flask session purge``
@@ -324,7 +324,8 @@ class StorableStore(StoreDriver):
             raise SessionStoreError(f"Cannot read the session file {path!r}.", error) from error
         payload, clean = _newest(content)
         try:
-            version = None if payload is None else json.loads(payload)
+            # Decoded first: json.loads would guess the encoding of bytes.
+            version = None if payload is None else json.loads(payload.decode())
         except (ValueError, RecursionError):
             version = None
         data = version.get("data") if isinstance(version, dict) else None
