@@ -40,6 +40,10 @@ class ChangeSet:
     #: The session's idle timeout in seconds, which moves its expiry to this
     #: long from now; ``None`` means the store's ``expiration_timeout``.
     timeout: float | None = None
+    #: When true, the values replaced must not survive anywhere in the store,
+    #: as after ``flask session rekey``: a store that keeps earlier versions
+    #: (the storable store appends versions to a file) drops them.
+    erase_old_values: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.updated or self.removed or self.created_at is not None)

@@ -202,7 +202,8 @@ def rekey_command() -> None:
                 plain = value  # stored before encryption was turned on
             updated[name] = encryptor.seal(plain, name)
         if updated:
-            # Without created_at: a session ended meanwhile stays ended.
-            store.apply(key, ChangeSet(updated))
+            # Without created_at: a session ended meanwhile stays ended; the
+            # values sealed with an old key, or in the clear, go for good.
+            store.apply(key, ChangeSet(updated, erase_old_values=True))
             rewritten += 1
     click.echo(f"Re-encrypted {_plural(rewritten, 'session')}.")

@@ -157,3 +157,45 @@ def test_rekey_without_encryption_says_so(app: Flask) -> None:
     result = app.test_cli_runner().invoke(args=["session", "rekey"])
     assert result.exit_code == 1
     assert "Encryption is not configured" in result.output
+
+
+def test_rekey_leaves_no_old_version_in_a_storable_file(tmp_path: t.Any) -> None:
+    """The storable store keeps earlier versions in a session's file; after
+    ``rekey`` neither the clear values stored before encryption was turned on
+    nor those sealed with a retired key are anywhere in it."""
+    from flask_prancer_session import StorableStore
+
+    directory = str(tmp_path / "sessions")
+    plain = Flask(__name__)
+    plain.config.update(TESTING=True, SECRET_KEY="test secret")
+    PrancerSession(plain, store=StorableStore(dir=directory))
+
+    @plain.get("/write")
+    def write() -> str:
+        session["secret"] = SECRET
+        session["n"] = session.get("n", 0) + 1
+        return session.id
+
+    writer = plain.test_client()
+    session_id = writer.get("/write").text
+    writer.get("/write")  # a second version, appended
+    path = tmp_path / "sessions" / store_key(session_id)[:2] / store_key(session_id)
+    assert SECRET.encode() in path.read_bytes()
+
+    old, new = new_key(), new_key()
+    store = StorableStore(dir=directory)
+    for keys in ([old], [new, old]):
+        sealed = make_app(store, keys)
+        result = sealed.test_cli_runner().invoke(args=["session", "rekey"])
+        assert result.output.endswith("Re-encrypted 1 session.\n")
+    content = path.read_bytes()
+    assert SECRET.encode() not in content
+    # One version, sealed with the new key: the earlier ones went.
+    assert content.count(b"\n") == 1
+    record = store.fetch(store_key(session_id))
+    assert record is not None
+    assert all(Encryptor([new]).is_current(value) for value in record.data.values())
+
+    reader = make_app(store, [new]).test_client()
+    copy_cookie(writer, reader)
+    assert reader.get("/read").text.startswith(SECRET)

@@ -16,8 +16,8 @@ A write appends a line in place, and a reader takes the last intact one, so
 a reader or a process killed mid-write sees the old version or the new one,
 never a torn one. The file is rewritten aside and renamed over the old one
 when it would grow past 16 KiB (or four times its newest line), when a write
-removes a key or binds the session to another user (so removed values do not
-linger), and when its last line is torn: earlier versions otherwise stay in
+removes a key, binds the session to another user or re-encrypts it (so removed
+values do not linger), and when its last line is torn: earlier versions otherwise stay in
 the file until then. Appending is what keeps writes cheap: replacing a file
 by rename makes ext4 flush the new file's data first, several times the
 cost of the whole append.
@@ -414,6 +414,7 @@ class StorableStore(StoreDriver):
             and record is not None
             and not changes.removed
             and not changes.binds_user
+            and not changes.erase_old_values
             and size + len(line) <= max(_COMPACT_AT, 4 * len(line))
         ):
             self._append(fd, path, line, size, expires_at, record.expires_at)
