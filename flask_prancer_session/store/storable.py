@@ -15,7 +15,7 @@ a space, and a JSON object with ``created_at``, ``expires_at`` and ``data``.
 A write appends a line in place, and a reader takes the last intact one, so
 a reader or a process killed mid-write sees the old version or the new one,
 never a torn one. The file is rewritten aside and renamed over the old one
-when it would grow past 16 KiB (or four times its newest line), when a write
+when it would grow past 8 KiB (or four times its newest line), when a write
 removes a key, binds the session to another user or re-encrypts it (so removed
 values do not linger), and when its last line is torn: earlier versions otherwise stay in
 the file until then. Appending is what keeps writes cheap: replacing a file
@@ -112,8 +112,9 @@ _STALE_TEMP_AGE = 3600
 _MARK_ATTEMPTS = 100
 _HEX = frozenset("0123456789abcdef")
 #: A session file is rewritten rather than appended to once it would grow past
-#: this many bytes, or four times its newest line.
-_COMPACT_AT = 16 * 1024
+#: this many bytes, or four times its newest line: two blocks of most file
+#: systems, so a small session never takes more room on the disk than that.
+_COMPACT_AT = 8192
 
 
 def _ns(seconds: float) -> int:
