@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask import session
+from flask.testing import FlaskClient
 
 from flask_prancer_session import ChangeSet
 from flask_prancer_session import ConfigurationError
@@ -63,6 +64,23 @@ def session_app(app: Flask, store: StorableStore) -> Flask:
 def path_of(store: StorableStore, session_id: str) -> Path:
     key = store_key(session_id)
     return Path(store.dir, key[:2], key)
+
+
+def _file_state(path: Path) -> tuple[bytes, int, int]:
+    """What a failed write must leave as it was: content, inode and expiry."""
+    return path.read_bytes(), path.stat().st_ino, path.stat().st_mtime_ns
+
+
+def _one_session(
+    app: Flask, directory: Path, clock: FakeClock, **options: t.Any
+) -> tuple[StorableStore, FlaskClient, str, Path]:
+    """A store serving ``app`` with one session of one request, and the
+    client, id and file of that session."""
+    store = make_store(directory, clock, **options)
+    session_app(app, store)
+    client = app.test_client()
+    session_id = client.get("/").text.split()[1]
+    return store, client, session_id, path_of(store, session_id)
 
 
 def create(store: StorableStore, key: str, **data: str) -> None:
@@ -290,11 +308,9 @@ def test_file_content_and_mtime_is_the_expiry(app: Flask, tmp_path: Path, clock:
 
 
 def test_a_write_appends_a_version_in_place(app: Flask, tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store(tmp_path / "sessions", clock, expiration_timeout=600)
-    session_app(app, store)
-    client = app.test_client()
-    session_id = client.get("/").text.split()[1]
-    path = path_of(store, session_id)
+    _, client, session_id, path = _one_session(
+        app, tmp_path / "sessions", clock, expiration_timeout=600
+    )
     inode = path.stat().st_ino
     clock.advance(10)
     assert client.get("/").text == f"2 {session_id}"
@@ -409,12 +425,8 @@ def test_failed_rename_keeps_the_old_file(
     app: Flask, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     directory = tmp_path / "sessions"
-    store = make_store(directory, clock)
-    session_app(app, store)
-    client = app.test_client()
-    session_id = client.get("/").text.split()[1]
-    path = path_of(store, session_id)
-    before = path.read_bytes(), path.stat().st_ino, path.stat().st_mtime_ns
+    store, client, session_id, path = _one_session(app, directory, clock)
+    before = _file_state(path)
     clock.advance(10)
 
     real_replace = os.replace
@@ -435,7 +447,7 @@ def test_failed_rename_keeps_the_old_file(
     assert len(calls) == 1
     assert isinstance(info.value.original_error, OSError)
     assert info.value.__cause__ is info.value.original_error
-    assert (path.read_bytes(), path.stat().st_ino, path.stat().st_mtime_ns) == before
+    assert _file_state(path) == before
     assert temp_files(directory) == []
     assert client.get("/").text == f"2 {session_id}"
 
@@ -448,12 +460,8 @@ def test_failed_append_keeps_the_old_version(
     monkeypatch: pytest.MonkeyPatch,
     written: int,
 ) -> None:
-    store = make_store(tmp_path / "sessions", clock)
-    session_app(app, store)
-    client = app.test_client()
-    session_id = client.get("/").text.split()[1]
-    path = path_of(store, session_id)
-    before = path.read_bytes(), path.stat().st_ino, path.stat().st_mtime_ns
+    _, client, session_id, path = _one_session(app, tmp_path / "sessions", clock)
+    before = _file_state(path)
     clock.advance(10)
 
     real_pwrite = os.pwrite
@@ -470,7 +478,7 @@ def test_failed_append_keeps_the_old_version(
             client.get("/")
     assert isinstance(info.value.original_error, OSError)
     assert info.value.original_error.errno == 28
-    assert (path.read_bytes(), path.stat().st_ino, path.stat().st_mtime_ns) == before
+    assert _file_state(path) == before
     assert client.get("/").text == f"2 {session_id}"
 
 
@@ -820,11 +828,9 @@ def test_touch_moves_the_mtime_without_rewriting(tmp_path: Path, clock: FakeCloc
 
 
 def test_read_only_request_touches_in_place(app: Flask, tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store(tmp_path / "sessions", clock, expiration_timeout=600)
-    session_app(app, store)
-    client = app.test_client()
-    session_id = client.get("/").text.split()[1]
-    path = path_of(store, session_id)
+    _, client, session_id, path = _one_session(
+        app, tmp_path / "sessions", clock, expiration_timeout=600
+    )
     inode, content = path.stat().st_ino, path.read_bytes()
 
     clock.advance(120)
