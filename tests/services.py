@@ -19,6 +19,9 @@ POSTGRES_URL = os.environ.get(
     "PRANCER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 MARIADB_URL = os.environ.get("PRANCER_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+MARIADB_MYSQLCLIENT_URL = os.environ.get(
+    "PRANCER_TEST_MARIADB_MYSQLCLIENT_URL", "mysql+mysqldb://root@127.0.0.1:3306/test"
+)
 REDIS_URL = os.environ.get("PRANCER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 REQUIRED = os.environ.get("PRANCER_REQUIRE_SERVICES") == "1"

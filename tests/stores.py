@@ -81,6 +81,14 @@ def _mariadb(tmp_path: Path) -> t.Iterator[StoreMaker]:
         yield make
 
 
+@contextlib.contextmanager
+def _mariadb_mysqlclient(tmp_path: Path) -> t.Iterator[StoreMaker]:
+    services.require_module("MySQLdb", "mysqlclient")
+    services.require_server("MariaDB", "127.0.0.1", 3306)
+    with _database(services.MARIADB_MYSQLCLIENT_URL) as make:
+        yield make
+
+
 def _delete_redis_prefix(prefix: str) -> None:
     import redis
 
@@ -143,6 +151,7 @@ STORE_FACTORIES: dict[str, t.Callable[[Path], t.ContextManager[StoreMaker]]] = {
     "sqlite": _sqlite,
     "postgresql": _postgresql,
     "mariadb": _mariadb,
+    "mariadb-mysqlclient": _mariadb_mysqlclient,
     "redis": _redis,
     "cachelib-simple": _cachelib_simple,
     "cachelib-filesystem": _cachelib_filesystem,

@@ -30,6 +30,7 @@ KEY = "f" * 64
 SERVERS = {
     "postgresql": (services.POSTGRES_URL, "psycopg", "postgres", 5432),
     "mariadb": (services.MARIADB_URL, "pymysql", "mysql", 3306),
+    "mariadb-mysqlclient": (services.MARIADB_MYSQLCLIENT_URL, "MySQLdb", "mysqlclient", 3306),
 }
 
 

@@ -52,15 +52,25 @@ def _require(dialect: str) -> None:
     elif dialect == "mariadb":
         services.require_module("pymysql", "mysql")
         services.require_server("MariaDB", "127.0.0.1", 3306)
+    elif dialect == "mariadb-mysqlclient":
+        services.require_module("MySQLdb", "mysqlclient")
+        services.require_server("MariaDB", "127.0.0.1", 3306)
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+URLS = {
+    "postgresql": services.POSTGRES_URL,
+    "mariadb": services.MARIADB_URL,
+    "mariadb-mysqlclient": services.MARIADB_MYSQLCLIENT_URL,
+}
+
+
+@pytest.fixture(params=["sqlite", *URLS])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database URL for each dialect."""
+    """A database URL for each dialect, and each MySQL driver."""
     _require(request.param)
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'sessions.db'}"
-    return services.POSTGRES_URL if request.param == "postgresql" else services.MARIADB_URL
+    return URLS[request.param]
 
 
 @pytest.fixture
@@ -356,7 +366,7 @@ def test_schema_qualified_table(make_store: t.Callable[..., DatabaseStore], url:
         engine.dispose()
 
 
-@pytest.mark.parametrize("url", ["postgresql", "mariadb"], indirect=True)
+@pytest.mark.parametrize("url", list(URLS), indirect=True)
 def test_pool_replaces_killed_connections(
     make_store: t.Callable[..., DatabaseStore], url: str
 ) -> None:

@@ -77,9 +77,10 @@ Prancer) and ``autopurge_probability`` (0.1). Durations are seconds or
 The timeouts: PostgreSQL gets ``connect_timeout`` and ``SET statement_timeout,
 lock_timeout`` on each connection, and, as psycopg has no read timeout, a
 watchdog thread that closes the socket of an operation past its deadline (a
-server gone silent); MySQL gets PyMySQL's ``connect_timeout``,
-``read_timeout`` and ``write_timeout`` and ``innodb_lock_wait_timeout``. A
-value given in the URL or ``dsn_extra`` wins.
+server gone silent); MySQL gets the driver's (PyMySQL's or mysqlclient's)
+``connect_timeout``, ``read_timeout`` and ``write_timeout``, in whole seconds,
+and ``innodb_lock_wait_timeout``. A value given in the URL or ``dsn_extra``
+wins.
 
 SQLite: the file is created readable by its owner only (0600), in WAL mode
 (readers never block the writer), and a writer waits up to 15 seconds for
@@ -1196,11 +1197,12 @@ def _set_timeouts(
                 f"SET lock_timeout = {math.ceil(lock * 1000)}",
             ]
     elif backend in ("mysql", "mariadb"):
+        # Whole seconds: mysqlclient takes nothing else.
         if timeouts.connect is not None:
-            default("connect_timeout", timeouts.connect)
+            default("connect_timeout", math.ceil(timeouts.connect))
         if statement is not None and lock is not None:
-            default("read_timeout", statement)
-            default("write_timeout", statement)
+            default("read_timeout", math.ceil(statement))
+            default("write_timeout", math.ceil(statement))
             statements.append(f"SET SESSION innodb_lock_wait_timeout = {math.ceil(lock)}")
 
 
