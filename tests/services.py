@@ -18,6 +18,9 @@ import pytest
 POSTGRES_URL = os.environ.get(
     "PRANCER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+POSTGRES_PSYCOPG2_URL = os.environ.get(
+    "PRANCER_TEST_POSTGRES_PSYCOPG2_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+)
 MARIADB_URL = os.environ.get("PRANCER_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 MARIADB_MYSQLCLIENT_URL = os.environ.get(
     "PRANCER_TEST_MARIADB_MYSQLCLIENT_URL", "mysql+mysqldb://root@127.0.0.1:3306/test"

@@ -74,6 +74,14 @@ def _postgresql(tmp_path: Path) -> t.Iterator[StoreMaker]:
 
 
 @contextlib.contextmanager
+def _postgresql_psycopg2(tmp_path: Path) -> t.Iterator[StoreMaker]:
+    services.require_module("psycopg2", "test")
+    services.require_server("PostgreSQL", "127.0.0.1", 5432)
+    with _database(services.POSTGRES_PSYCOPG2_URL) as make:
+        yield make
+
+
+@contextlib.contextmanager
 def _mariadb(tmp_path: Path) -> t.Iterator[StoreMaker]:
     services.require_module("pymysql", "mysql")
     services.require_server("MariaDB", "127.0.0.1", 3306)
@@ -150,6 +158,7 @@ STORE_FACTORIES: dict[str, t.Callable[[Path], t.ContextManager[StoreMaker]]] = {
     "storable": _storable,
     "sqlite": _sqlite,
     "postgresql": _postgresql,
+    "postgresql-psycopg2": _postgresql_psycopg2,
     "mariadb": _mariadb,
     "mariadb-mysqlclient": _mariadb_mysqlclient,
     "redis": _redis,

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.fault
 KEY = "f" * 64
 SERVERS = {
     "postgresql": (services.POSTGRES_URL, "psycopg", "postgres", 5432),
+    "postgresql-psycopg2": (services.POSTGRES_PSYCOPG2_URL, "psycopg2", "test", 5432),
     "mariadb": (services.MARIADB_URL, "pymysql", "mysql", 3306),
     "mariadb-mysqlclient": (services.MARIADB_MYSQLCLIENT_URL, "MySQLdb", "mysqlclient", 3306),
 }

@@ -49,6 +49,9 @@ def _require(dialect: str) -> None:
     if dialect == "postgresql":
         services.require_module("psycopg", "postgres")
         services.require_server("PostgreSQL", "127.0.0.1", 5432)
+    elif dialect == "postgresql-psycopg2":
+        services.require_module("psycopg2", "test")
+        services.require_server("PostgreSQL", "127.0.0.1", 5432)
     elif dialect == "mariadb":
         services.require_module("pymysql", "mysql")
         services.require_server("MariaDB", "127.0.0.1", 3306)
@@ -59,6 +62,7 @@ def _require(dialect: str) -> None:
 
 URLS = {
     "postgresql": services.POSTGRES_URL,
+    "postgresql-psycopg2": services.POSTGRES_PSYCOPG2_URL,
     "mariadb": services.MARIADB_URL,
     "mariadb-mysqlclient": services.MARIADB_MYSQLCLIENT_URL,
 }
@@ -125,7 +129,8 @@ def _record_statements(store: DatabaseStore) -> list[str]:
         attribute = (
             "cursor_factory" if hasattr(dbapi_connection, "cursor_factory") else "cursorclass"
         )
-        base = getattr(dbapi_connection, attribute)
+        # psycopg2 leaves its cursor_factory unset.
+        base = getattr(dbapi_connection, attribute) or type(dbapi_connection.cursor())
 
         class Counting(base):  # type: ignore[misc,valid-type]
             def execute(self, query: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
@@ -1026,3 +1031,42 @@ def test_postgresql_plans_each_statement_for_its_key() -> None:
     finally:
         store.engine.dispose()
     assert mode == "force_custom_plan"
+
+
+@pytest.mark.parametrize("url", list(URLS), indirect=True)
+def test_every_driver_s_deadlock_is_recognised_as_a_conflict(url: str) -> None:
+    # A real deadlock between two transactions: whichever the server picks
+    # as the victim must be recognised, whatever driver reports it.
+    table = services.unique_name("deadlock")
+    engine = sa.create_engine(url)
+    postgresql = engine.dialect.name == "postgresql"
+    barrier = threading.Barrier(2, timeout=10)
+    errors: list[sa.exc.DBAPIError] = []
+
+    def lock_both(first: int, second: int) -> None:
+        with engine.connect() as connection:
+            try:
+                if postgresql:
+                    connection.exec_driver_sql("SET deadlock_timeout = '10ms'")
+                connection.exec_driver_sql(f"UPDATE {table} SET n = n + 1 WHERE id = {first}")
+                barrier.wait()
+                connection.exec_driver_sql(f"UPDATE {table} SET n = n + 1 WHERE id = {second}")
+                connection.commit()
+            except sa.exc.DBAPIError as error:
+                errors.append(error)
+
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, n INTEGER)")
+            connection.exec_driver_sql(f"INSERT INTO {table} VALUES (1, 0), (2, 0)")
+        threads = [threading.Thread(target=lock_both, args=pair) for pair in ((1, 2), (2, 1))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(errors) == 1
+        assert database._is_conflict(errors[0])
+    finally:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        engine.dispose()

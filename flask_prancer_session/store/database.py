@@ -965,7 +965,9 @@ def _flag_lost_socket(context: sa.engine.ExceptionContext) -> None:
 def _is_conflict(error: sa.exc.DBAPIError) -> bool:
     """Tell whether ``error`` is a deadlock or serialisation failure, which
     running the transaction again resolves."""
-    if getattr(error.orig, "sqlstate", None) in ("40001", "40P01"):  # PostgreSQL
+    # PostgreSQL's, as psycopg 3 and psycopg2 name them.
+    state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    if state in ("40001", "40P01"):
         return True
     # MySQL's deadlock error, and SQLite's lock still held after its busy timeout.
     args: tuple[object, ...] = getattr(error.orig, "args", ())
@@ -1253,7 +1255,7 @@ class _Watchdog:
             if self._pid != os.getpid():  # none yet, or a fork left it behind
                 self._pid = os.getpid()
                 threading.Thread(target=self._watch, name="prancer-watchdog", daemon=True).start()
-            self._due[token] = deadline, dbapi_connection.pgconn.socket
+            self._due[token] = deadline, dbapi_connection.fileno()
             if deadline < self._wake_at:
                 self._condition.notify()
         try:
