@@ -737,7 +737,7 @@ def test_url_forms_hosting_platforms_hand_out(url: str, drivername: str) -> None
 
 def test_url_with_a_missing_driver_says_what_to_use() -> None:
     with pytest.raises(ConfigurationError) as info:
-        DatabaseStore(url="postgresql+psycopg2://u@127.0.0.1:1/x")
+        DatabaseStore(url="postgresql+pg8000://u@127.0.0.1:1/x")
     assert info.value.key == "url"
     assert "postgresql+psycopg://" in str(info.value)
     assert "flask-prancer-session[postgres]" in str(info.value)
