@@ -202,11 +202,13 @@ def test_replies_are_parsed_by_hiredis(rstore: RedisStore) -> None:
     from redis.utils import HIREDIS_AVAILABLE
 
     assert HIREDIS_AVAILABLE
-    connection = rstore.client.connection_pool.get_connection()
+    # A connection like those the pool hands out (get_connection's signature
+    # changed within redis-py 5).
+    connection = rstore.client.connection_pool.make_connection()
     try:
         assert type(connection._parser).__name__ == "_HiredisParser"
     finally:
-        rstore.client.connection_pool.release(connection)
+        connection.disconnect()
 
 
 def test_ttl_follows_expiry(

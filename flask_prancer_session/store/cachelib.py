@@ -368,7 +368,10 @@ class CachelibStore(StoreDriver):
                 # A copy: other threads change the dictionary meanwhile.
                 names = list(cache._cache)
             elif isinstance(cache, cachelib.RedisCache):
-                outer = cache._get_prefix()
+                # A string, or since cachelib 0.12 a function returning one.
+                outer = cache.key_prefix
+                if not isinstance(outer, str):
+                    outer = outer()
                 pattern = re.sub(r"([*?\[\]\\])", r"\\\1", outer + prefix) + "*"
                 found = cache._read_client.scan_iter(match=pattern, count=500)
                 names = (name.decode("utf-8", "replace")[len(outer) :] for name in found)
