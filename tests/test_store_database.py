@@ -9,6 +9,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -1070,3 +1071,72 @@ def test_every_driver_s_deadlock_is_recognised_as_a_conflict(url: str) -> None:
         with engine.begin() as connection:
             connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
         engine.dispose()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.parametrize("url", ["sqlite", *URLS], indirect=True)
+def test_a_forked_worker_opens_its_own_connections(
+    make_store: t.Callable[..., DatabaseStore],
+) -> None:
+    # gunicorn --preload forks workers from a master that may have used the
+    # store: a pooled connection shared by two processes mixes their replies.
+    store = make_store()
+    store.apply(KEY, _new(x="parent"))
+    assert store.engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker
+        status = 1
+        try:
+            os.close(reader)
+            for n in range(200):
+                record = store.fetch(KEY)
+                assert record is not None and record.data["x"] == "parent"
+                store.apply(KEY, ChangeSet({f"c{n % 5}": str(n)}))
+            status = 0
+        except BaseException:
+            os.write(writer, traceback.format_exc().encode())
+        finally:
+            os._exit(status)
+    os.close(writer)
+    try:
+        for n in range(200):
+            assert store.fetch(KEY) is not None
+            store.apply(KEY, ChangeSet({f"p{n % 5}": str(n)}))
+    finally:
+        _, status = os.waitpid(pid, 0)
+        with os.fdopen(reader) as output:
+            failure = output.read()
+    assert status == 0, failure
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.parametrize("url", ["postgresql", "postgresql-psycopg2"], indirect=True)
+def test_a_fork_while_the_watchdog_holds_its_lock(
+    make_store: t.Callable[..., DatabaseStore],
+) -> None:
+    # The child gets a copy of the lock, held by a thread it does not have.
+    store = make_store()
+    store.apply(KEY, _new(x="1"))
+    held, forked = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with database._WATCHDOG._condition:
+            held.set()
+            forked.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            signal.alarm(10)  # instead of hanging the suite
+            status = 0 if store.fetch(KEY) is not None else 1
+        finally:
+            os._exit(status)
+    forked.set()
+    holder.join()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0

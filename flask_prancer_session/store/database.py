@@ -134,6 +134,7 @@ import socket
 import threading
 import time
 import typing as t
+import weakref
 from collections.abc import Mapping
 
 import sqlalchemy as sa
@@ -329,9 +330,10 @@ class DatabaseStore(StoreDriver):
                 self._check_table()
         finally:
             if engine is None:
-                # No pooled connection may outlive a fork (gunicorn --preload),
-                # nor a store that failed to start.
+                # No pooled connection may outlive a store that failed to start.
                 self.engine.dispose()
+        if engine is None:
+            _forget_pool_after_fork(self.engine)
 
     def fetch(self, key: str) -> Record | None:
         params = {"key": key, "now": self.clock()}
@@ -1156,6 +1158,20 @@ def _create_engine(
     return engine
 
 
+def _forget_pool_after_fork(engine: sa.Engine) -> None:
+    """Give a forked process (a gunicorn worker of a ``--preload`` master that
+    used the store) a pool of its own: a connection shared by two processes
+    would hand one the other's replies. The parent keeps its connections."""
+    ref = weakref.ref(engine)
+
+    def forget() -> None:
+        engine = ref()
+        if engine is not None:
+            engine.dispose(close=False)
+
+    os.register_at_fork(after_in_child=forget)
+
+
 def _skip_autocommit_commits(dialect: sa.Dialect) -> None:
     """Send no COMMIT or ROLLBACK on a PyMySQL connection in autocommit mode,
     where they do nothing but cost a round trip (psycopg skips them itself)."""
@@ -1242,6 +1258,12 @@ class _Watchdog:
     process, waking about once per deadline."""
 
     def __init__(self) -> None:
+        self._reset()
+        # A fork may copy the lock while the thread holds it; the child's
+        # first guard starts a thread of its own.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._condition = threading.Condition()
         self._due: dict[object, tuple[float, int]] = {}
         self._wake_at = math.inf
@@ -1252,7 +1274,7 @@ class _Watchdog:
         token = object()
         deadline = time.monotonic() + seconds
         with self._condition:
-            if self._pid != os.getpid():  # none yet, or a fork left it behind
+            if self._pid != os.getpid():  # none yet
                 self._pid = os.getpid()
                 threading.Thread(target=self._watch, name="prancer-watchdog", daemon=True).start()
             self._due[token] = deadline, dbapi_connection.fileno()
