@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
+import typing as t
 
 import pytest
 
@@ -441,3 +444,55 @@ def test_remove_user_ends_every_session_of_the_user(store: StoreDriver) -> None:
     # Writes of requests that were running do not bring them back.
     store.apply(keys[0], ChangeSet(updated={"late": "1"}))
     assert store.fetch(keys[0]) is None
+
+
+def _locks_of(store: StoreDriver) -> list[t.Any]:
+    """Return the thread locks a store holds, alone or in lists."""
+    lock_type = type(threading.Lock())
+    found = []
+    for value in vars(store).values():
+        values = value if isinstance(value, list) else [value]
+        found += [item for item in values if isinstance(item, lock_type)]
+    return found
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_fork_while_another_thread_holds_the_store_s_locks(
+    store: StoreDriver, clock: FakeClock
+) -> None:
+    # A gunicorn worker forked from a --preload master copies its locks as
+    # they are; one held by a thread of the master would never be released.
+    key = store_key(new_id())
+    store.apply(key, ChangeSet({"a": "1"}, created_at=clock()))
+    locks = _locks_of(store)
+    assert locks  # at least the autopurge lock
+    held, forked = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        forked.wait(10)
+        for lock in locks:
+            lock.release()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            signal.alarm(10)  # instead of hanging the suite
+            store.autopurge, store.autopurge_probability = True, 1.0
+            purge = store.maybe_purge()
+            if purge is not None:
+                purge.join()
+            if store.apply(key, ChangeSet({"b": "2"})) and store.fetch(key) is not None:
+                status = 0 if purge is not None else 2
+        finally:
+            os._exit(status)
+    forked.set()
+    holder.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -11,10 +11,12 @@ from __future__ import annotations
 import abc
 import logging
 import math
+import os
 import random
 import threading
 import time
 import typing as t
+import weakref
 from datetime import timedelta
 
 from ..changes import ChangeSet
@@ -104,6 +106,14 @@ class StoreDriver(abc.ABC):
         #: The thread of the latest automatic purge, for tests and shutdown
         #: code that want to wait for it.
         self.purge_thread: threading.Thread | None = None
+        _reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        """Replace the locks of this process in a forked child (a gunicorn
+        worker of a ``--preload`` master): one held by a thread of the parent
+        at the fork would stay held for good, there being no such thread."""
+        self._purge_lock = threading.Lock()
+        self.purge_thread = None
 
     @abc.abstractmethod
     def fetch(self, key: str) -> Record | None:
@@ -255,3 +265,16 @@ def positive_seconds(value: object, key: str) -> float:
             key,
         )
     return float(value)
+
+
+def _reset_after_fork(store: StoreDriver) -> None:
+    """Have :meth:`StoreDriver._after_fork` run in every child forked from now,
+    for as long as ``store`` lives."""
+    ref = weakref.ref(store)
+
+    def reset() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._after_fork()
+
+    os.register_at_fork(after_in_child=reset)

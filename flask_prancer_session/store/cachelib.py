@@ -257,6 +257,10 @@ class CachelibStore(StoreDriver):
             self._lock_dir = self.cache._path
             self._lock_suffix = f".prancer-lock{self.cache._fs_transaction_suffix}"
 
+    def _after_fork(self) -> None:
+        super()._after_fork()
+        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+
     @contextlib.contextmanager
     def _locked(self, key: str) -> t.Iterator[None]:
         stripe = zlib.crc32(key.encode()) % LOCK_STRIPES

@@ -72,6 +72,10 @@ class MemoryStore(StoreDriver):
         self._bytes = 0
         self._lock = threading.Lock()
 
+    def _after_fork(self) -> None:
+        super()._after_fork()
+        self._lock = threading.Lock()
+
     def __len__(self) -> int:
         return len(self._records)
 
