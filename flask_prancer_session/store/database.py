@@ -134,7 +134,6 @@ import socket
 import threading
 import time
 import typing as t
-import weakref
 from collections.abc import Mapping
 
 import sqlalchemy as sa
@@ -332,8 +331,14 @@ class DatabaseStore(StoreDriver):
             if engine is None:
                 # No pooled connection may outlive a store that failed to start.
                 self.engine.dispose()
-        if engine is None:
-            _forget_pool_after_fork(self.engine)
+
+    def _after_fork(self) -> None:
+        """Also give the child a pool of its own, if the engine is ours: a
+        connection shared by two processes hands one the other's replies.
+        The parent keeps its connections."""
+        super()._after_fork()
+        if getattr(self, "_direct", False):  # not set by a store that failed to start
+            self.engine.dispose(close=False)
 
     def fetch(self, key: str) -> Record | None:
         params = {"key": key, "now": self.clock()}
@@ -1156,20 +1161,6 @@ def _create_engine(
         listener = functools.partial(_run_on_connect, tuple(statements), guard)
         sa.event.listen(engine, "connect", listener)
     return engine
-
-
-def _forget_pool_after_fork(engine: sa.Engine) -> None:
-    """Give a forked process (a gunicorn worker of a ``--preload`` master that
-    used the store) a pool of its own: a connection shared by two processes
-    would hand one the other's replies. The parent keeps its connections."""
-    ref = weakref.ref(engine)
-
-    def forget() -> None:
-        engine = ref()
-        if engine is not None:
-            engine.dispose(close=False)
-
-    os.register_at_fork(after_in_child=forget)
 
 
 def _skip_autocommit_commits(dialect: sa.Dialect) -> None:
