@@ -4,8 +4,9 @@ Values are encoded one key at a time with Flask's tagged JSON, so ``tuple``,
 ``bytes``, ``UUID`` and ``Markup`` round-trip, and tags added here bring back
 ``set``, ``frozenset``, ``Decimal``, ``date``, ``time`` and ``datetime`` (in
 ISO 8601, which keeps the microseconds and the time zone that Flask's
-cookie-sized HTTP date drops). Every other type, including subclasses such as
-``OrderedDict`` or an ``Enum``, is refused with a :class:`TypeError` instead
+cookie-sized HTTP date drops; a :mod:`zoneinfo` zone by its name). Every
+other type, including subclasses such as ``OrderedDict`` or an ``Enum``, is
+refused with a :class:`TypeError` instead
 of coming back as something else. Unpickling data from a store would let
 whoever can write to the store run code in the app, so pickle is never used.
 """
@@ -19,6 +20,8 @@ from datetime import date
 from datetime import datetime
 from datetime import time
 from decimal import Decimal
+from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfoNotFoundError
 
 from flask.json.tag import JSONTag
 from flask.json.tag import TaggedJSONSerializer
@@ -73,15 +76,29 @@ class TagFrozenSet(TagSet):
 
 
 class TagISODateTime(_Tag):
+    """ISO 8601; with a :mod:`zoneinfo` zone, also its name and ``fold``, so
+    the zone comes back rather than its offset of the moment (which would
+    compare unequal in a repeated hour)."""
+
     __slots__ = ()
     key = " pd"
     python_type: t.ClassVar[type[t.Any]] = datetime
 
     def to_json(self, value: t.Any) -> t.Any:
+        zone = getattr(value, "tzinfo", None)
+        if isinstance(zone, ZoneInfo) and zone.key is not None:
+            return [value.isoformat(), zone.key, value.fold]
         return value.isoformat()
 
     def to_python(self, value: t.Any) -> t.Any:
-        return datetime.fromisoformat(value)
+        if not isinstance(value, list):
+            return self.python_type.fromisoformat(value)
+        text, key, fold = value
+        parsed = self.python_type.fromisoformat(text)
+        try:
+            return parsed.replace(tzinfo=ZoneInfo(key), fold=fold)
+        except ZoneInfoNotFoundError:
+            return parsed  # at the offset it had, where the zone is unknown
 
 
 class TagDate(TagISODateTime):
@@ -89,17 +106,11 @@ class TagDate(TagISODateTime):
     key = " pD"
     python_type: t.ClassVar[type[t.Any]] = date
 
-    def to_python(self, value: t.Any) -> t.Any:
-        return date.fromisoformat(value)
-
 
 class TagTime(TagISODateTime):
     __slots__ = ()
     key = " pt"
     python_type: t.ClassVar[type[t.Any]] = time
-
-    def to_python(self, value: t.Any) -> t.Any:
-        return time.fromisoformat(value)
 
 
 class TagDecimal(_Tag):

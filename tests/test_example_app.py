@@ -41,7 +41,10 @@ def make_app(tmp_path: Path) -> t.Iterator[t.Callable[..., Flask]]:
 
     yield make_app
     for app in apps:
-        engine = getattr(app.extensions["prancer_session"].store, "engine", None)
+        store = app.extensions["prancer_session"].store
+        if store.purge_thread is not None:
+            store.purge_thread.join()  # else it may hold a connection past dispose
+        engine = getattr(store, "engine", None)
         if engine is not None:
             engine.dispose()
 

@@ -450,7 +450,9 @@ def test_expired_row_is_not_moved(tmp_path: Path) -> None:
         key = old_key(config, cookie)
         engine = sa.create_engine(config["SQLALCHEMY_DATABASE_URI"], poolclass=sa.NullPool)
         table = sa.table(
-            config["SESSION_SQLALCHEMY_TABLE"], sa.column("session_id"), sa.column("expiry")
+            config["SESSION_SQLALCHEMY_TABLE"],
+            sa.column("session_id"),
+            sa.column("expiry", sa.DateTime()),  # as Flask-Session declares it
         )
         with engine.begin() as connection:
             connection.execute(

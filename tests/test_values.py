@@ -15,6 +15,7 @@ from datetime import time
 from datetime import timedelta
 from datetime import timezone
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
@@ -26,6 +27,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from markupsafe import Markup
 
+from flask_prancer_session.serializer import make_serializer
 from flask_prancer_session.serializer import MAX_DEPTH
 
 
@@ -57,6 +59,10 @@ EXACT_VALUES: dict[str, t.Any] = {
     "time": time(13, 14, 15, 16),
     "datetime": datetime(2026, 11, 29, 13, 14, 15, 16, tzinfo=timezone(timedelta(hours=2))),
     "naive": datetime(2026, 11, 29, 13, 14, 15, 16),
+    # The second 01:30 of the night clocks go back: compared with any other
+    # zone's datetime, even at the same instant, it is unequal.
+    "zoned": datetime(2021, 11, 7, 1, 30, tzinfo=ZoneInfo("America/New_York"), fold=1),
+    "zoned time": time(1, 2, tzinfo=ZoneInfo("Europe/Paris")),
     "set": {1, 2, 3},
     "frozenset": frozenset({"a", "b"}),
     "tuple": (1, "two", (3.0,)),
@@ -210,3 +216,14 @@ def test_any_storable_value_round_trips(
     stash[key] = value
     client.get("/store")
     assert client.get("/compare").text == "same"
+
+
+def test_a_zone_comes_back_by_name_or_else_at_its_offset() -> None:
+    serializer = make_serializer()
+    when = datetime(2026, 12, 7, 9, 30, tzinfo=ZoneInfo("Europe/Paris"))
+    back = serializer.loads(serializer.dumps(when))
+    assert back.tzinfo is ZoneInfo("Europe/Paris")
+    # Read where the zone database lacks it: the same instant, at its offset.
+    unknown = serializer.dumps(when).replace("Europe/Paris", "Nowhere/Atlantis")
+    back = serializer.loads(unknown)
+    assert back == when and back.utcoffset() == timedelta(hours=1)
