@@ -232,8 +232,14 @@ def test_app_config(app: Flask, tmp_path: Path) -> None:
         return str(session.get("x"))
 
     client = app.test_client()
-    client.post("/")
-    assert client.get("/").text == "1"
+    try:
+        client.post("/")
+        assert client.get("/").text == "1"
+    finally:
+        store = app.extensions["prancer_session"].store
+        if store.purge_thread is not None:
+            store.purge_thread.join()
+        store.engine.dispose()
 
 
 def test_a_given_engine_keeps_the_binding_through_later_writes(
