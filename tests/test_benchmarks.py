@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import contenders
+from benchmarks import roundtrips
 from benchmarks.runner import Results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +69,15 @@ def test_scale_tiny_run_prints_the_table(tmp_path: Path) -> None:
     ]
     # A tenth of the sessions were expired, and purge deleted exactly those.
     assert all(step["purged"] == 5 for step in steps)
+
+
+def test_roundtrips_quick_run_prints_the_table() -> None:
+    result = run_module("benchmarks.roundtrips", "--quick")
+    assert result.returncode == 0, result.stderr
+    assert "| round trip | 0 µs | 150 µs | 300 µs |" in result.stdout
+    # Every row either ran or says why not.
+    for name, *_ in roundtrips.ROWS:
+        assert f"| {name} |" in result.stdout or f"skipped {name}:" in result.stdout
 
 
 def test_unknown_contender_is_refused() -> None:
