@@ -7,6 +7,7 @@ client library fails the test; otherwise the test is skipped with the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import socket
@@ -58,3 +59,32 @@ def require_server(name: str, host: str, port: int) -> None:
 def unique_name(prefix: str) -> str:
     """Return a name no other test uses, for tables and key prefixes."""
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseServer:
+    """A database server on loopback, reached through one driver."""
+
+    url: str
+    module: str  # the driver's
+    extra: str  # that installs the driver
+    name: str
+    port: int
+
+    def require(self) -> None:
+        """Skip/fail unless the driver is installed and the server answers."""
+        require_module(self.module, self.extra)
+        require_server(self.name, "127.0.0.1", self.port)
+
+
+#: Every database server and driver the tests run the database store on.
+DATABASE_SERVERS = {
+    "postgresql": DatabaseServer(POSTGRES_URL, "psycopg", "postgres", "PostgreSQL", 5432),
+    "postgresql-psycopg2": DatabaseServer(
+        POSTGRES_PSYCOPG2_URL, "psycopg2", "test", "PostgreSQL", 5432
+    ),
+    "mariadb": DatabaseServer(MARIADB_URL, "pymysql", "mysql", "MariaDB", 3306),
+    "mariadb-mysqlclient": DatabaseServer(
+        MARIADB_MYSQLCLIENT_URL, "MySQLdb", "mysqlclient", "MariaDB", 3306
+    ),
+}

@@ -65,36 +65,18 @@ def _sqlite(tmp_path: Path) -> t.Iterator[StoreMaker]:
         yield make
 
 
-@contextlib.contextmanager
-def _postgresql(tmp_path: Path) -> t.Iterator[StoreMaker]:
-    services.require_module("psycopg", "postgres")
-    services.require_server("PostgreSQL", "127.0.0.1", 5432)
-    with _database(services.POSTGRES_URL) as make:
-        yield make
+def _on_server(name: str) -> t.Callable[[Path], t.ContextManager[StoreMaker]]:
+    """Return the factory of database stores on the server and driver ``name``
+    of :data:`services.DATABASE_SERVERS`."""
 
+    @contextlib.contextmanager
+    def factory(tmp_path: Path) -> t.Iterator[StoreMaker]:
+        server = services.DATABASE_SERVERS[name]
+        server.require()
+        with _database(server.url) as make:
+            yield make
 
-@contextlib.contextmanager
-def _postgresql_psycopg2(tmp_path: Path) -> t.Iterator[StoreMaker]:
-    services.require_module("psycopg2", "test")
-    services.require_server("PostgreSQL", "127.0.0.1", 5432)
-    with _database(services.POSTGRES_PSYCOPG2_URL) as make:
-        yield make
-
-
-@contextlib.contextmanager
-def _mariadb(tmp_path: Path) -> t.Iterator[StoreMaker]:
-    services.require_module("pymysql", "mysql")
-    services.require_server("MariaDB", "127.0.0.1", 3306)
-    with _database(services.MARIADB_URL) as make:
-        yield make
-
-
-@contextlib.contextmanager
-def _mariadb_mysqlclient(tmp_path: Path) -> t.Iterator[StoreMaker]:
-    services.require_module("MySQLdb", "mysqlclient")
-    services.require_server("MariaDB", "127.0.0.1", 3306)
-    with _database(services.MARIADB_MYSQLCLIENT_URL) as make:
-        yield make
+    return factory
 
 
 def _delete_redis_prefix(prefix: str) -> None:
@@ -157,10 +139,7 @@ STORE_FACTORIES: dict[str, t.Callable[[Path], t.ContextManager[StoreMaker]]] = {
     "memory": _memory,
     "storable": _storable,
     "sqlite": _sqlite,
-    "postgresql": _postgresql,
-    "postgresql-psycopg2": _postgresql_psycopg2,
-    "mariadb": _mariadb,
-    "mariadb-mysqlclient": _mariadb_mysqlclient,
+    **{name: _on_server(name) for name in services.DATABASE_SERVERS},
     "redis": _redis,
     "cachelib-simple": _cachelib_simple,
     "cachelib-filesystem": _cachelib_filesystem,

@@ -27,20 +27,13 @@ from .tcp_proxy import TCPProxy
 pytestmark = pytest.mark.fault
 
 KEY = "f" * 64
-SERVERS = {
-    "postgresql": (services.POSTGRES_URL, "psycopg", "postgres", 5432),
-    "postgresql-psycopg2": (services.POSTGRES_PSYCOPG2_URL, "psycopg2", "test", 5432),
-    "mariadb": (services.MARIADB_URL, "pymysql", "mysql", 3306),
-    "mariadb-mysqlclient": (services.MARIADB_MYSQLCLIENT_URL, "MySQLdb", "mysqlclient", 3306),
-}
 
 
-@pytest.fixture(params=list(SERVERS))
+@pytest.fixture(params=list(services.DATABASE_SERVERS))
 def server_url(request: pytest.FixtureRequest) -> str:
-    url, module, extra, port = SERVERS[request.param]
-    services.require_module(module, extra)
-    services.require_server(request.param, "127.0.0.1", port)
-    return url
+    server = services.DATABASE_SERVERS[request.param]
+    server.require()
+    return server.url
 
 
 @pytest.fixture
@@ -224,9 +217,9 @@ def test_autopurge_under_concurrent_requests(kind: str, tmp_path: Path) -> None:
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'sessions.db'}"
     else:
-        url, module, extra, port = SERVERS[kind]
-        services.require_module(module, extra)
-        services.require_server(kind, "127.0.0.1", port)
+        server = services.DATABASE_SERVERS[kind]
+        server.require()
+        url = server.url
     table = services.unique_name("sessions_autopurge")
     app = Flask(__name__)
     options = {"url": url, "table": table, "autopurge": True, "autopurge_probability": 1.0}

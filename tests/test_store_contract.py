@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import threading
 import typing as t
 
@@ -17,6 +15,7 @@ from flask_prancer_session.ids import store_key
 from flask_prancer_session.store.base import StoreDriver
 
 from .clock import FakeClock
+from .forking import hold_while_forking
 from .stores import PERSISTENT_STORES
 from .stores import StoreMaker
 
@@ -466,33 +465,13 @@ def test_a_fork_while_another_thread_holds_the_store_s_locks(
     store.apply(key, ChangeSet({"a": "1"}, created_at=clock()))
     locks = _locks_of(store)
     assert locks  # at least the autopurge lock
-    held, forked = threading.Event(), threading.Event()
 
-    def hold() -> None:
-        for lock in locks:
-            lock.acquire()
-        held.set()
-        forked.wait(10)
-        for lock in locks:
-            lock.release()
+    def use() -> None:
+        store.autopurge, store.autopurge_probability = True, 1.0
+        purge = store.maybe_purge()
+        assert purge is not None
+        purge.join()
+        assert store.apply(key, ChangeSet({"b": "2"}))
+        assert store.fetch(key) is not None
 
-    holder = threading.Thread(target=hold)
-    holder.start()
-    held.wait(10)
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            signal.alarm(10)  # instead of hanging the suite
-            store.autopurge, store.autopurge_probability = True, 1.0
-            purge = store.maybe_purge()
-            if purge is not None:
-                purge.join()
-            if store.apply(key, ChangeSet({"b": "2"})) and store.fetch(key) is not None:
-                status = 0 if purge is not None else 2
-        finally:
-            os._exit(status)
-    forked.set()
-    holder.join()
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    hold_while_forking(locks, use)

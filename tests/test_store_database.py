@@ -9,7 +9,6 @@ import json
 import logging
 import multiprocessing
 import os
-import signal
 import sys
 import threading
 import traceback
@@ -33,6 +32,8 @@ from flask_prancer_session.store.database import DatabaseStore
 from flask_prancer_session.store.database import DriverError
 
 from . import services
+from .forking import hold_while_forking
+from .forking import run_forked
 
 KEY = "a" * 64
 OTHER_KEY = "b" * 64
@@ -47,26 +48,11 @@ class Clock(t.Protocol):
 
 
 def _require(dialect: str) -> None:
-    if dialect == "postgresql":
-        services.require_module("psycopg", "postgres")
-        services.require_server("PostgreSQL", "127.0.0.1", 5432)
-    elif dialect == "postgresql-psycopg2":
-        services.require_module("psycopg2", "test")
-        services.require_server("PostgreSQL", "127.0.0.1", 5432)
-    elif dialect == "mariadb":
-        services.require_module("pymysql", "mysql")
-        services.require_server("MariaDB", "127.0.0.1", 3306)
-    elif dialect == "mariadb-mysqlclient":
-        services.require_module("MySQLdb", "mysqlclient")
-        services.require_server("MariaDB", "127.0.0.1", 3306)
+    if dialect in services.DATABASE_SERVERS:
+        services.DATABASE_SERVERS[dialect].require()
 
 
-URLS = {
-    "postgresql": services.POSTGRES_URL,
-    "postgresql-psycopg2": services.POSTGRES_PSYCOPG2_URL,
-    "mariadb": services.MARIADB_URL,
-    "mariadb-mysqlclient": services.MARIADB_MYSQLCLIENT_URL,
-}
+URLS = {name: server.url for name, server in services.DATABASE_SERVERS.items()}
 
 
 @pytest.fixture(params=["sqlite", *URLS])
@@ -1089,31 +1075,14 @@ def test_a_forked_worker_opens_its_own_connections(
     store = make_store()
     store.apply(KEY, _new(x="parent"))
     assert store.engine.pool.checkedin() == 1  # type: ignore[attr-defined]
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the worker
-        status = 1
-        try:
-            os.close(reader)
-            for n in range(200):
-                record = store.fetch(KEY)
-                assert record is not None and record.data["x"] == "parent"
-                store.apply(KEY, ChangeSet({f"c{n % 5}": str(n)}))
-            status = 0
-        except BaseException:
-            os.write(writer, traceback.format_exc().encode())
-        finally:
-            os._exit(status)
-    os.close(writer)
-    try:
+
+    def write(prefix: str) -> None:
         for n in range(200):
-            assert store.fetch(KEY) is not None
-            store.apply(KEY, ChangeSet({f"p{n % 5}": str(n)}))
-    finally:
-        _, status = os.waitpid(pid, 0)
-        with os.fdopen(reader) as output:
-            failure = output.read()
-    assert status == 0, failure
+            record = store.fetch(KEY)
+            assert record is not None and record.data["x"] == "parent"
+            store.apply(KEY, ChangeSet({f"{prefix}{n % 5}": str(n)}))
+
+    run_forked(lambda: write("c"), lambda: write("p"))
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
@@ -1124,25 +1093,8 @@ def test_a_fork_while_the_watchdog_holds_its_lock(
     # The child gets a copy of the lock, held by a thread it does not have.
     store = make_store()
     store.apply(KEY, _new(x="1"))
-    held, forked = threading.Event(), threading.Event()
 
-    def hold() -> None:
-        with database._WATCHDOG._condition:
-            held.set()
-            forked.wait(10)
+    def fetch() -> None:
+        assert store.fetch(KEY) is not None
 
-    holder = threading.Thread(target=hold)
-    holder.start()
-    held.wait(10)
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            signal.alarm(10)  # instead of hanging the suite
-            status = 0 if store.fetch(KEY) is not None else 1
-        finally:
-            os._exit(status)
-    forked.set()
-    holder.join()
-    _, status = os.waitpid(pid, 0)
-    assert status == 0
+    hold_while_forking([database._WATCHDOG._condition], fetch)
