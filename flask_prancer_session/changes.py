@@ -44,9 +44,34 @@ class ChangeSet:
     #: as after ``flask session rekey``: a store that keeps earlier versions
     #: (the storable store appends versions to a file) drops them.
     erase_old_values: bool = False
+    #: Compare-and-set: a key named here is updated only if its stored value
+    #: is still this one when the change is applied (in the same atomic step);
+    #: otherwise that key keeps what another request wrote meanwhile. For
+    #: ``flask session rekey``, which must never write back a value it read
+    #: before a logout or any other change landed.
+    expected: t.Mapping[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.updated or self.removed or self.created_at is not None)
+
+    def merged_into(self, data: t.Mapping[str, str]) -> dict[str, str]:
+        """Return ``data`` (a stored session's values) with these changes
+        applied: the removals, then the updates that :attr:`expected` allows.
+
+        The one definition of a change applied to a record, for stores that
+        merge in Python (memory, storable, cachelib).
+        """
+        merged = dict(data)
+        for name in self.removed:
+            merged.pop(name, None)
+        if not self.expected:
+            merged.update(self.updated)
+            return merged
+        for name, value in self.updated.items():
+            expected = self.expected.get(name)
+            if expected is None or data.get(name) == expected:
+                merged[name] = value
+        return merged
 
     @property
     def binds_user(self) -> bool:

@@ -190,7 +190,7 @@ def rekey_command() -> None:
     store = interface.store
     rewritten = 0
     for key, record in _scan(store, "Re-encrypting sessions"):
-        updated = {}
+        updated, expected = {}, {}
         for name, value in record.data.items():
             if name == USER_KEY or encryptor.is_current(value):
                 continue
@@ -201,9 +201,11 @@ def rekey_command() -> None:
                     continue  # sealed with a key no longer configured: unreadable
                 plain = value  # stored before encryption was turned on
             updated[name] = encryptor.seal(plain, name)
+            expected[name] = value
         if updated:
-            # Without created_at: a session ended meanwhile stays ended; the
-            # values sealed with an old key, or in the clear, go for good.
-            store.apply(key, ChangeSet(updated, erase_old_values=True))
+            # Without created_at, a session ended meanwhile stays ended; with
+            # expected, a value changed meanwhile (a logout) keeps its change.
+            # The values sealed with an old key, or in the clear, go for good.
+            store.apply(key, ChangeSet(updated, erase_old_values=True, expected=expected))
             rewritten += 1
     click.echo(f"Re-encrypted {_plural(rewritten, 'session')}.")

@@ -189,3 +189,21 @@ def dumps_value(serializer: Serializer, key: str, value: t.Any) -> str:
             " frozenset and dict (with string keys) of them, bytes, Decimal, date,"
             " time, datetime, UUID or Markup."
         ) from error
+
+
+def check_key(key: object) -> None:
+    """Refuse a session key that some store cannot keep.
+
+    :raise TypeError: naming the key, unless it is a string of valid Unicode
+        text without NUL characters.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"Session keys must be strings, not {type(key).__name__} ({key!r}).")
+    if not key.isascii():
+        try:
+            key.encode()
+        except UnicodeEncodeError:
+            raise TypeError(f"Session keys must be valid Unicode text, not {key!r}.") from None
+    if "\x00" in key:
+        # PostgreSQL, for one, cannot store it.
+        raise TypeError(f"Session keys cannot contain NUL characters: {key!r}.")

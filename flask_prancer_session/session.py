@@ -17,6 +17,7 @@ from .changes import USER_KEY
 from .errors import SessionStoreError
 from .ids import new_id
 from .ids import store_key
+from .serializer import check_key
 from .serializer import dumps_value
 from .serializer import Serializer
 
@@ -174,16 +175,7 @@ class ServerSession(SessionMixin):
         return value
 
     def _put(self, key: str, value: t.Any, *, private: bool) -> None:
-        if not isinstance(key, str):
-            raise TypeError(f"Session keys must be strings, not {type(key).__name__} ({key!r}).")
-        if not key.isascii():
-            try:
-                key.encode()
-            except UnicodeEncodeError:
-                raise TypeError(f"Session keys must be valid Unicode text, not {key!r}.") from None
-        if "\x00" in key:
-            # PostgreSQL, for one, cannot store it.
-            raise TypeError(f"Session keys cannot contain NUL characters: {key!r}.")
+        check_key(key)
         # Serialised now so a bad value fails at the line that stored it.
         encoded = dumps_value(self._serializer, key, value)
         self._writable()

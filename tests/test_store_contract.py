@@ -97,6 +97,48 @@ def test_removed_session_is_not_revived_by_a_later_update(store: StoreDriver) ->
     assert store.fetch(key) is None
 
 
+def test_compare_and_set_writes_only_values_still_as_read(store: StoreDriver) -> None:
+    # What `flask session rekey` relies on: a value changed or removed after
+    # it was read is never overwritten with the old one.
+    key = new_key()
+    create(store, key, same='"a"', changed='"b"', gone='"c"', other='"d"')
+    store.apply(key, ChangeSet(updated={"changed": '"B2"'}, removed=frozenset({"gone"})))
+    stored = store.apply(
+        key,
+        ChangeSet(
+            updated={"same": '"A!"', "changed": '"B!"', "gone": '"C!"'},
+            expected={"same": '"a"', "changed": '"b"', "gone": '"c"'},
+        ),
+    )
+    assert stored
+    record = store.fetch(key)
+    assert record is not None
+    assert record.data == {"same": '"A!"', "changed": '"B2"', "other": '"d"'}
+
+
+def test_compare_and_set_never_revives_a_removed_session(store: StoreDriver) -> None:
+    key = new_key()
+    create(store, key, a='"1"')
+    store.remove(key)
+    assert not store.apply(key, ChangeSet(updated={"a": '"2"'}, expected={"a": '"1"'}))
+    assert store.fetch(key) is None
+
+
+def test_compare_and_set_keeps_a_user_binding_in_step(store: StoreDriver) -> None:
+    require_users(store)
+    key = bound(store, "ann", a='"1"')
+    # A logout unbinds the session between rekey's read and its write.
+    store.apply(key, ChangeSet(removed=frozenset({USER_KEY})))
+    store.apply(
+        key,
+        ChangeSet(updated={USER_KEY: json.dumps("ann")}, expected={USER_KEY: json.dumps("ann")}),
+    )
+    assert store.sessions_of("ann") == {}
+    record = store.fetch(key)
+    assert record is not None
+    assert USER_KEY not in record.data
+
+
 def test_remove_unknown_key_is_quiet(store: StoreDriver) -> None:
     assert store.remove(new_key()) is False
 

@@ -322,14 +322,11 @@ class CachelibStore(StoreDriver):
             if record is None:
                 if changes.created_at is None:
                     return False
-                data: dict[str, str] = {}
+                data = changes.merged_into({})
                 created_at = changes.created_at
             else:
-                data = record.data
+                data = changes.merged_into(record.data)
                 created_at = record.created_at
-            for removed in changes.removed:
-                data.pop(removed, None)
-            data.update(changes.updated)
             if not data:
                 if record is not None:
                     self._delete(key)

@@ -138,14 +138,11 @@ class MemoryStore(StoreDriver):
             if record is None:
                 if changes.created_at is None:
                     return False
-                data: dict[str, str] = {}
+                data = changes.merged_into({})
                 created_at = changes.created_at
             else:
-                data = dict(record.data)
+                data = changes.merged_into(record.data)
                 created_at = record.created_at
-            for removed in changes.removed:
-                data.pop(removed, None)
-            data.update(changes.updated)
             if not data:
                 self._pop(key)
                 return False
