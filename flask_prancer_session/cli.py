@@ -16,6 +16,7 @@ from flask.cli import AppGroup
 from .changes import ChangeSet
 from .changes import USER_KEY
 from .encryption import PREFIX
+from .errors import SessionStoreError
 from .ids import is_well_formed
 from .ids import store_key
 
@@ -24,7 +25,23 @@ if t.TYPE_CHECKING:
     from .interface import PrancerSessionInterface
     from .store.base import StoreDriver
 
-session_cli = AppGroup("session", help="Manage the server-side sessions.")
+
+
+class _SessionGroup(AppGroup):
+    """The ``flask session`` group: a store that fails ends the command with
+    its message and exit status 1, as click reports a usage error, instead of
+    a traceback."""
+
+    def invoke(self, ctx: click.Context) -> t.Any:
+        try:
+            return super().invoke(ctx)
+        except SessionStoreError as error:
+            cause = error.original_error
+            detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+            raise click.ClickException(f"{error}{detail}") from error
+
+
+session_cli = _SessionGroup("session", help="Manage the server-side sessions.")
 
 
 def _interface() -> PrancerSessionInterface:
@@ -202,10 +219,18 @@ def rekey_command() -> None:
                 plain = value  # stored before encryption was turned on
             updated[name] = encryptor.seal(plain, name)
             expected[name] = value
-        if updated:
+        if updated or store.keeps_old_versions:
             # Without created_at, a session ended meanwhile stays ended; with
-            # expected, a value changed meanwhile (a logout) keeps its change.
-            # The values sealed with an old key, or in the clear, go for good.
-            store.apply(key, ChangeSet(updated, erase_old_values=True, expected=expected))
-            rewritten += 1
+            # expected, a value changed meanwhile (a logout) keeps its change;
+            # with what is left of its lifetime as the timeout, its expiry
+            # stays where it is. The values sealed with an old key, or in the
+            # clear, go for good, earlier versions included.
+            changes = ChangeSet(
+                updated,
+                timeout=max(record.expires_at - store.clock(), 1.0),
+                erase_old_values=True,
+                expected=expected,
+            )
+            store.apply(key, changes)
+            rewritten += bool(updated)
     click.echo(f"Re-encrypted {_plural(rewritten, 'session')}.")

@@ -155,6 +155,13 @@ class StoreDriver(abc.ABC):
         """
         return 0
 
+    #: ``True`` for stores that may keep earlier versions of a session's
+    #: values beside its current ones (the storable store's append-only file),
+    #: which a change with :attr:`.ChangeSet.erase_old_values` drops:
+    #: ``flask session rekey`` then rewrites every session, not only those
+    #: with a value to re-seal.
+    keeps_old_versions: t.ClassVar[bool] = False
+
     #: ``True`` for stores that keep an index of sessions by user, kept
     #: atomically with the sessions, for :meth:`sessions_of` and
     #: :meth:`remove_user` ("log out everywhere").
