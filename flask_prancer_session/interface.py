@@ -111,7 +111,13 @@ class PrancerSessionInterface(SessionInterface):
                 return session
             if migrated is not None:
                 data, finish = migrated
-                session.update(data)
+                for key, value in data.items():
+                    try:
+                        session[key] = value
+                    except TypeError as error:
+                        # Stored by the other library, refused by ours: the
+                        # rest of the session moves over without it.
+                        logger.warning("Not moving a session value over: %s", error)
                 session.on_saved.append(finish)
         return session
 

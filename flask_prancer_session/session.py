@@ -174,8 +174,28 @@ class ServerSession(SessionMixin):
             self._decoded.add(key)
         return value
 
-    def _put(self, key: str, value: t.Any, *, private: bool) -> None:
+    def _decodable(self, key: str) -> bool:
+        """Tell whether the session holds ``key`` with a value that can be
+        decoded; one that cannot is logged and dropped, so every way of
+        looking at the session agrees that it is absent."""
+        if key not in self._data:
+            return False
+        try:
+            self._value(key)
+        except KeyError:
+            return False
+        return True
+
+    def _decode_all(self) -> None:
+        for key in [key for key in self._data if key not in self._decoded]:
+            self._decodable(key)
+
+    def _put(self, key: str, value: t.Any, *, private: bool, binding: bool = False) -> None:
         check_key(key)
+        if key == USER_KEY and not binding:
+            # The stores index sessions by this key's value, which must be
+            # what bind_user writes.
+            raise TypeError(f"Use bind_user() to bind the session to a user, not {key!r}.")
         # Serialised now so a bad value fails at the line that stored it.
         encoded = dumps_value(self._serializer, key, value)
         self._writable()
@@ -205,15 +225,17 @@ class ServerSession(SessionMixin):
 
     def __iter__(self) -> t.Iterator[str]:
         self._load()
+        self._decode_all()
         return iter(list(self._data))
 
     def __len__(self) -> int:
         self._load()
+        self._decode_all()
         return len(self._data)
 
     def __contains__(self, key: object) -> bool:
         self._load()
-        return key in self._data
+        return isinstance(key, str) and self._decodable(key)
 
     def __repr__(self) -> str:
         if self._pending or self._error is not None:
@@ -269,7 +291,7 @@ class ServerSession(SessionMixin):
         """Flask's flag: the session outlives the browser session, for
         ``PERMANENT_SESSION_LIFETIME`` (see :meth:`set_expiry` for more)."""
         self._load()
-        return "_permanent" in self._data and bool(self._value("_permanent"))
+        return self._decodable("_permanent") and bool(self._data["_permanent"])
 
     @permanent.setter
     def permanent(self, value: bool) -> None:
@@ -378,7 +400,7 @@ class ServerSession(SessionMixin):
             raise TypeError(f"A user id must be a non-empty string or an int, not {user_id!r}.")
         if len(str(user_id)) > MAX_USER_ID_LENGTH:
             raise ValueError(f"A user id may have at most {MAX_USER_ID_LENGTH} characters.")
-        self[USER_KEY] = str(user_id)
+        self._put(USER_KEY, str(user_id), private=True, binding=True)
 
     def unbind_user(self) -> None:
         """Undo :meth:`bind_user`, at logout say."""
@@ -428,9 +450,9 @@ class ServerSession(SessionMixin):
 
     def expiry_override(self) -> dict[str, float] | None:
         """The lifetime :meth:`set_expiry` gave this session, if any."""
-        if EXPIRY_KEY not in self._data:
+        if not self._decodable(EXPIRY_KEY):
             return None
-        value = self._value(EXPIRY_KEY)
+        value = self._data[EXPIRY_KEY]
         return value if isinstance(value, dict) else None
 
     def values_to_store(self) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import typing as t
 import uuid
 
 import pytest
@@ -513,6 +514,58 @@ def test_undecodable_stored_value_is_dropped_and_logged(
     record = store.fetch(store_key(sid))
     assert record is not None
     assert record.data == {"b": "2"}
+
+
+@pytest.mark.parametrize(
+    ("view", "expected"),
+    [
+        pytest.param(lambda: sorted(dict(session).items()), [("b", 2)], id="dict"),
+        pytest.param(lambda: sorted(session.items()), [("b", 2)], id="items"),
+        pytest.param(lambda: sorted(session.keys()), ["b"], id="keys"),
+        pytest.param(lambda: [session[k] for k in sorted(session)], [2], id="iteration"),
+        pytest.param(lambda: "a" in session and session["a"], False, id="membership"),
+        pytest.param(lambda: (len(session), session.get("a")), (1, None), id="len"),
+        pytest.param(lambda: session.setdefault("a", 3), 3, id="setdefault"),
+    ],
+)
+def test_an_undecodable_value_is_absent_to_the_whole_mapping_api(
+    store_app: Flask,
+    client: FlaskClient,
+    store: StoreDriver,
+    view: t.Callable[[], object],
+    expected: object,
+) -> None:
+    @store_app.get("/write")
+    def write() -> str:
+        session["a"] = 1
+        session["b"] = 2
+        return session.id
+
+    store_app.add_url_rule("/view", "view", lambda: repr(view()))
+    sid = client.get("/write").text
+    store.apply(store_key(sid), ChangeSet(updated={"a": "{not json"}))
+    response = client.get("/view")
+    assert (response.status_code, response.text) == (200, repr(expected))
+    record = store.fetch(store_key(sid))
+    assert record is not None
+    assert "{not json" not in record.data.values()
+
+
+def test_the_user_key_is_written_only_by_bind_user(store_app: Flask, client: FlaskClient) -> None:
+    @store_app.get("/forge")
+    def forge() -> str:
+        for write in (
+            lambda: session.__setitem__("_prancer_user", 42),
+            lambda: session.set("_prancer_user", "ann"),
+            lambda: session.update({"_prancer_user": "ann"}),
+            lambda: session.setdefault("_prancer_user", "ann"),
+        ):
+            with pytest.raises(TypeError, match="bind_user"):
+                write()
+        session.bind_user(42)
+        return repr(session.user_id)
+
+    assert client.get("/forge").text == "'42'"
 
 
 def test_the_typed_proxy_is_flask_session(store_app: Flask, client: FlaskClient) -> None:
