@@ -111,12 +111,19 @@ def load_encryptor(config: object) -> Encryptor | None:
     if section is None:
         return None
     key = f"{CONFIG_KEY}.encryption"
-    if not isinstance(section, t.Mapping) or set(section) != {"keys"}:
-        raise ConfigurationError("must be a mapping with 'keys', a list of keys", key)
+    if (
+        not isinstance(section, t.Mapping)
+        or "keys" not in section
+        or not set(section) <= {"keys", "accept_plaintext"}
+    ):
+        raise ConfigurationError(
+            "must be a mapping with 'keys', a list of keys, and optionally 'accept_plaintext'",
+            key,
+        )
     from .encryption import Encryptor
 
     try:
-        return Encryptor(section["keys"])
+        return Encryptor(section["keys"], accept_plaintext=section.get("accept_plaintext", False))
     except ConfigurationError as error:
         raise error.under(key) from error
 

@@ -129,6 +129,53 @@ def test_a_tampered_or_plain_value_is_never_read(
     assert "not encrypted" in caplog.text
 
 
+@pytest.mark.parametrize("lifetime_key", ["_permanent", "_prancer_expiry"])
+def test_an_unreadable_lifetime_value_never_locks_the_visitor_out(
+    store: StoreDriver, lifetime_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Turning encryption on, dropping a key before rekey, or tampering leaves
+    # a lifetime flag that cannot be opened; saves read it on every request.
+    plain = Flask(__name__)
+    plain.config.update(TESTING=True, SECRET_KEY="test secret")
+    PrancerSession(plain, store=store)
+
+    @plain.get("/start")
+    def start() -> str:
+        session.permanent = True
+        session.set_expiry(3600)
+        session["n"] = 1
+        return session.id
+
+    writer = plain.test_client()
+    session_id = writer.get("/start").text
+    key = new_key()
+    sealed = make_app(store, [key])
+
+    @sealed.get("/count")
+    def count() -> str:
+        session["n"] = session.get("n", 0) + 1
+        return f"{session['n']} {session.permanent}"
+
+    reader = sealed.test_client()
+    copy_cookie(writer, reader)
+    record = store.fetch(store_key(session_id))
+    assert record is not None
+    # Only the lifetime value is unreadable; the others are sealed properly.
+    sealer = Encryptor([key])
+    reseal = {name: sealer.seal(value, name) for name, value in record.data.items()}
+    from flask_prancer_session import ChangeSet
+
+    store.apply(
+        store_key(session_id), ChangeSet(reseal | {lifetime_key: record.data[lifetime_key]})
+    )
+    responses = [reader.get("/count") for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert f"Dropping session key {lifetime_key!r}" in caplog.text
+    record = store.fetch(store_key(session_id))
+    assert record is not None
+    assert lifetime_key not in record.data
+
+
 @pytest.mark.parametrize(
     ("section", "key"),
     [
@@ -136,6 +183,19 @@ def test_a_tampered_or_plain_value_is_never_read(
         ({"keys": "abc"}, "PRANCER_SESSION.encryption.keys"),
         ({"keys": ["short"]}, "PRANCER_SESSION.encryption.keys.0"),
         ({"keys": [new_key(), b"x" * 31]}, "PRANCER_SESSION.encryption.keys.1"),
+        # Junk mixed into the base64 is not skipped over.
+        ({"keys": [new_key()[:20] + "!*" + new_key()[20:41]]}, "PRANCER_SESSION.encryption.keys.0"),
+        ({"keys": [" " + new_key()]}, "PRANCER_SESSION.encryption.keys.0"),
+        ({"keys": [new_key() + "\n"]}, "PRANCER_SESSION.encryption.keys.0"),
+        ({"keys": [new_key()[:42] + "B"]}, "PRANCER_SESSION.encryption.keys.0"),
+        # Keys without entropy.
+        ({"keys": ["A" * 43]}, "PRANCER_SESSION.encryption.keys.0"),
+        ({"keys": [bytes(32)]}, "PRANCER_SESSION.encryption.keys.0"),
+        ({"keys": [b"password" * 4]}, "PRANCER_SESSION.encryption.keys.0"),
+        (
+            {"keys": [new_key()], "accept_plaintext": "yes"},
+            "PRANCER_SESSION.encryption.accept_plaintext",
+        ),
         ({"key": new_key()}, "PRANCER_SESSION.encryption"),
         ("secret", "PRANCER_SESSION.encryption"),
     ],
@@ -147,9 +207,68 @@ def test_bad_encryption_config_names_the_key(app: Flask, section: t.Any, key: st
     assert caught.value.key == key
 
 
-def test_raw_keys_are_accepted(app: Flask) -> None:
-    app.config["PRANCER_SESSION"] = {"encryption": {"keys": [secrets.token_bytes(32)]}}
+def test_raw_keys_and_padded_base64_are_accepted(app: Flask) -> None:
+    import base64
+
+    raw = secrets.token_bytes(32)
+    padded = base64.urlsafe_b64encode(raw).decode()
+    assert padded.endswith("=")
+    app.config["PRANCER_SESSION"] = {"encryption": {"keys": [raw, padded]}}
     PrancerSession(app)
+
+    @app.get("/write")
+    def write() -> str:
+        session["secret"] = SECRET
+        return session.id
+
+    session_id = app.test_client().get("/write").text
+    store = app.session_interface.store  # type: ignore[attr-defined]
+    record = store.fetch(store_key(session_id))
+    # Sealed with the raw key, opened by the same key given as text.
+    assert Encryptor([padded]).open(record.data["secret"], "secret") == '"the answer is 42"'
+
+
+@pytest.mark.parametrize("make_store", PERSISTENT_STORES, indirect=True)
+def test_accept_plaintext_keeps_visitors_logged_in_until_rekey(make_store: StoreMaker) -> None:
+    plain = Flask(__name__)
+    plain.config.update(TESTING=True, SECRET_KEY="test secret")
+    PrancerSession(plain, store=make_store())
+
+    @plain.get("/write")
+    def write() -> str:
+        session["secret"] = SECRET
+        session["cart"] = ["apple", {"n": 1}]
+        return session.id
+
+    writer = plain.test_client()
+    session_id = writer.get("/write").text
+
+    key = new_key()
+    store = make_store()
+    app = make_app(store, [key])
+    transition = Flask(__name__)
+    transition.config.update(
+        TESTING=True,
+        SECRET_KEY="test secret",
+        PRANCER_SESSION={"encryption": {"keys": [key], "accept_plaintext": True}},
+    )
+    PrancerSession(transition, store=store)
+    transition.add_url_rule("/read", "read", lambda: f"{session.get('secret')}")
+    reader = transition.test_client()
+    copy_cookie(writer, reader)
+    assert reader.get("/read").text == SECRET
+
+    result = transition.test_cli_runner().invoke(args=["session", "rekey"])
+    if result.exit_code == 1 and "cannot list" in result.output:
+        pytest.skip(f"{type(store).__name__} cannot list its sessions")
+    assert result.output.endswith("Re-encrypted 1 session.\n"), result.output
+    record = store.fetch(store_key(session_id))
+    assert record is not None
+    assert all(value.startswith(PREFIX) for value in record.data.values())
+    # Without the transition setting the sealed values are read as before.
+    strict = app.test_client()
+    copy_cookie(writer, strict)
+    assert strict.get("/read").text.startswith(SECRET)
 
 
 def test_rekey_without_encryption_says_so(app: Flask) -> None:
@@ -199,3 +318,43 @@ def test_rekey_leaves_no_old_version_in_a_storable_file(tmp_path: t.Any) -> None
     reader = make_app(store, [new]).test_client()
     copy_cookie(writer, reader)
     assert reader.get("/read").text.startswith(SECRET)
+
+
+@pytest.mark.parametrize("make_store", PERSISTENT_STORES, indirect=True)
+def test_rekey_never_undoes_a_logout_that_lands_during_it(
+    make_store: StoreMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = new_key(), new_key()
+    store = make_store()
+    app = make_app(store, [new, old])
+
+    @app.post("/logout")
+    def logout() -> str:
+        session.unbind_user()
+        session.pop("secret")
+        session["cart"] = ["emptied"]
+        return "bye"
+
+    writer = make_app(make_store(), [old]).test_client()
+    session_id = writer.get("/write").text
+    client = app.test_client()
+    copy_cookie(writer, client)
+    real_scan = store.scan
+
+    def scan_then_log_out() -> t.Iterator[tuple[str, t.Any]]:
+        for item in real_scan():
+            # rekey has read the session; the visitor logs out before it writes.
+            assert client.post("/logout").text == "bye"
+            yield item
+
+    monkeypatch.setattr(store, "scan", scan_then_log_out)
+    result = app.test_cli_runner().invoke(args=["session", "rekey"])
+    if result.exit_code == 1 and "cannot list" in result.output:
+        pytest.skip(f"{type(store).__name__} cannot list its sessions")
+    assert result.exit_code == 0, result.output
+    record = store.fetch(store_key(session_id))
+    assert record is not None
+    assert set(record.data) == {"cart"}
+    assert Encryptor([new]).open(record.data["cart"], "cart") == '["emptied"]'
+    if store.indexes_users:
+        assert store.sessions_of("ann") == {}
