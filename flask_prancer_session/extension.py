@@ -18,12 +18,14 @@ from .errors import ConfigurationError
 from .interface import PrancerSessionInterface
 from .migration import FlaskSessionMigrator
 from .session import FINGERPRINT_LENGTH
+from .session import ServerSession
 from .session import session
 from .state.cookie import CookieState
 from .store.memory import MemoryStore
 
 if t.TYPE_CHECKING:
     from flask import Flask
+    from flask import Response
 
     from .changes import Record
 
@@ -199,11 +201,28 @@ def _interface(app: Flask | None) -> PrancerSessionInterface:
     return interface
 
 
+#: Where a user that a Flask-Login request or header loader authenticated is
+#: noted for the request (:data:`flask.g`), to bind the session at its end.
+_REQUEST_USER = "_prancer_session_request_user"
+
+
 def _connect_flask_login(app: Flask) -> None:
-    """Bind the session at ``login_user`` (with a new id, against session
-    fixation) and unbind it at ``logout_user``."""
-    from flask_login import user_logged_in
-    from flask_login import user_logged_out
+    """Keep the session's user binding in step with whoever Flask-Login
+    authenticated, whichever way it did.
+
+    ``login_user`` binds the session at once, with a new id (against session
+    fixation), and ``logout_user`` unbinds it. A visitor restored by the
+    remember-me cookie, a session that holds Flask-Login's ``_user_id`` but no
+    binding (stored before ``flask_login`` was turned on, or written by
+    ``session_transaction`` in a test), and a user that a request or header
+    loader authenticated are bound at the end of the request, with a new id
+    for a stored session; a request loader's session is bound only if the
+    request stores something in it, so API calls without a cookie store no
+    session. A session Flask-Login emptied of ``_user_id`` (its ``strong``
+    session protection) is unbound.
+    """
+    import flask_login.signals as signals
+    from flask import g
 
     def logged_in(sender: Flask, user: t.Any, **extra: t.Any) -> None:
         session.regenerate()
@@ -212,10 +231,38 @@ def _connect_flask_login(app: Flask) -> None:
     def logged_out(sender: Flask, user: t.Any, **extra: t.Any) -> None:
         session.unbind_user()
 
+    def loaded_from_request(sender: Flask, user: t.Any, **extra: t.Any) -> None:
+        setattr(g, _REQUEST_USER, user.get_id())
+
+    def bind_authenticated(response: Response) -> Response:
+        current = session._get_current_object()  # type: ignore[attr-defined]
+        if not isinstance(current, ServerSession) or not current.loaded:
+            return response  # a request that never used the session costs nothing
+        user_id = current.get("_user_id", g.get(_REQUEST_USER))
+        bound = current.user_id
+        if user_id is None:
+            if bound is not None:
+                current.unbind_user()
+        elif bound != str(user_id) and current:
+            if not current.new:
+                current.regenerate()
+            current.bind_user(user_id)
+        return response
+
+    receivers = [
+        (signals.user_logged_in, logged_in),
+        (signals.user_logged_out, logged_out),
+        (signals.user_loaded_from_request, loaded_from_request),
+    ]
+    # Flask-Login's deprecated header_loader sends a signal of its own.
+    from_header = getattr(signals, "_user_loaded_from_header", None)
+    if from_header is not None:
+        receivers.append((from_header, loaded_from_request))
     # Kept alive by the app: blinker holds receivers weakly.
-    app.extensions[f"{EXTENSION_KEY}.flask_login"] = (logged_in, logged_out)
-    user_logged_in.connect(logged_in, app)
-    user_logged_out.connect(logged_out, app)
+    app.extensions[f"{EXTENSION_KEY}.flask_login"] = receivers
+    for signal, receiver in receivers:
+        signal.connect(receiver, app)
+    app.after_request(bind_authenticated)
 
 
 def _refuse_flask_session_config(app: Flask) -> None:

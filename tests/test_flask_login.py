@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing as t
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -136,3 +138,83 @@ def test_another_users_device_cannot_be_ended(login_app: Flask) -> None:
     bob_device = bob.get("/devices").json["mine"]  # type: ignore[index]
     assert ann.post(f"/end/{bob_device}").text == "False"
     assert bob.get("/me").text == "bob"
+
+
+def count_sessions(app: Flask, user_id: str) -> int:
+    return len(PrancerSession.user_sessions(user_id, app=app))
+
+
+def test_a_session_restored_by_the_remember_cookie_is_bound_with_a_new_id(
+    login_app: Flask,
+) -> None:
+    @login_app.post("/remember/<user_id>")
+    def remember(user_id: str) -> str:
+        login_user(User(user_id), remember=True)
+        return "ok"
+
+    @login_app.post("/visit")
+    def visit() -> str:
+        session["seen"] = True
+        return session.id
+
+    phone = login_app.test_client()
+    phone.post("/remember/ann")
+    remember_me = phone.get_cookie("remember_token")
+    assert remember_me is not None
+    laptop = login_app.test_client()
+    planted = laptop.post("/visit").text  # say, an id an attacker planted
+    laptop.set_cookie("remember_token", remember_me.value)
+    assert laptop.get("/me").text == "ann"
+    assert laptop.post("/visit").text != planted
+    assert count_sessions(login_app, "ann") == 2
+    laptop.delete_cookie("remember_token")  # it would log the laptop in again
+    assert PrancerSession.end_user_sessions("ann", app=login_app) == 2
+    assert laptop.get("/me").text == "anonymous"
+
+
+def test_a_session_holding_flask_login_s_user_id_is_bound(login_app: Flask) -> None:
+    client = login_app.test_client()
+    with client.session_transaction() as stored:
+        stored["_user_id"] = "ann"
+        stored["_fresh"] = True
+    assert count_sessions(login_app, "ann") == 0
+    assert client.get("/me").text == "ann"
+    assert count_sessions(login_app, "ann") == 1
+    assert PrancerSession.end_user_sessions("ann", app=login_app) == 1
+    assert client.get("/me").text == "anonymous"
+
+
+def test_a_request_loader_binds_only_sessions_that_store_something(login_app: Flask) -> None:
+    manager = login_app.login_manager  # type: ignore[attr-defined]
+
+    @manager.request_loader
+    def from_token(request: t.Any) -> User | None:
+        token = request.headers.get("X-Token")
+        return None if token is None else User(token)
+
+    @login_app.post("/api/cart")
+    def cart() -> str:
+        session["cart"] = ["apple"]
+        return current_user.get_id()
+
+    api = login_app.test_client(use_cookies=False)
+    for _ in range(3):
+        response = api.get("/me", headers={"X-Token": "ann"})
+        assert response.text == "ann"
+        assert "Set-Cookie" not in response.headers
+    assert count_sessions(login_app, "ann") == 0
+
+    browser = login_app.test_client()
+    assert browser.post("/api/cart", headers={"X-Token": "ann"}).text == "ann"
+    assert count_sessions(login_app, "ann") == 1
+    assert PrancerSession.end_user_sessions("ann", app=login_app) == 1
+
+
+def test_strong_session_protection_unbinds(login_app: Flask) -> None:
+    login_app.login_manager.session_protection = "strong"  # type: ignore[attr-defined]
+    client = login_app.test_client()
+    client.post("/login/ann", headers={"User-Agent": "phone"})
+    assert count_sessions(login_app, "ann") == 1
+    # Another browser presents the cookie: Flask-Login drops the login.
+    assert client.get("/me", headers={"User-Agent": "thief"}).text == "anonymous"
+    assert count_sessions(login_app, "ann") == 0
