@@ -162,3 +162,19 @@ def test_ids_that_look_like_options(store_app: Flask, store: StoreDriver) -> Non
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.output)["data"] == {"a": 1}
     assert run(store_app, "delete", session_id).output == "Deleted the session.\n"
+
+
+def test_a_store_that_is_down_ends_the_command_with_a_message(app: Flask) -> None:
+    pytest.importorskip("redis")
+    from flask_prancer_session import PrancerSession
+    from flask_prancer_session.store.redis import RedisStore
+
+    # Nothing listens on port 1 of the loopback.
+    PrancerSession(app, store=RedisStore(url="redis://127.0.0.1:1/0", socket_timeout=1))
+    for args in (["stats"], ["delete", "--user", "ann"], ["clear", "--yes"]):
+        result = run(app, *args)
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith("Error: "), result.output
+        assert "Traceback" not in result.output
+        assert len(result.output.splitlines()) == 1
+        assert "ConnectionError" in result.output
