@@ -26,7 +26,6 @@ if t.TYPE_CHECKING:
     from .store.base import StoreDriver
 
 
-
 class _SessionGroup(AppGroup):
     """The ``flask session`` group: a store that fails ends the command with
     its message and exit status 1, as click reports a usage error, instead of
