@@ -9,7 +9,6 @@ from datetime import datetime
 from datetime import timezone
 
 from flask import after_this_request
-from flask import current_app
 from flask import has_request_context
 from flask import request
 from flask.sessions import SessionInterface
@@ -19,12 +18,12 @@ from .changes import Record
 from .changes import USER_KEY
 from .errors import SessionStoreError
 from .ids import store_key
+from .lifetime import Lifetime
 from .serializer import make_serializer
 from .serializer import Serializer
 from .session import EXPIRY_KEY
 from .session import ServerSession
 from .state.base import StateDriver
-from .store.base import MAX_SECONDS
 from .store.base import StoreDriver
 
 if t.TYPE_CHECKING:
@@ -85,6 +84,8 @@ class PrancerSessionInterface(SessionInterface):
         self.serializer: Serializer = serializer or make_serializer()
         self.migrator = migrator
         self.encryptor = encryptor
+        #: The lifetime rules of the store's sessions.
+        self.lifetimes = Lifetime(store)
 
     def open_session(self, app: Flask, request: Request) -> ServerSession:
         """Return the visitor's session, or a new empty one with a new id.
@@ -96,7 +97,7 @@ class PrancerSessionInterface(SessionInterface):
         would replace the visitor's real one.
         """
         session_id = self.state.extract(app, request)
-        session = self.session_class(self, session_id)
+        session = self.session_class(self.serializer, self.load, self.lifetimes, session_id)
         if session_id is not None and has_request_context():
             # Runs before the app's after_request functions.
             after_this_request(session.view_finished)
@@ -171,25 +172,14 @@ class PrancerSessionInterface(SessionInterface):
         ``permanent_timeout`` or ``PERMANENT_SESSION_LIFETIME`` for a permanent
         session.
         """
-        override = session.expiry_override()
-        if override is not None:
-            if "until" in override:
-                return override["until"] - self.store.clock(), True
-            return min(override["idle"], MAX_SECONDS), True
-        if session.permanent:
-            timeout = self.store.permanent_timeout
-            if timeout is None:
-                lifetime = (app or current_app).permanent_session_lifetime.total_seconds()
-                timeout = min(lifetime, MAX_SECONDS)  # what every store can represent
-            return timeout, True
-        return None, False
+        return self.lifetimes.timeout(session.expiry_override(), session.permanent, app)
 
     def expiry(self, session: ServerSession, app: Flask | None = None) -> float:
         """Return when ``session`` expires if this request is its last use."""
-        timeout, _ = self.lifetime(session, app)
         times = session.stored_times
-        created_at = self.store.clock() if times is None else times[0]
-        return self.store.expiry_for(created_at, timeout=timeout)
+        return self.lifetimes.expires_at(
+            None if times is None else times[0], session.expiry_override(), session.permanent, app
+        )
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Write what the request changed to the store and set or expire the cookie.

@@ -24,7 +24,8 @@ from .serializer import Serializer
 if t.TYPE_CHECKING:
     from flask import Response
 
-    from .interface import PrancerSessionInterface
+    from .changes import Record
+    from .lifetime import Lifetime
 
 logger = logging.getLogger(__name__)
 
@@ -59,14 +60,24 @@ class ServerSession(SessionMixin):
     setting :attr:`modified`, and only the keys this request changed are
     written, whichever reference to the session they were made through.
 
-    :param interface: the session interface that opened the session.
+    :param serializer: turns values into the strings the store keeps.
+    :param load: returns what the store holds under a session id, values
+        opened, or ``None``; raises :class:`.SessionStoreError`.
+    :param lifetime: the lifetime rules of the store, for :attr:`expires_at`.
     :param session_id: the id the visitor's cookie carries, or ``None`` for a
         new session.
     """
 
-    def __init__(self, interface: PrancerSessionInterface, session_id: str | None = None) -> None:
-        self._interface = interface
-        self._serializer: Serializer = interface.serializer
+    def __init__(
+        self,
+        serializer: Serializer,
+        load: t.Callable[[str], Record | None],
+        lifetime: Lifetime,
+        session_id: str | None = None,
+    ) -> None:
+        self._serializer = serializer
+        self._loader = load
+        self._lifetime = lifetime
         #: Stored under :attr:`id` as the request began: the id, or ``None``.
         self._origin: str | None = None
         self._id = session_id or new_id()
@@ -99,7 +110,7 @@ class ServerSession(SessionMixin):
         if self._pending:
             self._pending = False
             try:
-                record = self._interface.load(self._id)
+                record = self._loader(self._id)
             except SessionStoreError as error:
                 self._error = error
             else:
@@ -284,7 +295,11 @@ class ServerSession(SessionMixin):
         self._load()
         if not self._data:
             return None
-        return _utc(self._interface.expiry(self))
+        times = self.stored_times
+        expires_at = self._lifetime.expires_at(
+            None if times is None else times[0], self.expiry_override(), self.permanent
+        )
+        return _utc(expires_at)
 
     @property
     def permanent(self) -> bool:
