@@ -28,6 +28,7 @@ from flask_prancer_session.store import storable
 
 from .clock import FakeClock
 from .storable_files import newest
+from .storable_files import versions
 
 pytestmark = pytest.mark.fault
 
@@ -193,9 +194,9 @@ def test_process_killed_mid_write_leaves_old_or_new_version(
     keys = [store_key(new_id()) for _ in range(6)]
     first = 0
     for number in range(9):
-        # A third of the rounds are killed at a random time, a third between
-        # writing a temporary file and renaming it, a third mid-append.
-        die_at = (None, ("rename", 0), ("append", 0))[number % 3]
+        # A third of the rounds are killed at a random time, a third
+        # mid-append, a third between writing a temporary file and renaming it.
+        die_at = (None, ("append", 0), ("rename", 0))[number % 3]
         if die_at is not None:
             die_at = (die_at[0], random.randint(len(keys) + 1, 3 * len(keys)))
         started = spawn.Event()
@@ -221,7 +222,12 @@ def test_process_killed_mid_write_leaves_old_or_new_version(
         # Each round starts above what the last one may have written.
         assert min(versions) >= first
         first = max(versions) + 1
-    assert len(temp_files(directory)) >= 3
+        # One temporary name per session: the kills leave at most one each,
+        # which the session's next rewrite replaces.
+        leftovers = {path.name for path in temp_files(directory)}
+        assert leftovers <= {f".tmp-{key}" for key in keys}
+        assert leftovers or die_at is None or die_at[0] != "rename"
+    assert temp_files(directory)
 
     # Temporary files left by the kills are not sessions: they are purged as
     # leftovers once stale, and never counted.
@@ -232,6 +238,30 @@ def test_process_killed_mid_write_leaves_old_or_new_version(
     assert [p.name for p in directory.rglob("*") if p.is_file()] == [".lock"] * len(
         {key[:2] for key in keys}
     )
+
+
+def test_rekey_leaves_nothing_a_process_killed_before_its_rename_left(tmp_path: Path) -> None:
+    """What a killed rewrite left under the temporary name, and the earlier
+    versions in the file, go when ``rekey`` erases the session's old values."""
+    directory = tmp_path / "sessions"
+    store = StorableStore(dir=str(directory))
+    key = store_key(new_id())
+    # The first rename creates the file; three versions are appended, and the
+    # fifth does not fit: the file is rewritten, and the process killed.
+    started = spawn.Event()
+    child = spawn.Process(
+        target=_write_versions, args=(str(directory), [key], 0, ("rename", 2), started)
+    )
+    child.start()
+    assert join(child) == [-signal.SIGKILL]
+    path = Path(store.dir, key[:2], key)
+    assert [version["data"]["v"] for version in versions(path)] == ["0", "1", "2", "3"]
+    (leftover,) = temp_files(directory)
+    assert [version["data"]["v"] for version in versions(leftover)] == ["4"]
+
+    assert store.apply(key, ChangeSet(erase_old_values=True))
+    assert temp_files(directory) == []
+    assert [version["data"]["v"] for version in versions(path)] == ["3"]
 
 
 # Processes writing while another removes or purges

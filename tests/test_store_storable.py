@@ -9,12 +9,14 @@ import json
 import logging
 import multiprocessing
 import os
+import secrets
 import stat
 import sys
 import threading
 import time
 import types
 import typing as t
+import zlib
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,8 @@ from flask_prancer_session import PrancerSession
 from flask_prancer_session import SessionStoreError
 from flask_prancer_session import StorableStore
 from flask_prancer_session.changes import USER_KEY
+from flask_prancer_session.encryption import Encryptor
+from flask_prancer_session.encryption import PREFIX
 from flask_prancer_session.ids import new_id
 from flask_prancer_session.ids import store_key
 from flask_prancer_session.store import storable
@@ -1434,3 +1438,305 @@ def test_a_session_file_the_app_cannot_read_is_a_store_failure(
     monkeypatch.setattr("os.open", denied)
     with pytest.raises(SessionStoreError):
         store.fetch(key)
+
+
+# Compare-and-set
+
+
+def test_a_compare_and_set_that_fails_on_the_user_leaves_the_index(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A stale ``rekey`` write of the user binding, after a login as another
+    user, neither lists the session under the old user nor unlists it, and
+    leaves the file as a plain change would."""
+    store = make_store(tmp_path / "sessions", clock)
+    key = store_key(new_id())
+    bind(store, key, "bob", n="1")
+    path = Path(store.dir, key[:2], key)
+    inode = path.stat().st_ino
+    assert store.apply(
+        key,
+        ChangeSet(
+            updated={USER_KEY: json.dumps("ann"), "n": "2"},
+            expected={USER_KEY: json.dumps("ann"), "n": "1"},
+        ),
+    )
+    assert newest(path)["data"] == {USER_KEY: json.dumps("bob"), "n": "2"}
+    assert (markers(store, "ann"), markers(store, "bob")) == (set(), {key})
+    assert set(store.sessions_of("bob")) == {key}
+    # The binding did not change, so nothing needs to go from earlier lines.
+    assert path.stat().st_ino == inode
+    assert len(versions(path)) == 2
+
+
+# Rekey and the append-only log: no value it replaces stays on the disk
+
+SECRET = "the answer is 42"
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL in the middle of a write: no handler runs."""
+
+
+def rekey_app(store: StorableStore, keys: list[str]) -> Flask:
+    """An app over ``store``, encrypting with ``keys`` if any, whose ``/write``
+    sets every value of the session anew."""
+    app = Flask(__name__)
+    app.config.update(TESTING=True, SECRET_KEY="test secret")
+    if keys:
+        app.config["PRANCER_SESSION"] = {"encryption": {"keys": keys}}
+    PrancerSession(app, store=store)
+
+    @app.get("/write")
+    def write() -> str:
+        number = session.get("n", 0) + 1
+        session["n"] = number
+        session["secret"] = f"{SECRET} #{number}"
+        session["cart"] = ["apple", number]
+        session.bind_user("ann")
+        return session.id
+
+    @app.get("/read")
+    def read() -> str:
+        return f"{session.get('secret')} {session.get('cart')}"
+
+    return app
+
+
+def copy_cookie(source: FlaskClient, target: FlaskClient) -> None:
+    cookie = source.get_cookie("PSESSION")
+    assert cookie is not None
+    target.set_cookie("PSESSION", cookie.value)
+
+
+def rekey(app: Flask) -> str:
+    result = app.test_cli_runner().invoke(args=["session", "rekey"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def files_holding(directory: Path, text: str) -> list[Path]:
+    """Every file under ``directory`` (temporary files and markers included)
+    whose bytes hold ``text``."""
+    return [
+        path
+        for path in directory.rglob("*")
+        if path.is_file() and text.encode() in path.read_bytes()
+    ]
+
+
+def sealed_values(directory: Path) -> list[tuple[str, str]]:
+    """The name and value of every sealed value in every version of every
+    file under ``directory``, temporary files included."""
+    return [
+        (name, value)
+        for path in directory.rglob("*")
+        if path.is_file()
+        for version in versions(path)
+        for name, value in version["data"].items()
+        if name != USER_KEY
+    ]
+
+
+def test_rekey_after_encryption_is_turned_on_leaves_no_clear_value_on_disk(
+    tmp_path: Path,
+) -> None:
+    """The reviewer's case: a request re-set every value once encryption was
+    on, so the newest version needs nothing and ``rekey`` re-seals nothing,
+    yet the earlier versions in the file hold the values in the clear."""
+    directory = tmp_path / "sessions"
+    store = make_store(directory)
+    client = rekey_app(store, []).test_client()
+    session_id = client.get("/write").text
+    path = path_of(store, session_id)
+
+    sealed = rekey_app(store, [secrets.token_urlsafe(32)])
+    encrypted = sealed.test_client()
+    copy_cookie(client, encrypted)
+    assert encrypted.get("/write").text == session_id
+    assert all(
+        value.startswith(PREFIX) for name, value in newest(path)["data"].items() if name != USER_KEY
+    )
+    assert files_holding(directory, SECRET) == [path]
+
+    assert rekey(sealed).endswith("Re-encrypted 0 sessions.\n")
+    assert files_holding(directory, SECRET) == []
+    assert files_holding(directory, "apple") == []
+    assert len(versions(path)) == 1
+    assert encrypted.get("/read").text == f"{SECRET} #1 ['apple', 1]"
+    assert set(store.sessions_of("ann")) == {store_key(session_id)}
+
+
+def test_rekey_after_a_key_rotation_leaves_nothing_the_old_key_opens(tmp_path: Path) -> None:
+    """The newest version was sealed under the new key by a request, the
+    earlier ones under the retired key, which must open none of them."""
+    directory = tmp_path / "sessions"
+    store = make_store(directory)
+    old, new = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    client = rekey_app(store, [old]).test_client()
+    session_id = client.get("/write").text
+    rotated = rekey_app(store, [new, old])
+    reader = rotated.test_client()
+    copy_cookie(client, reader)
+    assert reader.get("/write").text == session_id
+    assert len(versions(path_of(store, session_id))) == 2
+
+    assert rekey(rotated).endswith("Re-encrypted 0 sessions.\n")
+    retired = Encryptor([old])
+    values = sealed_values(directory)
+    assert values
+    for name, value in values:
+        assert Encryptor([new]).is_current(value)
+        with pytest.raises(ValueError, match="not configured"):
+            retired.open(value, name)
+    only_new = rekey_app(store, [new]).test_client()
+    copy_cookie(client, only_new)
+    assert only_new.get("/read").text == f"{SECRET} #2 ['apple', 2]"
+
+
+def test_rekey_drops_a_torn_last_line(tmp_path: Path) -> None:
+    """A process of the app still running without encryption died while
+    appending: its torn line, never read, still holds clear values."""
+    directory = tmp_path / "sessions"
+    store = make_store(directory)
+    sealed = rekey_app(store, [secrets.token_urlsafe(32)])
+    client = sealed.test_client()
+    path = path_of(store, client.get("/write").text)
+    data = {"secret": json.dumps(SECRET), "cart": '["apple"]'}
+    torn = json.dumps({"created_at": 0, "expires_at": 0, "data": data}).encode()
+    with path.open("ab") as file:
+        file.write(b"%08x %s" % (zlib.crc32(torn), torn[:-5]))
+    assert files_holding(directory, SECRET) == [path]
+    assert client.get("/read").text == f"{SECRET} #1 ['apple', 1]"
+
+    assert rekey(sealed).endswith("Re-encrypted 0 sessions.\n")
+    assert files_holding(directory, SECRET) == []
+    assert len(versions(path)) == 1
+    assert client.get("/read").text == f"{SECRET} #1 ['apple', 1]"
+
+
+def _kill_before_rename(
+    monkeypatch: pytest.MonkeyPatch, store: StorableStore, key: str, changes: ChangeSet
+) -> None:
+    """Apply ``changes`` as a process killed once it has written the new
+    version under its temporary name, before renaming it."""
+
+    def killed(source: t.Any, target: t.Any) -> None:
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", killed)
+        with pytest.raises(Killed):
+            store.apply(key, changes)
+
+
+def test_rekey_removes_what_a_write_killed_before_its_rename_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "sessions"
+    store = make_store(directory)
+    client = rekey_app(store, []).test_client()
+    session_id = client.get("/write").text
+    key = store_key(session_id)
+    # A removal rewrites the file, aside first.
+    _kill_before_rename(monkeypatch, store, key, ChangeSet(removed=frozenset({"gone"})))
+    assert len(temp_files(directory)) == 1
+
+    sealed = rekey_app(store, [secrets.token_urlsafe(32)])
+    assert rekey(sealed).endswith("Re-encrypted 1 session.\n")
+    assert files_holding(directory, SECRET) == []
+    assert temp_files(directory) == []
+
+
+def _end_by_rewrite(store: StorableStore, key: str, clock: FakeClock) -> None:
+    store.apply(key, ChangeSet(removed=frozenset({"gone"})))
+
+
+def _end_by_erasing(store: StorableStore, key: str, clock: FakeClock) -> None:
+    store.apply(key, ChangeSet(erase_old_values=True))
+
+
+def _end_by_emptying(store: StorableStore, key: str, clock: FakeClock) -> None:
+    store.apply(key, ChangeSet(removed=frozenset({"n", "secret"})))
+
+
+def _end_by_removing(store: StorableStore, key: str, clock: FakeClock) -> None:
+    store.remove(key)
+
+
+def _end_by_clearing(store: StorableStore, key: str, clock: FakeClock) -> None:
+    store.clear()
+
+
+def _end_by_purging(store: StorableStore, key: str, clock: FakeClock) -> None:
+    clock.advance(store.expiration_timeout)
+    assert store.purge() == 1
+
+
+@pytest.mark.parametrize(
+    "end",
+    [
+        _end_by_rewrite,
+        _end_by_erasing,
+        _end_by_emptying,
+        _end_by_removing,
+        _end_by_clearing,
+        _end_by_purging,
+    ],
+)
+def test_a_temporary_file_left_by_a_killed_write_goes_with_the_next_rewrite(
+    tmp_path: Path,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    end: t.Callable[[StorableStore, str, FakeClock], None],
+) -> None:
+    """One temporary name per session: the session's next rewrite replaces
+    what a killed one left, and deleting the session deletes it, without
+    waiting an hour for purge to call it stale."""
+    directory = tmp_path / "sessions"
+    store = make_store(directory, clock)
+    key = store_key(new_id())
+    create(store, key, n="1", secret=json.dumps(SECRET))
+    _kill_before_rename(
+        monkeypatch, store, key, ChangeSet(updated={"n": "2"}, removed=frozenset({"m"}))
+    )
+    (leftover,) = temp_files(directory)
+    assert mode(leftover) == 0o600
+    record = store.fetch(key)
+    assert record is not None and record.data["n"] == "1"
+
+    end(store, key, clock)
+    assert temp_files(directory) == []
+
+
+def test_erasing_old_values_rewrites_the_file_even_without_a_change(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    store = make_store(tmp_path / "sessions", clock, expiration_timeout=600)
+    key = store_key(new_id())
+    create(store, key, n="1", secret=json.dumps(SECRET))
+    store.apply(key, ChangeSet(updated={"secret": '"sealed"'}))
+    path = Path(store.dir, key[:2], key)
+    inode = path.stat().st_ino
+    assert len(versions(path)) == 2
+    assert SECRET.encode() in path.read_bytes()
+    clock.advance(100)
+
+    assert store.apply(key, ChangeSet(timeout=500, erase_old_values=True))
+    assert _rewritten(path, inode)
+    assert SECRET.encode() not in path.read_bytes()
+    record = store.fetch(key)
+    assert record is not None
+    assert record.data == {"n": "1", "secret": '"sealed"'}
+    assert record.expires_at == clock.now + 500
+
+    # A session gone or ended meanwhile is not created again; an expired
+    # file goes, as purge would delete it, and its marker with it.
+    missing = store_key(new_id())
+    assert not store.apply(missing, ChangeSet(erase_old_values=True))
+    assert not Path(store.dir, missing[:2], missing).exists()
+    bind(store, key, "ann", n="1", secret=json.dumps(SECRET))
+    clock.advance(601)
+    assert not store.apply(key, ChangeSet(erase_old_values=True))
+    assert not path.exists()
+    assert markers(store, "ann") == set()

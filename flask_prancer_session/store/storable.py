@@ -14,13 +14,22 @@ A file is a log of the session's versions, one line each: a CRC-32 in hex,
 a space, and a JSON object with ``created_at``, ``expires_at`` and ``data``.
 A write appends a line in place, and a reader takes the last intact one, so
 a reader or a process killed mid-write sees the old version or the new one,
-never a torn one. The file is rewritten aside and renamed over the old one
-when it would grow past 8 KiB (or four times its newest line), when a write
-removes a key, binds the session to another user or re-encrypts it (so removed
-values do not linger), and when its last line is torn: earlier versions otherwise stay in
-the file until then. Appending is what keeps writes cheap: replacing a file
-by rename makes ext4 flush the new file's data first, several times the
-cost of the whole append.
+never a torn one. Appending is what keeps writes cheap: replacing a file by
+rename makes ext4 flush the new file's data first, several times the cost of
+the whole append.
+
+The file is rewritten to one line, under the temporary name ``.tmp-`` and
+its own, then renamed over the old one: when it would grow past 8 KiB (or four
+times its newest line); when a write removes a key or binds the session to
+another user, so removed values and bindings do not linger in earlier lines;
+when its last line is torn; and for every session ``flask session rekey``
+sees (:attr:`~flask_prancer_session.changes.ChangeSet.erase_old_values`), so
+no value in the clear or sealed with a retired key stays in the file. Until
+then, replaced values stay in earlier lines. A temporary file left by a
+process killed before its rename holds a version too: the session's next
+rewrite replaces it, deleting the session deletes it, and purge deletes any
+older than an hour. The blocks a rewrite frees are not overwritten: the file
+system may keep their bytes until it reuses them.
 
 The file's modification time is set to its expiry after each write, so
 :meth:`~StorableStore.touch` is one ``utime`` and ``flask session purge``
@@ -149,6 +158,14 @@ def _digest(user_id: str) -> str:
 def _user_of(record: Record | None) -> str | None:
     value = None if record is None else record.data.get(USER_KEY)
     return None if value is None else user_id_of(value)
+
+
+def _temp_path(path: str) -> str:
+    """Return the name the session file at ``path`` is written under before
+    it is renamed: one per session, so a process killed in between leaves at
+    most one, which the session's next rewrite or deletion removes."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, _TEMP_PREFIX + name)
 
 
 def _line(created_at: float, expires_at: float, data: dict[str, str]) -> bytes:
@@ -390,19 +407,20 @@ class StorableStore(StoreDriver):
         old_user = _user_of(stored)
         if record is None:
             if changes.created_at is None:
+                if changes.erase_old_values and stored is not None:
+                    # Expired meanwhile: the file purge would delete goes now,
+                    # with the values it holds.
+                    self._delete(key, stored)
+                elif changes.erase_old_values:
+                    self._unlink(_temp_path(path))
                 return False
-            data: dict[str, str] = {}
+            data = changes.merged_into({})
             created_at = changes.created_at
         else:
-            data, created_at = record.data, record.created_at
-        for removed in changes.removed:
-            data.pop(removed, None)
-        data.update(changes.updated)
+            data, created_at = changes.merged_into(record.data), record.created_at
         if not data:
             if record is not None:
-                self._unlink(path)
-                if old_user is not None:
-                    self._unmark(key, old_user)
+                self._delete(key, stored)
             return False
         new_user = _user_of(Record(data, created_at, 0))
         if new_user is not None and new_user != old_user:
@@ -414,7 +432,7 @@ class StorableStore(StoreDriver):
             and size is not None
             and record is not None
             and not changes.removed
-            and not changes.binds_user
+            and data.get(USER_KEY) == record.data.get(USER_KEY)
             and not changes.erase_old_values
             and size + len(line) <= max(_COMPACT_AT, 4 * len(line))
         ):
@@ -450,9 +468,9 @@ class StorableStore(StoreDriver):
 
     def _write(self, path: str, content: bytes, expires_at: float) -> None:
         """Replace the session file at ``path`` by one holding ``content``."""
-        temp = None
+        temp = _temp_path(path)
         try:
-            fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=os.path.dirname(path))
+            fd = self._create(temp)
             with open(fd, "wb") as file:
                 file.write(content)
                 file.flush()
@@ -460,19 +478,31 @@ class StorableStore(StoreDriver):
                 if self.fsync:
                     os.fsync(fd)
             os.replace(temp, path)
-            temp = None
             self._sync_dir(path)
         except OSError as error:
-            if temp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
             raise SessionStoreError(f"Cannot write the session file {path!r}.", error) from error
 
+    def _create(self, temp: str) -> int:
+        """Create the temporary file ``temp``, replacing one that a process
+        killed before renaming it left behind. Under the lock, so no other
+        write of the session is using it."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        try:
+            return os.open(temp, flags, 0o600)
+        except FileExistsError:
+            os.unlink(temp)
+            return os.open(temp, flags, 0o600)
+
     def _delete(self, key: str, stored: Record | None) -> bool:
-        """Delete the session file of ``key``, which holds ``stored``, then its
-        user's marker, and tell whether a live session was there. Under the
-        lock."""
-        existed = self._unlink(self._path(key))
+        """Delete the session file of ``key``, which holds ``stored`` (or
+        ``None``), with any temporary file of it a killed process left, then
+        its user's marker, and tell whether a live session was there. Under
+        the lock."""
+        path = self._path(key)
+        existed = self._unlink(path)
+        self._unlink(_temp_path(path))
         user_id = _user_of(stored)
         if user_id is not None:
             self._unmark(key, user_id)
@@ -603,6 +633,8 @@ class StorableStore(StoreDriver):
                         continue
                     user_id = _user_of(stored)
                     os.unlink(path)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(_temp_path(path))
                 except FileNotFoundError:
                     continue
                 except OSError as error:
@@ -629,6 +661,7 @@ class StorableStore(StoreDriver):
                     removed += self._delete(key, self._read(self._path(key), expired=True))
         return removed
 
+    keeps_old_versions = True
     indexes_users = True
 
     def _user_dir(self, user_id: str, *, create: bool = False) -> str | None:
