@@ -212,7 +212,9 @@ class PrancerSessionInterface(SessionInterface):
 
     def _create(self, app: Flask, session: ServerSession, response: Response) -> bool:
         data = session.values_to_store()
-        if not data:
+        if _LIFETIME_KEYS.issuperset(data):
+            # Nothing but how long to keep nothing, as a before_request that
+            # sets session.permanent gives every bot and health check.
             return False
         timeout, persistent = self.lifetime(session, app)
         created_at = self.store.clock()

@@ -9,6 +9,7 @@ from datetime import timezone
 
 import pytest
 from flask import Flask
+from flask import request
 from flask import session
 from flask.testing import FlaskClient
 
@@ -295,3 +296,41 @@ def test_created_at_and_expires_at_are_readable(
         "created": start,
         "expires": clock.now + store.expiration_timeout,
     }
+
+
+def test_bots_and_health_checks_store_no_session(store_app: Flask, store: StoreDriver) -> None:
+    # The common idiom: every session permanent, set before each request.
+    @store_app.before_request
+    def make_permanent() -> None:
+        session.permanent = True
+
+    @store_app.get("/health")
+    def health() -> str:
+        if "touch" in request.args:
+            session.modified = True
+            session.set_expiry(3600)
+        return session.id
+
+    @store_app.get("/login")
+    def login() -> str:
+        session["user"] = "ann"
+        return session.id
+
+    bot = store_app.test_client(use_cookies=False)
+    ids = []
+    for query in ["", "?touch"] * 10:
+        response = bot.get(f"/health{query}")
+        assert "Set-Cookie" not in response.headers
+        ids.append(response.text)
+    assert all(store.fetch(store_key(session_id)) is None for session_id in ids)
+    try:
+        assert list(store.scan()) == []
+    except NotImplementedError:
+        pass
+
+    visitor = store_app.test_client()
+    response = visitor.get("/login")
+    assert "Expires=" in response.headers["Set-Cookie"]  # permanent, as asked
+    record = store.fetch(store_key(response.text))
+    assert record is not None
+    assert set(record.data) == {"_permanent", "user"}
