@@ -204,6 +204,9 @@ def rekey_command() -> None:
     if encryptor is None:
         raise click.ClickException("Encryption is not configured (PRANCER_SESSION.encryption).")
     store = interface.store
+    # Expired sessions are not listed, so they are deleted first: their
+    # values must not outlive the keys that sealed them either.
+    store.purge()
     rewritten = 0
     for key, record in _scan(store, "Re-encrypting sessions"):
         updated, expected = {}, {}
