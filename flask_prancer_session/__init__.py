@@ -10,6 +10,7 @@ from .session import ServerSession as ServerSession
 from .session import session as session
 from .state.base import StateDriver as StateDriver
 from .state.cookie import CookieState as CookieState
+from .state.header import HeaderState as HeaderState
 from .store.base import StoreDriver as StoreDriver
 from .store.memory import MemoryStore as MemoryStore
 from .store.storable import StorableStore as StorableStore
@@ -19,6 +20,7 @@ __all__ = [
     "ConfigurationError",
     "CookieState",
     "Encryptor",
+    "HeaderState",
     "MemoryStore",
     "PrancerSession",
     "PrancerSessionError",

@@ -195,7 +195,7 @@ class PrancerSessionInterface(SessionInterface):
             return
         session.saved = True
         if session.accessed:
-            vary_on_cookie(response)
+            vary_on(response, self.state.vary_header)
         if not session.loaded:
             return
         origin = session.origin
@@ -312,14 +312,19 @@ class PrancerSessionInterface(SessionInterface):
         self.state.finalize(app, response, session.id, expires=expires, persistent=persistent)
 
 
-def vary_on_cookie(response: Response) -> None:
-    """Add ``Cookie`` to the response's ``Vary`` header.
+def vary_on(response: Response, header: str) -> None:
+    """Add ``header`` to the response's ``Vary`` header.
 
     Most responses have no ``Vary`` yet; werkzeug's ``response.vary``, which
     parses the header into a set and writes it back, is only needed when one does.
     """
     headers = response.headers
     if "Vary" in headers:
-        response.vary.add("Cookie")
+        response.vary.add(header)
     else:
-        headers["Vary"] = "Cookie"
+        headers["Vary"] = header
+
+
+def vary_on_cookie(response: Response) -> None:
+    """Add ``Cookie`` to the response's ``Vary`` header."""
+    vary_on(response, "Cookie")

@@ -37,6 +37,7 @@ _DATABASE = "flask_prancer_session.store.database:DatabaseStore"
 STATE_DRIVERS: dict[str, DriverEntry] = {
     "cookie": _COOKIE,
     "Prancer::Session::State::Cookie": _COOKIE,
+    "header": DriverEntry("flask_prancer_session.state.header:HeaderState"),
 }
 
 STORE_DRIVERS: dict[str, DriverEntry] = {

@@ -23,6 +23,11 @@ if t.TYPE_CHECKING:
 class StateDriver(abc.ABC):
     """Base class for state drivers."""
 
+    #: The request header that carries the id, added to the ``Vary`` header of
+    #: every response whose session was used, so that caches keep one
+    #: visitor's pages from another.
+    vary_header: str = "Cookie"
+
     @abc.abstractmethod
     def extract(self, app: Flask, request: Request) -> str | None:
         """Return the session id the request carries, or ``None``.

@@ -27,58 +27,24 @@ setting, read on every request as Flask does:
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import math
 import typing as t
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
 
-from itsdangerous import BadSignature
-from itsdangerous import Signer
-
 from ..errors import ConfigurationError
-from ..ids import is_well_formed
-from .base import StateDriver
+from .signed import SignedIdState
 
 if t.TYPE_CHECKING:
     from flask import Flask
     from flask import Request
     from flask import Response
 
-#: Longer cookie values are ignored without being parsed: a signed id is 87
-#: characters.
-MAX_COOKIE_LENGTH = 256
-
 _SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 
 
-class _Signer(Signer):
-    """itsdangerous's signer, deriving each key once instead of per cookie."""
-
-    def __init__(self, keys: list[str | bytes]) -> None:
-        super().__init__(
-            keys,  # type: ignore[arg-type]
-            salt="flask-prancer-session",
-            key_derivation="hmac",
-            digest_method=hashlib.sha256,
-        )
-        self._derived: dict[str | bytes | None, bytes] = {}
-
-    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
-        key = self._derived.get(secret_key)
-        if key is None:
-            key = self._derived[secret_key] = super().derive_key(secret_key)
-        return key
-
-
-@functools.lru_cache(maxsize=8)
-def _signer(keys: tuple[str | bytes, ...]) -> Signer:
-    return _Signer(list(keys))
-
-
-class CookieState(StateDriver):
+class CookieState(SignedIdState):
     """Carry the session id in a cookie; see the module documentation for the options."""
 
     def __init__(
@@ -171,28 +137,8 @@ class CookieState(StateDriver):
             ),
         }
 
-    def _signer(self, app: Flask) -> Signer | None:
-        if not app.secret_key:
-            return None
-        keys: list[str | bytes] = list(app.config.get("SECRET_KEY_FALLBACKS") or ())
-        keys.append(app.secret_key)  # itsdangerous signs with the last key
-        return _signer(tuple(keys))
-
-    def extract(self, app: Flask, request: Request) -> str | None:
-        value = request.cookies.get(self.name)
-        return None if value is None else self.id_from(app, value)
-
-    def id_from(self, app: Flask, value: str) -> str | None:
-        """Return the id a cookie value carries, if it is intact."""
-        if not value or len(value) > MAX_COOKIE_LENGTH or not value.isascii():
-            return None
-        signer = self._signer(app)
-        if signer is not None:
-            try:
-                value = signer.unsign(value).decode("ascii")
-            except BadSignature:
-                return None
-        return value if is_well_formed(value) else None
+    def carried(self, request: Request) -> str | None:
+        return request.cookies.get(self.name)
 
     def finalize(
         self,
@@ -203,23 +149,13 @@ class CookieState(StateDriver):
         expires: datetime,
         persistent: bool,
     ) -> None:
-        signer = self._signer(app)
-        value = session_id if signer is None else signer.sign(session_id).decode("ascii")
+        value = self.sign(app, session_id)
         cookie_expires: datetime | None = expires if persistent else None
         if self.expires is not None and not persistent:
             cookie_expires = min(
                 expires, datetime.now(timezone.utc) + timedelta(seconds=self.expires)
             )
         response.set_cookie(self.name, value, expires=cookie_expires, **self._cookie_options(app))
-
-    def needs_refresh(self, app: Flask, request: Request, session_id: str) -> bool:
-        """Re-sign a cookie that was signed with a key in ``SECRET_KEY_FALLBACKS``."""
-        if not app.config.get("SECRET_KEY_FALLBACKS"):
-            return False
-        signer = self._signer(app)
-        return signer is not None and request.cookies.get(self.name) != signer.sign(
-            session_id
-        ).decode("ascii")
 
     def expire(self, app: Flask, response: Response) -> None:
         response.delete_cookie(self.name, **self._cookie_options(app))
