@@ -7,6 +7,7 @@ so pausing it stalls no one else's tests.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import shutil
 import socket
@@ -17,6 +18,7 @@ import typing as t
 import pytest
 
 from flask_prancer_session.changes import ChangeSet
+from flask_prancer_session.changes import USER_KEY
 from flask_prancer_session.errors import SessionStoreError
 from flask_prancer_session.ids import new_id
 from flask_prancer_session.ids import store_key
@@ -204,3 +206,74 @@ def test_writers_in_other_processes_never_revive_a_session(
     assert store.fetch(key) is None
     if ending == "remove":
         assert not admin.exists(store.name_for(key))
+
+
+def _log_in_and_out_until_stopped(
+    url: str, prefix: str, writer: int, count: Synchronized[int], stop: Event
+) -> None:
+    store = make_store(url, prefix)
+    ann = json.dumps("ann")
+    n = 0
+    while not stop.is_set():
+        key = store_key(new_id())
+        store.apply(
+            key, ChangeSet(updated={USER_KEY: ann, "w": str(writer)}, created_at=store.clock())
+        )
+        store.apply(key, ChangeSet(updated={"n": str(n)}))
+        if n % 3 == 0:
+            store.apply(key, ChangeSet(removed=frozenset({USER_KEY})))
+        elif n % 3 == 1:
+            store.remove(key)
+        n += 1
+        with count.get_lock():
+            count.value += 1
+
+
+def test_a_final_remove_user_leaves_no_session_and_no_entry(
+    redis_url: str, admin: redis.Redis, prefix: str
+) -> None:
+    store = make_store(redis_url, prefix)
+    context = multiprocessing.get_context("spawn")
+    count = context.Value("i", 0)
+    stop = context.Event()
+    writers = [
+        context.Process(
+            target=_log_in_and_out_until_stopped, args=(redis_url, prefix, n, count, stop)
+        )
+        for n in range(2)
+    ]
+    for writer in writers:
+        writer.start()
+    try:
+        _wait_for(count, 30)
+        # Ending ann's sessions while she logs in and out elsewhere.
+        ended = 0
+        while count.value < 600:
+            ended += store.remove_user("ann")
+        assert ended
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join(timeout=30)
+    assert [writer.exitcode for writer in writers] == [0, 0]
+    store.remove_user("ann")
+    assert store.sessions_of("ann") == {}
+    assert all(USER_KEY not in record.data for _, record in store.scan())
+    # Nothing is left listed: the entries of sessions that logged out went
+    # with the logout, the others with the sessions.
+    assert not admin.exists(store.index_name_for("ann"))
+
+
+def test_a_server_that_lost_its_scripts_still_ends_a_users_sessions(
+    redis_url: str, admin: redis.Redis, prefix: str
+) -> None:
+    store = make_store(redis_url, prefix)
+    keys = [store_key(new_id()) for _ in range(5)]
+    for key in keys:
+        store.apply(key, ChangeSet(updated={USER_KEY: json.dumps("ann")}, created_at=store.clock()))
+    store.remove(store_key(new_id()))
+    # As after a restart: the scripts run in a pipeline must be loaded again.
+    admin.script_flush()
+    assert store.remove_user("ann") == 5
+    assert all(store.fetch(key) is None for key in keys)
+    assert not admin.exists(store.index_name_for("ann"))

@@ -162,24 +162,32 @@ def test_client_is_used_as_given(make_store: t.Callable[..., RedisStore], clock:
     client.close()
 
 
-def test_every_operation_is_one_round_trip(
-    make_store: t.Callable[..., RedisStore], clock: FakeClock
-) -> None:
+def _counting(make_store: t.Callable[..., RedisStore]) -> tuple[RedisStore, list[object]]:
+    """Return a store whose connections note each round trip (a command, or
+    a pipeline's commands, sent at once) in the list returned with it."""
     import redis
 
-    sent: list[bytes | list[bytes]] = []
+    sent: list[object] = []
 
     class CountingConnection(redis.Connection):
         def send_packed_command(self, command: t.Any, check_health: bool = True) -> None:
             sent.append(command)
             super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
-    store = make_store(connection_class=CountingConnection)
+    return make_store(connection_class=CountingConnection), sent
+
+
+def test_every_operation_is_one_round_trip(
+    make_store: t.Callable[..., RedisStore], clock: FakeClock
+) -> None:
+    store, sent = _counting(make_store)
     key = store_key(new_id())
     operations: list[t.Callable[[], object]] = [
         lambda: store.apply(key, created(clock, a='"1"')),
         lambda: store.fetch(key),
         lambda: store.apply(key, ChangeSet(updated={"b": '"2"'}, removed=frozenset({"a"}))),
+        # What rekey writes: a compare-and-set, in the same script.
+        lambda: store.apply(key, ChangeSet(updated={"b": '"3"'}, expected={"b": '"2"'})),
         lambda: store.touch(key, clock() + 60),
         lambda: store.apply(key, ChangeSet(removed=frozenset({"b"}))),
         lambda: store.apply(key, created(clock, a='"1"')),
@@ -333,6 +341,12 @@ def test_many_fields_in_one_apply(rstore: RedisStore, clock: FakeClock) -> None:
     assert rstore.apply(key, ChangeSet(removed=removed)) is True
     record = rstore.fetch(key)
     assert record is not None and len(record.data) == 1000
+    # What rekey writes for such a session: every value, each compared.
+    expected = {**record.data, "k9999": '"read before a change"'}
+    rstore.apply(key, ChangeSet(updated=dict.fromkeys(record.data, "0"), expected=expected))
+    record = rstore.fetch(key)
+    assert record is not None
+    assert record.data == {**dict.fromkeys(record.data, "0"), "k9999": "9999"}
     assert rstore.apply(key, ChangeSet(removed=frozenset(record.data))) is False
 
 
@@ -496,18 +510,9 @@ def test_sliding_expiry_keeps_the_session_listed(
 
 
 def test_single_server_binding_is_one_round_trip(
-    make_store: t.Callable[..., RedisStore], clock: FakeClock
+    make_store: t.Callable[..., RedisStore], redis_client: redis.Redis, clock: FakeClock
 ) -> None:
-    import redis
-
-    sent: list[bytes | list[bytes]] = []
-
-    class CountingConnection(redis.Connection):
-        def send_packed_command(self, command: t.Any, check_health: bool = True) -> None:
-            sent.append(command)
-            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
-
-    store = make_store(connection_class=CountingConnection)
+    store, sent = _counting(make_store)
     for _ in range(2):  # The first round loads the scripts.
         key = store_key(new_id())
         sent.clear()
@@ -519,39 +524,49 @@ def test_single_server_binding_is_one_round_trip(
         store.apply(key, change)
         counts.append(len(sent))
     assert counts == [1, 1]
-    # Once per idle timeout of activity, the horizon moves: a second command.
+    # Once per idle timeout of activity, the horizon moves, by the same script.
+    index = store.index_name_for("ann")
     store.apply(key, bind(clock, "ann"))
-    clock.advance(store.expiration_timeout - 1)
+    for _ in range(3):
+        clock.advance(store.expiration_timeout - 1)
+        sent.clear()
+        store.touch(key, clock() + store.expiration_timeout)
+        assert len(sent) == 1
+        score = redis_client.zscore(index, key)
+        assert score is not None and score >= clock() + store.expiration_timeout
     sent.clear()
-    store.touch(key, clock() + store.expiration_timeout)
+    store.remove(key)
     assert len(sent) == 1
-    clock.advance(store.expiration_timeout - 1)
-    sent.clear()
-    store.touch(key, clock() + store.expiration_timeout)
-    assert len(sent) == 2
-    sent.clear()
-    store.touch(key, clock() + store.expiration_timeout)
-    assert len(sent) == 1
+    assert redis_client.zscore(index, key) is None
 
 
 def test_stale_index_entries_are_not_reported_then_dropped(
     rstore: RedisStore, redis_client: redis.Redis, clock: FakeClock
 ) -> None:
+    # Entries of sessions that Redis expired by itself (no script sees that),
+    # or that an earlier version left when a binding ended.
     index = rstore.index_name_for("ann")
-    moved, unbound, removed, emptied = (store_key(new_id()) for _ in range(4))
-    for key in (moved, unbound, removed, emptied):
+    moved, unbound, removed, emptied, expired = (store_key(new_id()) for _ in range(5))
+    for key in (moved, unbound, removed, emptied, expired):
         rstore.apply(key, bind(clock, "ann", a='"1"'))
     rstore.apply(moved, ChangeSet(updated={USER_KEY: json.dumps("bob")}))
     rstore.apply(unbound, ChangeSet(removed=frozenset({USER_KEY})))
     rstore.remove(removed)
     rstore.apply(emptied, ChangeSet(removed=frozenset({USER_KEY, "a"})))
-    # Still listed under ann, never reported for her nor ended with her.
-    assert redis_client.zcard(index) == 4
+    redis_client.delete(rstore.name_for(expired))
+    assert redis_client.zrange(index, 0, -1) == [expired.encode()]
+    horizon = clock() + 2 * rstore.expiration_timeout
+    redis_client.zadd(index, dict.fromkeys((moved, unbound, removed, emptied), horizon))
+    # Never reported for her nor ended with her; on a single server
+    # remove_user drops them, since binding and listing are one step.
     assert rstore.sessions_of("ann") == {}
+    assert redis_client.zcard(index) == 5
     assert rstore.remove_user("ann") == 0
+    assert not redis_client.exists(index)
     assert set(rstore.sessions_of("bob")) == {moved}
     assert rstore.fetch(unbound) is not None
     # Past their horizon the entries are dropped, and then the set.
+    redis_client.zadd(index, dict.fromkeys((moved, expired), horizon))
     clock.advance(2 * rstore.expiration_timeout)
     assert rstore.sessions_of("ann") == {}
     assert not redis_client.exists(index)
@@ -565,13 +580,76 @@ def test_entries_of_deleted_sessions_are_dropped_at_once(
         rstore.apply(key, bind(clock, "ann"))
     rstore.apply(keys[0], ChangeSet(updated={USER_KEY: json.dumps("bob")}))
     assert rstore.remove_user("ann") == 2
-    # The one that changed hands stays listed (and alive) until its horizon.
-    assert redis_client.zrange(rstore.index_name_for("ann"), 0, -1) == [keys[0].encode()]
+    assert not redis_client.exists(rstore.index_name_for("ann"))
     assert rstore.fetch(keys[0]) is not None
     assert rstore.clear() == 1
-    assert list(redis_client.scan_iter(match=f"{rstore.key_prefix}*")) == [
-        rstore.index_name_for("ann").encode()
-    ]
+    assert list(redis_client.scan_iter(match=f"{rstore.key_prefix}*")) == []
+
+
+def _end(store: RedisStore, clock: FakeClock, key: str, how: int) -> None:
+    """End the binding of ``key`` in one of the ways a session stops being a
+    user's: logout, logout with a new id, another user's login, emptied,
+    expired then removed, expired then started afresh."""
+    if how == 0:
+        store.apply(key, ChangeSet(removed=frozenset({USER_KEY})))
+    elif how == 1:
+        store.remove(key)
+    elif how == 2:
+        store.apply(key, ChangeSet(updated={USER_KEY: json.dumps("bob")}))
+    elif how == 3:
+        store.apply(key, ChangeSet(removed=frozenset({USER_KEY, "a"})))
+    else:
+        clock.advance(2)
+        assert store.fetch(key) is None
+        if how == 4:
+            store.remove(key)
+        else:
+            store.apply(key, created(clock, b='"2"'))
+
+
+def test_ended_bindings_leave_the_user_index(
+    rstore: RedisStore, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    # 2,000 logins and logouts used to leave 2,000 entries, each one read
+    # again by every remove_user.
+    kept = store_key(new_id())
+    rstore.apply(kept, bind(clock, "ann"))
+    for n in range(300):
+        key = store_key(new_id())
+        rstore.apply(key, replace(bind(clock, "ann", a='"1"'), timeout=1 if n % 6 > 3 else None))
+        _end(rstore, clock, key, n % 6)
+    assert redis_client.zrange(rstore.index_name_for("ann"), 0, -1) == [kept.encode()]
+    assert set(rstore.sessions_of("ann")) == {kept}
+    bobs = rstore.sessions_of("bob")
+    assert len(bobs) == 50
+    assert redis_client.zcard(rstore.index_name_for("bob")) == 50
+
+
+def test_a_users_sessions_are_read_and_ended_in_batches(
+    make_store: t.Callable[..., RedisStore],
+    redis_client: redis.Redis,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flask_prancer_session.store import redis as module
+
+    monkeypatch.setattr(module, "SCAN_BATCH", 100)
+    store, sent = _counting(make_store)
+    keys = [store_key(new_id()) for _ in range(450)]
+    for key in keys:
+        store.apply(key, bind(clock, "ann"))
+    # Sessions whose TTL ran out are deleted by Redis alone, no script runs.
+    for key in keys[:50]:
+        redis_client.delete(store.name_for(key))
+    store.remove(store_key(new_id()))  # loads the script
+    sent.clear()
+    assert set(store.sessions_of("ann")) == set(keys[50:])
+    assert len(sent) <= 1 + 5
+    sent.clear()
+    assert store.remove_user("ann") == 400
+    assert len(sent) <= 1 + 5
+    assert not redis_client.exists(store.index_name_for("ann"))
+    assert list(store.scan()) == []
 
 
 def test_user_ids_with_glob_characters_braces_or_surrogates(
@@ -774,7 +852,124 @@ def test_redis_cluster_lists_and_indexes_on_every_node(
     assert set(dict(store.scan())) == bob | {moved}
     assert store.clear() == len(bob) + 1
     assert list(store.scan()) == []
-    # Only ann's entry of the session that moved to bob, until its horizon.
-    left = list(client.scan_iter(match=f"{store.key_prefix}*"))
-    assert left == [store.index_name_for("ann").encode()]
+    # The session that moved to bob left ann's set as it moved.
+    assert list(client.scan_iter(match=f"{store.key_prefix}*")) == []
+    client.close()
+
+
+def test_redis_cluster_drops_entries_of_ended_bindings(
+    cluster_port: int, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+    from redis.cluster import RedisCluster
+
+    from flask_prancer_session.store import redis as module
+    from flask_prancer_session.store.redis import RedisStore
+
+    sent: list[object] = []
+
+    class CountingConnection(redis.Connection):
+        def send_packed_command(self, command: t.Any, check_health: bool = True) -> None:
+            sent.append(command)
+            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+    client = RedisCluster(host="127.0.0.1", port=cluster_port, connection_class=CountingConnection)
+    store = RedisStore(client=client, key_prefix=services.unique_name("cluster") + ":")
+    store.clock = clock
+    kept = store_key(new_id())
+    store.apply(kept, bind(clock, "ann"))
+    for n in range(60):
+        key = store_key(new_id())
+        store.apply(key, replace(bind(clock, "ann", a='"1"'), timeout=1 if n % 6 > 3 else None))
+        _end(store, clock, key, n % 6)
+    # The set lives in another slot than the sessions: each ending unlists its
+    # entry with a command of its own.
+    index = store.index_name_for("ann")
+    assert [member[:64] for member in client.zrange(index, 0, -1)] == [kept.encode()]
+    assert set(store.sessions_of("ann")) == {kept}
+    assert client.zcard(store.index_name_for("bob")) == len(store.sessions_of("bob")) == 10
+
+    keys = [store_key(new_id()) for _ in range(120)]
+    for key in keys:
+        store.apply(key, bind(clock, "ann"))
+    sent.clear()
+    monkeypatch.setattr(module, "SCAN_BATCH", 50)
+    assert store.remove_user("ann") == 121
+    # The set's node, then per batch of 50 one pipeline to each node and one
+    # command to the set's node.
+    assert len(sent) <= 1 + 3 * (3 + 1)
+    assert not client.exists(index)
+    client.close()
+
+
+def test_redis_cluster_never_unlists_a_binding_made_meanwhile(
+    cluster_port: int, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis.cluster import RedisCluster
+
+    from flask_prancer_session.store.redis import RedisStore
+
+    prefix = services.unique_name("cluster") + ":"
+    client, other = (RedisCluster(host="127.0.0.1", port=cluster_port) for _ in range(2))
+    store, rival = (
+        RedisStore(client=client, key_prefix=prefix),
+        RedisStore(client=other, key_prefix=prefix),
+    )
+    store.clock = rival.clock = clock
+    key = store_key(new_id())
+    store.apply(key, bind(clock, "ann", a='"1"'))
+    zrem = client.zrem
+
+    def zrem_after_a_login(name: str, *members: str) -> t.Any:
+        # Another request binds the session to ann again between the
+        # logout's script and the command that unlists its entry.
+        rival.apply(key, ChangeSet(updated={USER_KEY: json.dumps("ann")}))
+        return zrem(name, *members)
+
+    monkeypatch.setattr(client, "zrem", zrem_after_a_login)
+    store.apply(key, ChangeSet(removed=frozenset({USER_KEY})))
+    monkeypatch.setattr(client, "zrem", zrem)
+    record = store.fetch(key)
+    assert record is not None and record.data[USER_KEY] == json.dumps("ann")
+    assert set(store.sessions_of("ann")) == {key}
+    assert store.remove_user("ann") == 1
+    assert store.fetch(key) is None
+    client.close()
+    other.close()
+
+
+def test_redis_cluster_compare_and_set_keeps_the_index_in_step(
+    cluster_port: int, clock: FakeClock
+) -> None:
+    from redis.cluster import RedisCluster
+
+    from flask_prancer_session.store.redis import RedisStore
+
+    client = RedisCluster(host="127.0.0.1", port=cluster_port)
+    store = RedisStore(client=client, key_prefix=services.unique_name("cluster") + ":")
+    store.clock = clock
+    ann, bob = json.dumps("ann"), json.dumps("bob")
+    key = store_key(new_id())
+    store.apply(key, bind(clock, "ann", a='"1"'))
+    # What rekey writes: every value, each only if still as read.
+    store.apply(
+        key, ChangeSet(updated={USER_KEY: ann, "a": '"2"'}, expected={USER_KEY: ann, "a": '"1"'})
+    )
+    record = store.fetch(key)
+    assert record is not None and record.data == {USER_KEY: ann, "a": '"2"'}
+    assert client.zcard(store.index_name_for("ann")) == 1
+    # A logout between rekey's read and its write: the session stays unbound
+    # and unlisted.
+    store.apply(key, ChangeSet(removed=frozenset({USER_KEY})))
+    store.apply(
+        key, ChangeSet(updated={USER_KEY: ann, "a": '"3"'}, expected={USER_KEY: ann, "a": '"2"'})
+    )
+    record = store.fetch(key)
+    assert record is not None and record.data == {"a": '"3"'}
+    assert store.sessions_of("ann") == {}
+    assert not client.exists(store.index_name_for("ann"))
+    # A compare-and-set that would bind another user, and fails, lists nothing.
+    store.apply(key, ChangeSet(updated={USER_KEY: bob}, expected={USER_KEY: ann}))
+    assert store.sessions_of("bob") == {}
+    assert not client.exists(store.index_name_for("bob"))
     client.close()

@@ -9,17 +9,21 @@
 Each session is one Redis hash named ``<key_prefix>{<store key>}``, with a
 field ``d:<name>`` per session key holding its serialised value, and the
 fields ``created`` and ``expires`` (seconds since the epoch). Every operation
-is one round trip (but see the user index below): :meth:`~RedisStore.fetch` is one ``HGETALL``, and
-:meth:`~RedisStore.apply`, :meth:`~RedisStore.touch` and
-:meth:`~RedisStore.remove` are one Lua script each (``EVALSHA``), which the
-server runs atomically. So two requests of one visitor that change different
-keys both keep their writes; a session left without keys is deleted by the
-script that removed its last one, while a key another request added meanwhile
-keeps it; and once a session is expired or removed, no other request's save
-brings it back. Redis deletes each hash by itself (its TTL follows the
-session's expiry), so :meth:`~RedisStore.purge` has nothing to do. The
-``redis`` extra installs ``hiredis``, which redis-py then uses to parse
-replies, several times faster than its own parser.
+is one round trip (but see the user index below on a cluster):
+:meth:`~RedisStore.fetch` is one ``HGETALL``, and :meth:`~RedisStore.apply`,
+:meth:`~RedisStore.touch` and :meth:`~RedisStore.remove` are one Lua script
+each (``EVALSHA``), which the server runs atomically. So two requests of one
+visitor that change different keys both keep their writes; a session left
+without keys is deleted by the script that removed its last one, while a key
+another request added meanwhile keeps it; once a session is expired or
+removed, no other request's save brings it back; and a compare-and-set
+(:attr:`~flask_prancer_session.changes.ChangeSet.expected`, as ``flask session
+rekey`` writes) compares in the same script, so a value changed meanwhile, a
+logout say, is never overwritten with the one read before. Redis deletes
+each hash by itself (its TTL follows the session's expiry), so
+:meth:`~RedisStore.purge` has nothing to do. The ``redis`` extra installs
+``hiredis``, which redis-py then uses to parse replies, several times faster
+than its own parser.
 
 :meth:`~RedisStore.scan` and :meth:`~RedisStore.clear` walk the prefix's
 sessions with ``SCAN`` (every primary of a cluster), 500 at a time.
@@ -27,29 +31,45 @@ sessions with ``SCAN`` (every primary of a cluster), 500 at a time.
 Sessions by user ("log out everywhere"). A session bound to a user (see
 :data:`~flask_prancer_session.changes.USER_KEY`) also holds the SHA-256 of
 the user id in a field ``user``, and is listed in a sorted set named
-``<key_prefix>user:{<that digest>}``, scored by a horizon: a time past the
-session's expiry, kept in its field ``indexed``. The set is a superset of the
-user's sessions: :meth:`~RedisStore.sessions_of` and
-:meth:`~RedisStore.remove_user` read each listed session and only count those
-that are live and still bound to the user, and ``remove_user`` deletes each
-one with a script that checks the binding. A session that is unbound, bound
-to someone else, removed or expired stays listed until its horizon passes;
-then the next write to the set drops it, and the set itself expires with its
-latest horizon, so it cannot grow forever. Entries are never dropped sooner
-(except those of sessions ``remove_user`` or ``clear`` deleted, which cannot
-come back), so no race can unlist a live session. What is atomic:
+``<key_prefix>user:{<that digest>}`` by the member in its field ``listed``,
+scored by a horizon: a time past the session's expiry, kept in its field
+``indexed``. :meth:`~RedisStore.sessions_of` and
+:meth:`~RedisStore.remove_user` read the set, then the listed sessions 500 at
+a time, one pipeline per batch, and only count those that are live and still
+bound to the user; ``remove_user`` deletes each one with a script that checks
+the binding.
 
-* on a single server (a ``redis.Redis`` client, Sentinel included), binding a
-  session and listing it are one script, one round trip;
+An entry goes when its binding ends: when the session is unbound, bound to
+someone else, removed, emptied, or started afresh after it expired. A
+session that Redis deleted by itself when its TTL ran out, which no script
+sees, stays listed until its horizon, at most one idle timeout past its
+expiry; then the next write to the set drops it, and the set itself expires
+with its latest horizon. So a set holds its user's live sessions, and those
+that expired within the last idle timeout, however often the user logs in
+and out. No race can unlist a live bound session, and no session bound to
+the user when ``remove_user`` begins survives it. What is atomic:
+
+* on a single server (a ``redis.Redis`` client, Sentinel included), the
+  scripts reach the user sets (by name, which Redis allows outside a
+  cluster), so binding a session and listing it, ending a binding and
+  unlisting it, and moving a horizon as the sliding expiry passes it are
+  each part of one script, one round trip. ``remove_user`` also drops the
+  entries of sessions that are not bound to the user (they are stale here);
 * on a cluster (a ``RedisCluster`` client) the set lives in another slot than
-  the session, so the session is listed first, by a command of its own, and
-  bound next: a failure between the two leaves only an extra entry;
-* on both, when a bound session's sliding expiry passes its horizon, the
-  script that moved it asks for a second command that moves the horizon to
-  one idle timeout past the new expiry, so this happens about once per
-  timeout of activity. If that command fails (the write raises
-  :class:`~flask_prancer_session.errors.SessionStoreError`), the session may
-  be missing from its user's set for up to one idle timeout.
+  the session. The session is listed first, by a command of its own, and
+  bound next: a failure between the two leaves only an extra entry. Each
+  binding is listed under a member of its own (``<store key>:<random
+  token>``), and the script that ends a binding names its member for a
+  command that drops it next; since a later binding of the same session has
+  another member, that command never unlists it. When a bound session's
+  sliding expiry passes its horizon, the script asks for a command that moves
+  the horizon to one idle timeout past the new expiry, about once per
+  timeout of activity. If one of these commands fails (the write raises
+  :class:`~flask_prancer_session.errors.SessionStoreError`), an entry may
+  stay until its horizon, or the session may be missing from its user's set
+  for up to one idle timeout. ``remove_user`` sends one pipeline per node and
+  one command to the set per batch, and leaves the entries of sessions not
+  bound to the user, which may be about to be.
 
 Keys of other data must not look like ``<key_prefix>{...}``, and no other
 store's ``key_prefix`` should be this one's followed by ``user:``.
@@ -78,9 +98,9 @@ plus the common ``expiration_timeout``, ``permanent_timeout``, ``absolute_timeou
 Timeouts are at most ten years, which Redis's millisecond TTLs hold.
 
 Redis Cluster: the store key inside the name is a hash tag, so everything a
-session keeps lives in one slot, and the scripts, which only touch that key,
-run unchanged on a cluster; so does the user index's, which only touches its
-set. Failures (server down, timeout, failover in progress) raise
+session keeps lives in one slot, and the scripts, which then only touch that
+key (the client changes the user sets, as above), run on a cluster too.
+Failures (server down, timeout, failover in progress) raise
 :class:`~flask_prancer_session.errors.SessionStoreError`; redis-py's own
 retry options apply before that. A write that timed out may
 still have been applied (the server may only have been slow); either way the
@@ -95,6 +115,7 @@ import itertools
 import logging
 import math
 import re
+import secrets
 import typing as t
 from urllib.parse import urlsplit
 
@@ -124,9 +145,17 @@ _DATA = "d:"
 
 # unpack() is bounded by Lua's C stack (some 8000 values), so many fields are
 # sent in chunks. A key of another type makes HMGET/HGET fail: redis.pcall
-# turns that into "no session" without a TYPE call first.
+# turns that into "no session" without a TYPE call first. KEYS[1] is
+# <prefix>{<store key>}, which names the user sets too (they share the
+# prefix). IN_REACH becomes true on a single server, where the scripts change
+# the user sets themselves, and false on a cluster, where the sets live in
+# other slots: there the scripts return the entries to drop, and the client
+# drops them next.
 _LUA_HELPERS = """
 local key = KEYS[1]
+local store_key = string.sub(key, -65, -2)
+local prefix = string.sub(key, 1, -67)
+local in_reach = IN_REACH
 local function chunked(command, args, first, last)
   for i = first, last, 1000 do
     redis.call(command, key, unpack(args, i, math.min(i + 999, last)))
@@ -139,18 +168,21 @@ end
 local function finite(x)
   return x ~= nil and x == x and x > -math.huge and x < math.huge
 end
--- The creation time if the session is live (else nil), its user's digest
--- and its index horizon, read whether it is live or not.
+-- The creation time if the session is live (else nil), then, live or not,
+-- its user's digest, its index horizon and its entry in that user's set.
 local function live(now)
-  local meta = redis.pcall('HMGET', key, 'created', 'expires', 'user', 'indexed')
+  local meta = redis.pcall('HMGET', key, 'created', 'expires', 'user', 'indexed', 'listed')
   if meta.err then
-    return nil, nil, nil
+    return nil, nil, nil, store_key
   end
   local created, expires = tonumber(meta[1]), tonumber(meta[2])
   if not (finite(created) and finite(expires) and expires > now) then
     created = nil
   end
-  return created, meta[3] or nil, tonumber(meta[4])
+  return created, meta[3] or nil, tonumber(meta[4]), meta[5] or store_key
+end
+local function index_of(digest)
+  return prefix .. 'user:{' .. digest .. '}'
 end
 -- Lists member in the user index set until horizon at least, drops the
 -- members whose horizon has passed, and keeps the set as long as its
@@ -164,35 +196,81 @@ local function index(set, member, horizon, now)
   local top = tonumber(redis.call('ZRANGE', set, -1, -1, 'WITHSCORES')[2])
   redis.call('PEXPIRE', set, string.format('%d', math.max(1000, math.ceil((top - now) * 1000))))
 end
+-- The entries to drop that are out of reach, as digest/member pairs.
+local unlisted = {}
+local function unlist(digest, member)
+  if in_reach then
+    redis.call('ZREM', index_of(digest), member)
+  else
+    unlisted[#unlisted + 1] = digest
+    unlisted[#unlisted + 1] = member
+  end
+end
 """
 
 # ARGV: now, idle timeout, absolute timeout or "", created_at or "", the
-# binding ("" unchanged, "-" none, or the user's digest), the store key, the
-# index horizon of a new binding, number of removed fields, the removed
-# fields, then field/value pairs to set. KEYS[2], if given, is the index set
-# of the new binding, updated here. Returns {1 if a session is stored
-# afterwards, the digest whose index set must list the key until the horizon
-# (the third value) or ""}. The times are written with %.17g so the floats
-# read back exactly as sent.
+# binding ("" unchanged, "-" none, or the user's digest), the member that
+# lists the session in the set of a new binding and its horizon, the numbers
+# of removed fields and of expected fields, then the removed fields, the
+# field/expected value pairs, and the field/value pairs to set. Returns {1 if
+# a session is stored afterwards, then (only on a cluster) the digest whose
+# set must keep the member (the fourth value) until the horizon (the third
+# value) or "", then digest/member pairs to drop}. The times are written with
+# %.17g so the floats read back exactly as sent.
 _APPLY_SCRIPT = (
     _LUA_HELPERS
     + """
 local now = tonumber(ARGV[1])
-local binding = ARGV[5]
-local first_set = 9 + tonumber(ARGV[8])
-local created, user, indexed = live(now)
+local binding, member = ARGV[5], ARGV[6]
+local first_expected = 10 + tonumber(ARGV[8])
+local first_set = first_expected + 2 * tonumber(ARGV[9])
+local created, user, indexed, listed = live(now)
+-- Compare-and-set: a field whose stored value is no longer the expected one
+-- keeps it (a field removed meanwhile stays removed).
+local changed = {}
+for i = first_expected, first_set - 1, 2 do
+  if created == nil or redis.call('HGET', key, ARGV[i]) ~= ARGV[i + 1] then
+    changed[ARGV[i]] = true
+  end
+end
+if changed[USER_FIELD] then
+  binding = ''
+end
 local fields = {}
+for i = first_set, #ARGV, 2 do
+  if not changed[ARGV[i]] then
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+  end
+end
+local values = #fields
+local adopted = false
+local function reply(stored, due)
+  -- A cluster listed a new binding's member before this script: unless the
+  -- session took it, it must go.
+  if not in_reach and not adopted and ARGV[5] ~= '' and ARGV[5] ~= '-' then
+    unlist(ARGV[5], member)
+  end
+  if due == nil then
+    return {stored, '', '', '', unpack(unlisted)}
+  end
+  return {stored, due, fmt(indexed), listed, unpack(unlisted)}
+end
 if created == nil then
-  if ARGV[4] == '' or first_set > #ARGV then
-    return {0, '', ''}
+  if ARGV[4] == '' or values == 0 then
+    return reply(0)
   end
   -- An expired or corrupt hash, or a key of another type: start afresh.
+  if user ~= nil then
+    unlist(user, listed)
+  end
   redis.call('DEL', key)
   created, user, indexed = tonumber(ARGV[4]), nil, nil
-  fields = {'created', fmt(created)}
-elseif first_set > 9 then
-  chunked('HDEL', ARGV, 9, first_set - 1)
-  if first_set > #ARGV then
+  fields[#fields + 1] = 'created'
+  fields[#fields + 1] = fmt(created)
+elseif first_expected > 10 then
+  chunked('HDEL', ARGV, 10, first_expected - 1)
+  if values == 0 then
     local empty = true
     for _, field in ipairs(redis.call('HKEYS', key)) do
       if string.sub(field, 1, 2) == 'd:' then
@@ -201,23 +279,34 @@ elseif first_set > 9 then
       end
     end
     if empty then
+      if user ~= nil then
+        unlist(user, listed)
+      end
       redis.call('DEL', key)
-      return {0, '', ''}
+      return reply(0)
     end
   end
 end
 if binding == '-' then
-  redis.call('HDEL', key, 'user', 'indexed')
+  if user ~= nil then
+    unlist(user, listed)
+  end
+  redis.call('HDEL', key, 'user', 'indexed', 'listed')
   user = nil
 elseif binding ~= '' and binding ~= user then
-  user, indexed = binding, tonumber(ARGV[7])
-  if #KEYS > 1 then
-    index(KEYS[2], ARGV[6], indexed, now)
+  if user ~= nil then
+    unlist(user, listed)
+  end
+  user, indexed, listed, adopted = binding, tonumber(ARGV[7]), member, true
+  if in_reach then
+    index(index_of(user), listed, indexed, now)
   end
   fields[#fields + 1] = 'user'
   fields[#fields + 1] = user
   fields[#fields + 1] = 'indexed'
   fields[#fields + 1] = ARGV[7]
+  fields[#fields + 1] = 'listed'
+  fields[#fields + 1] = listed
 end
 local expires = now + tonumber(ARGV[2])
 if ARGV[3] ~= '' then
@@ -225,19 +314,21 @@ if ARGV[3] ~= '' then
 end
 fields[#fields + 1] = 'expires'
 fields[#fields + 1] = fmt(expires)
-local due = ''
+local due = nil
 if user ~= nil and not (indexed and indexed >= expires) then
-  due, indexed = user, 2 * expires - now
+  indexed = 2 * expires - now
   fields[#fields + 1] = 'indexed'
   fields[#fields + 1] = fmt(indexed)
-end
-for i = first_set, #ARGV do
-  fields[#fields + 1] = ARGV[i]
+  if in_reach then
+    index(index_of(user), listed, indexed, now)
+  else
+    due = user
+  end
 end
 chunked('HSET', fields, 1, #fields)
 redis.call('PEXPIRE', key, string.format('%d', math.max(1000, math.ceil((expires - now) * 1000))))
-return {1, due, due ~= '' and fmt(indexed) or ''}
-"""
+return reply(1, due)
+""".replace("USER_FIELD", f"'{_DATA}{USER_KEY}'")
 )
 
 # ARGV: now, new expires_at, TTL in milliseconds. Returns like apply.
@@ -245,38 +336,54 @@ _TOUCH_SCRIPT = (
     _LUA_HELPERS
     + """
 local now = tonumber(ARGV[1])
-local created, user, indexed = live(now)
+local created, user, indexed, listed = live(now)
 if created == nil then
-  return {0, '', ''}
+  return {0, '', '', ''}
 end
 local expires = tonumber(ARGV[2])
 redis.call('HSET', key, 'expires', ARGV[2])
 redis.call('PEXPIRE', key, ARGV[3])
 if user == nil or (indexed and indexed >= expires) then
-  return {1, '', ''}
+  return {1, '', '', ''}
 end
 indexed = 2 * expires - now
 redis.call('HSET', key, 'indexed', fmt(indexed))
-return {1, user, fmt(indexed)}
+if in_reach then
+  index(index_of(user), listed, indexed, now)
+  return {1, '', '', ''}
+end
+return {1, user, fmt(indexed), listed}
 """
 )
 
-# ARGV: now, and the digest of the user it must be bound to, if any. Returns
-# 1 if a live session was deleted, 0 if none was, or -1 if the session is
-# not bound to that user and was left alone.
+# ARGV: now, then for remove_user the digest of the user the session must be
+# bound to and the member of that user's set that names it. Returns {1 if a
+# live session was deleted, 0 if none was, or -1 if the session is not bound
+# to that user and was left alone; then digest/member pairs to drop}.
 _REMOVE_SCRIPT = (
     _LUA_HELPERS
     + """
-local created, user = live(tonumber(ARGV[1]))
+local created, user, _, listed = live(tonumber(ARGV[1]))
 if ARGV[2] ~= nil and user ~= ARGV[2] then
-  return -1
+  if in_reach then
+    -- Here a session is listed in the same step as it is bound: the entry
+    -- is stale, and a later binding lists it again.
+    redis.call('ZREM', index_of(ARGV[2]), ARGV[3])
+  end
+  return {-1}
 end
 redis.call('DEL', key)
-return created and 1 or 0
+if user ~= nil then
+  unlist(user, listed)
+end
+if ARGV[3] ~= nil and ARGV[3] ~= listed then
+  unlist(ARGV[2], ARGV[3])
+end
+return {created and 1 or 0, unpack(unlisted)}
 """
 )
 
-# KEYS[1]: an index set. ARGV: the store key, its horizon, now.
+# KEYS[1]: an index set. ARGV: the member, its horizon, now.
 _INDEX_SCRIPT = (
     _LUA_HELPERS
     + """
@@ -334,6 +441,7 @@ class RedisStore(StoreDriver):
             redis.exceptions.RedisError,
             redis.exceptions.RedisClusterException,
         )
+        self._no_script: type[BaseException] = redis.exceptions.NoScriptError
         if client is not None:
             if url is not None:
                 raise ConfigurationError("give either url or client, not both", "client")
@@ -351,10 +459,16 @@ class RedisStore(StoreDriver):
         # A cluster keeps a user's index set in another slot than the session,
         # out of reach of the session's scripts.
         self._cluster = isinstance(self.client, redis.RedisCluster)
-        self._apply_script: Script = self.client.register_script(_APPLY_SCRIPT)
-        self._touch_script: Script = self.client.register_script(_TOUCH_SCRIPT)
-        self._remove_script: Script = self.client.register_script(_REMOVE_SCRIPT)
-        self._index_script: Script = self.client.register_script(_INDEX_SCRIPT)
+        in_reach = "false" if self._cluster else "true"
+
+        def register(script: str) -> Script:
+            script = script.replace("IN_REACH", in_reach)
+            return self.client.register_script(script)  # type: ignore[no-any-return]
+
+        self._apply_script = register(_APPLY_SCRIPT)
+        self._touch_script = register(_TOUCH_SCRIPT)
+        self._remove_script = register(_REMOVE_SCRIPT)
+        self._index_script = register(_INDEX_SCRIPT)
 
     def name_for(self, key: str) -> str:
         """Return the Redis key name of the session stored under ``key``.
@@ -394,36 +508,51 @@ class RedisStore(StoreDriver):
     def apply(self, key: str, changes: ChangeSet) -> bool:
         now = self.clock()
         timeout = self.expiration_timeout if changes.timeout is None else changes.timeout
-        keys = [self.name_for(key)]
-        binding = ""
+        binding, member = "", key
         # Listed for twice the timeout: a session in steady use moves its
-        # horizon (a second command) about once per timeout, not per request.
+        # horizon about once per timeout, not per request.
         horizon = repr(float(now + 2 * timeout))
         if changes.binds_user:
             user_id = changes.user_id
             binding = "-" if user_id is None else _digest(user_id)
+            was = changes.expected.get(USER_KEY)
+            if was is not None and USER_KEY in changes.updated and user_id_of(was) == user_id:
+                # Written only if the session is still bound to this same
+                # user, so the binding does not change either way.
+                binding = ""
+        if self._cluster and binding not in ("", "-"):
+            # Each binding's own member: the command that drops it after the
+            # binding ends can never drop the member of a later one.
+            member = f"{key}:{secrets.token_hex(8)}"
+        expected = [
+            (_DATA + name, value)
+            for name, value in changes.expected.items()
+            if name in changes.updated
+        ]
         args: list[str | int] = [
             repr(float(now)),
             repr(float(timeout)),
             "" if self.absolute_timeout is None else repr(self.absolute_timeout),
             "" if changes.created_at is None else repr(float(changes.created_at)),
             binding,
-            key,
+            member,
             horizon,
             len(changes.removed),
+            len(expected),
         ]
         args.extend(_DATA + name for name in changes.removed)
+        for pair in expected:
+            args.extend(pair)
         for name, value in changes.updated.items():
             args.extend((_DATA + name, value))
         try:
-            if binding not in ("", "-"):
-                if self._cluster:
-                    # Listed before it is bound, so remove_user() never misses it.
-                    self._index_script(keys=[self._index_name(binding)], args=[key, horizon, now])
-                else:
-                    keys.append(self._index_name(binding))
-            stored, digest, until = self._apply_script(keys=keys, args=args)
-            self._reindex(key, digest, until, now)
+            if self._cluster and binding not in ("", "-"):
+                # Listed before it is bound, so remove_user() never misses it.
+                self._index_script(
+                    keys=[self._index_name(binding)], args=[member, horizon, repr(float(now))]
+                )
+            stored, *rest = self._apply_script(keys=[self.name_for(key)], args=args)
+            self._follow_up(rest, now)
         except self._errors as error:
             raise _failure("write", key, error) from error
         return bool(stored)
@@ -433,23 +562,38 @@ class RedisStore(StoreDriver):
         ttl_ms = max(1000, math.ceil((expires_at - now) * 1000))
         args: list[str | int] = [repr(float(now)), repr(float(expires_at)), ttl_ms]
         try:
-            _, digest, until = self._touch_script(keys=[self.name_for(key)], args=args)
-            self._reindex(key, digest, until, now)
+            _, *rest = self._touch_script(keys=[self.name_for(key)], args=args)
+            self._follow_up(rest, now)
         except self._errors as error:
             raise _failure("touch", key, error) from error
 
-    def _reindex(self, key: str, digest: str | bytes, until: str | bytes, now: float) -> None:
-        """Move the horizon of ``key`` in its user's index set, when the
-        script that moved the session's expiry past it asks for it."""
+    def _follow_up(self, reply: list[t.Any], now: float) -> None:
+        """Make the changes to the user sets that a cluster's script asks
+        for: move a member's horizon, then drop the members it names."""
+        digest, until, member, *unlisted = (_text(part) for part in reply)
         if digest:
-            self._index_script(keys=[self._index_name(_text(digest))], args=[key, until, now])
+            self._index_script(
+                keys=[self._index_name(digest)], args=[member, until, repr(float(now))]
+            )
+        self._unlist(unlisted)
+
+    def _unlist(self, pairs: list[str]) -> None:
+        """Drop members from user sets, given as digest, member, digest,
+        member... (always none on a single server, whose scripts drop them)."""
+        members: dict[str, list[str]] = {}
+        for digest, member in zip(pairs[::2], pairs[1::2], strict=True):
+            members.setdefault(self._index_name(digest), []).append(member)
+        for name, names in members.items():
+            self.client.zrem(name, *names)
 
     def remove(self, key: str) -> bool:
         args = [repr(float(self.clock()))]
         try:
-            return bool(self._remove_script(keys=[self.name_for(key)], args=args))
+            outcome, *unlisted = self._remove_script(keys=[self.name_for(key)], args=args)
+            self._unlist([_text(part) for part in unlisted])
         except self._errors as error:
             raise _failure("delete", key, error) from error
+        return bool(outcome)
 
     indexes_users = True
 
@@ -479,7 +623,7 @@ class RedisStore(StoreDriver):
                     # its index entry can go.
                     digest = _field(raw, "user")
                     if digest:
-                        pipe.zrem(self._index_name(digest), key)
+                        pipe.zrem(self._index_name(digest), _field(raw, "listed") or key)
                 pipe.execute()
         except self._errors as error:
             raise _bulk_failure("delete the sessions", error) from error
@@ -526,45 +670,91 @@ class RedisStore(StoreDriver):
                 return {}
             raise
 
+    def _members(self, name: str, now: float) -> list[tuple[str, str]]:
+        """Return the store keys and members listed in the user set
+        ``name``, dropping first the members whose horizon has passed."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zremrangebyscore(name, "-inf", repr(float(now)))
+        pipe.zrange(name, 0, -1)
+        members = []
+        for raw in pipe.execute()[1]:
+            member = _text(raw)
+            key = _key_of(member)
+            if key is not None:
+                members.append((key, member))
+        return members
+
+    def _run_many(self, script: Script, calls: list[tuple[str, list[str]]]) -> list[t.Any]:
+        """Run ``script`` once per key and arguments in ``calls``, all in one
+        pipeline (on a cluster, one per node), and return the replies."""
+        replies: list[t.Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for n in pending:
+                name, args = calls[n]
+                pipe.evalsha(script.sha, 1, name, *args)
+            missing = []
+            for n, reply in zip(pending, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(reply, self._no_script) and not attempt:
+                    missing.append(n)
+                elif isinstance(reply, BaseException):
+                    raise reply
+                else:
+                    replies[n] = reply
+            if not missing:
+                break
+            # The server restarted or its scripts were flushed: load it again
+            # (on every primary of a cluster).
+            script.sha = self.client.script_load(script.script)
+            pending = missing
+        return replies
+
     def sessions_of(self, user_id: str) -> dict[str, Record]:
         name = self.index_name_for(user_id)
         now = self.clock()
+        sessions = {}
         try:
-            pipe = self.client.pipeline(transaction=False)
-            # Entries past their horizon belong to sessions that are gone.
-            pipe.zremrangebyscore(name, "-inf", repr(float(now)))
-            pipe.zrange(name, 0, -1)
-            keys = [_text(member) for member in pipe.execute()[1]]
-            found = zip(keys, self._fetch_many(keys), strict=True)
+            # Entries past their horizon belong to sessions that are gone; a
+            # cluster may list a session twice for a moment.
+            keys = list(dict.fromkeys(key for key, _ in self._members(name, now)))
+            for first in range(0, len(keys), SCAN_BATCH):
+                batch = keys[first : first + SCAN_BATCH]
+                for key, raw in zip(batch, self._fetch_many(batch), strict=True):
+                    record = _decode(key, raw) if raw else None
+                    # The set may still list sessions that ended or changed
+                    # hands (on a cluster, or when Redis expired them).
+                    if (
+                        record is not None
+                        and record.expires_at > now
+                        and user_id_of(record.data.get(USER_KEY, "null")) == user_id
+                    ):
+                        sessions[key] = record
         except self._errors as error:
             raise _bulk_failure("read the sessions of a user", error) from error
-        sessions = {}
-        for key, raw in found:
-            record = _decode(key, raw) if raw else None
-            # The set may still list sessions that ended or changed hands.
-            if (
-                record is not None
-                and record.expires_at > now
-                and user_id_of(record.data.get(USER_KEY, "null")) == user_id
-            ):
-                sessions[key] = record
         return sessions
 
     def remove_user(self, user_id: str) -> int:
         digest = _digest(user_id)
         name = self._index_name(digest)
-        args = [repr(float(self.clock())), digest]
         removed = 0
         try:
-            for member in self.client.zrange(name, 0, -1):
-                key = _text(member)
+            members = self._members(name, self.clock())
+            for first in range(0, len(members), SCAN_BATCH):
+                now = repr(float(self.clock()))
                 # Only if still bound to this user: the set may list sessions
-                # that changed hands, or that are about to be created.
-                outcome = self._remove_script(keys=[self.name_for(key)], args=args)
-                if outcome >= 0:
-                    # Deleted, so it never comes back: unlist it.
-                    removed += outcome
-                    self.client.zrem(name, key)
+                # that changed hands, or (on a cluster) that are about to be
+                # created. A deleted session never comes back, so its members
+                # go (by the script itself on a single server).
+                calls = [
+                    (self.name_for(key), [now, digest, member])
+                    for key, member in members[first : first + SCAN_BATCH]
+                ]
+                unlisted: list[str] = []
+                for outcome, *pairs in self._run_many(self._remove_script, calls):
+                    removed += outcome > 0
+                    unlisted.extend(_text(part) for part in pairs)
+                self._unlist(unlisted)
         except self._errors as error:
             raise _bulk_failure("delete the sessions of a user", error) from error
         return removed
@@ -620,6 +810,15 @@ def _seconds(value: str) -> float:
 def _digest(user_id: str) -> str:
     # surrogatepass: a user id read from JSON may hold a lone surrogate.
     return hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _key_of(member: str) -> str | None:
+    """Return the store key a user set's member names: the key itself, or on
+    a cluster the key, a colon and its binding's token."""
+    key = member[:64]
+    if is_store_key(key) and member[64:65] in ("", ":"):
+        return key
+    return None
 
 
 def _glob_escape(text: str) -> str:
