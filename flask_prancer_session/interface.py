@@ -234,18 +234,16 @@ class PrancerSessionInterface(SessionInterface):
         assert times is not None  # a stored session has both
         created_at, expires_at = times
         timeout, persistent = self.lifetime(session, app)
+        if not session.refreshes:
+            # What is left of its lifetime: the expiry stays where it is.
+            changes = session.changes(timeout=max(expires_at - store.clock(), 1.0))
+            if changes:
+                self._apply_changes(app, session, changes, response)
+            return
         refresh = persistent and app.config["SESSION_REFRESH_EACH_REQUEST"]
         changes = session.changes(timeout=timeout)
         if changes:
-            if self.encryptor is not None:
-                changes = dataclasses.replace(changes, updated=self.seal_values(changes.updated))
-            if not store.apply(store_key(session.id), changes):
-                session.stored(None)
-                # Emptied by this request: forget the cookie. Ended by another
-                # (a logout, a regenerate) the cookie is left alone, since the
-                # browser may hold that request's newer one by now.
-                if not session:
-                    self.state.expire(app, response)
+            if not self._apply_changes(app, session, changes, response):
                 return
             expires_at = self._slide(session, created_at, timeout)
             # The expiry slid, so a persistent cookie must follow it.
@@ -259,6 +257,23 @@ class PrancerSessionInterface(SessionInterface):
             refresh = refresh or persistent
         if refresh or self.state.needs_refresh(app, request, session.id):
             self._cookie(app, session, response, expires_at, persistent)
+
+    def _apply_changes(
+        self, app: Flask, session: ServerSession, changes: ChangeSet, response: Response
+    ) -> bool:
+        """Apply what the request changed to the stored session, and tell
+        whether it is still stored."""
+        if self.encryptor is not None:
+            changes = dataclasses.replace(changes, updated=self.seal_values(changes.updated))
+        if self.store.apply(store_key(session.id), changes):
+            return True
+        session.stored(None)
+        # Emptied by this request: forget the cookie. Ended by another (a
+        # logout, a regenerate) the cookie is left alone, since the browser
+        # may hold that request's newer one by now.
+        if not session:
+            self.state.expire(app, response)
+        return False
 
     def _move(self, app: Flask, session: ServerSession, origin: str, response: Response) -> None:
         """Store a regenerated session under its new id, unless another request

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import typing as t
 from datetime import datetime
@@ -103,6 +104,9 @@ class ServerSession(SessionMixin):
         self.on_saved: list[t.Callable[[Response], None]] = []
         self.accessed = False
         self.modified = False
+        #: Whether saving the session moves its idle expiry and refreshes its
+        #: cookie; see :meth:`no_refresh`.
+        self.refreshes = True
 
     def _load(self) -> None:
         """Read the stored session the first time the request needs it."""
@@ -376,6 +380,14 @@ class ServerSession(SessionMixin):
         self._writable()
         self._id = new_id()
 
+    def no_refresh(self) -> None:
+        """Keep this request from extending the session's idle expiry or
+        refreshing its cookie, even if it changes the session: for a page
+        that polls, which must not keep an idle visitor logged in forever.
+        The :func:`~flask_prancer_session.no_refresh` decorator calls it for a view.
+        """
+        self.refreshes = False
+
     def set_expiry(self, value: float | timedelta | datetime | None) -> None:
         """Give this session its own lifetime, as Django's ``set_expiry`` does.
 
@@ -510,3 +522,29 @@ def _utc(seconds: float) -> datetime:
 #: :class:`.PrancerSession` is set up, so type checkers and editors know
 #: :attr:`~ServerSession.id`, :meth:`~ServerSession.set` and the rest.
 session: ServerSession = t.cast(ServerSession, flask_session)
+
+
+_View = t.TypeVar("_View", bound=t.Callable[..., t.Any])
+
+
+def no_refresh(view: _View) -> _View:
+    """Decorate a view so that its requests read and write the session
+    without extending its idle expiry or refreshing its cookie (see
+    :meth:`ServerSession.no_refresh`). Put it under the route decorator:
+
+    .. code-block:: python
+
+        @app.get("/notifications")
+        @no_refresh
+        def notifications():
+            ...
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        current = flask_session._get_current_object()  # type: ignore[attr-defined]
+        if isinstance(current, ServerSession):
+            current.no_refresh()
+        return view(*args, **kwargs)
+
+    return t.cast(_View, wrapper)

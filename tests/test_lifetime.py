@@ -334,3 +334,50 @@ def test_bots_and_health_checks_store_no_session(store_app: Flask, store: StoreD
     record = store.fetch(store_key(response.text))
     assert record is not None
     assert set(record.data) == {"_permanent", "user"}
+
+
+@pytest.mark.parametrize("how", ["decorator", "per request"])
+def test_polling_does_not_keep_an_idle_session_alive(
+    store_app: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock, how: str
+) -> None:
+    from flask_prancer_session import no_refresh
+
+    @store_app.get("/login")
+    def login() -> str:
+        session.permanent = True
+        session["user"] = "ann"
+        return session.id
+
+    def poll() -> str:
+        if how == "per request":
+            session.no_refresh()
+        # Read, and write too: neither extends the session.
+        session["polls"] = session.get("polls", 0) + 1
+        return f"{session.get('user')} {session['polls']}"
+
+    store_app.permanent_session_lifetime = timedelta(hours=1)
+    store_app.add_url_rule("/poll", "poll", no_refresh(poll) if how == "decorator" else poll)
+    store_app.add_url_rule("/page", "page", lambda: str(session.get("user")))
+
+    session_id = client.get("/login").text
+    record = store.fetch(store_key(session_id))
+    assert record is not None
+    expires_at = record.expires_at
+    polls = 0
+    while clock.now + 600 < expires_at:
+        clock.advance(600)
+        response = client.get("/poll")
+        polls += 1
+        assert response.text == f"ann {polls}"
+        assert "Set-Cookie" not in response.headers  # the cookie is not refreshed
+        record = store.fetch(store_key(session_id))
+        assert record is not None
+        assert record.expires_at == pytest.approx(expires_at, abs=1)
+    clock.advance(600)
+    assert client.get("/poll").text == "None 1"  # expired: the visitor is logged out
+    assert polls == 5
+
+    # A page the visitor opens extends the session, as before.
+    client.get("/login")
+    clock.advance(600)
+    assert client.get("/page").text == "ann"
