@@ -31,7 +31,9 @@ from .store.base import StoreDriver
 #: The config key the extension reads.
 CONFIG_KEY = "PRANCER_SESSION"
 #: The keys of ``PRANCER_SESSION``.
-SECTIONS = ("state", "store", "flask_login", "encryption", "migrate_from")
+SECTIONS = ("state", "store", "flask_login", "encryption", "migrate_from", "on_store_error")
+#: What ``on_store_error`` may say a request does while the store is down.
+STORE_ERROR_POLICIES = ("raise", "anonymous")
 #: The session libraries whose sessions ``migrate_from`` moves over.
 MIGRATION_SOURCES = ("flask-session",)
 #: The drivers used when the config names none, as in Prancer.
@@ -126,6 +128,23 @@ def load_encryptor(config: object) -> Encryptor | None:
         return Encryptor(section["keys"], accept_plaintext=section.get("accept_plaintext", False))
     except ConfigurationError as error:
         raise error.under(key) from error
+
+
+def store_error_policy(config: object) -> t.Literal["raise", "anonymous"]:
+    """Read ``PRANCER_SESSION.on_store_error``: ``"raise"`` (the default),
+    where the first use of the session in a view raises
+    :class:`.SessionStoreError` while the store is down, or ``"anonymous"``,
+    where the request goes on with an empty session that is not saved.
+
+    :raise ConfigurationError: for any other value.
+    """
+    value = config.get("on_store_error", "raise") if isinstance(config, t.Mapping) else "raise"
+    if value not in STORE_ERROR_POLICIES:
+        raise ConfigurationError(
+            f"must be {' or '.join(map(repr, STORE_ERROR_POLICIES))}, not {value!r}",
+            f"{CONFIG_KEY}.on_store_error",
+        )
+    return t.cast('t.Literal["raise", "anonymous"]', value)
 
 
 def migration_source(config: object) -> str | None:

@@ -14,6 +14,7 @@ from .config import flask_login_enabled
 from .config import load_drivers
 from .config import load_encryptor
 from .config import migration_source
+from .config import store_error_policy
 from .errors import ConfigurationError
 from .interface import PrancerSessionInterface
 from .migration import FlaskSessionMigrator
@@ -142,7 +143,11 @@ class PrancerSession:
                 )
             _connect_flask_login(app)
         interface = PrancerSessionInterface(
-            state, store, migrator=migrator, encryptor=load_encryptor(config)
+            state,
+            store,
+            migrator=migrator,
+            encryptor=load_encryptor(config),
+            on_store_error=store_error_policy(config),
         )
         app.session_interface = interface
         app.extensions[EXTENSION_KEY] = interface

@@ -78,6 +78,7 @@ class PrancerSessionInterface(SessionInterface):
         serializer: Serializer | None = None,
         migrator: Migrator | None = None,
         encryptor: Encryptor | None = None,
+        on_store_error: t.Literal["raise", "anonymous"] = "raise",
     ) -> None:
         self.state = state
         self.store = store
@@ -86,6 +87,13 @@ class PrancerSessionInterface(SessionInterface):
         self.encryptor = encryptor
         #: The lifetime rules of the store's sessions.
         self.lifetimes = Lifetime(store)
+        #: What a request does while the store is down: raise
+        #: :class:`.SessionStoreError` at the first use of the session, or go on
+        #: with an empty session that is not saved (``"anonymous"``).
+        self.on_store_error = on_store_error
+        #: Whether the store failed and has not answered since, so that an
+        #: outage is logged once, not on every request.
+        self._outage = False
 
     def open_session(self, app: Flask, request: Request) -> ServerSession:
         """Return the visitor's session, or a new empty one with a new id.
@@ -97,7 +105,13 @@ class PrancerSessionInterface(SessionInterface):
         would replace the visitor's real one.
         """
         session_id = self.state.extract(app, request)
-        session = self.session_class(self.serializer, self.load, self.lifetimes, session_id)
+        session = self.session_class(
+            self.serializer,
+            self.load,
+            self.lifetimes,
+            session_id,
+            anonymous_on_error=self.on_store_error == "anonymous",
+        )
         if session_id is not None and has_request_context():
             # Runs before the app's after_request functions.
             after_this_request(session.view_finished)
@@ -124,10 +138,28 @@ class PrancerSessionInterface(SessionInterface):
 
     def load(self, session_id: str) -> Record | None:
         """Return what the store holds for ``session_id``, with its values opened."""
-        record = self.store.fetch(store_key(session_id))
+        try:
+            record = self.store.fetch(store_key(session_id))
+        except SessionStoreError as error:
+            self._note_outage(error)
+            raise
+        if self._outage:
+            self._outage = False
+            logger.warning("The session store answers again.")
         if record is None or self.encryptor is None:
             return record
         return Record(self.open_values(record.data), record.created_at, record.expires_at)
+
+    def _note_outage(self, error: SessionStoreError) -> None:
+        """Log the first failure of an outage, when requests go on without
+        their sessions; with ``"raise"``, Flask logs each failed request."""
+        if self.on_store_error == "anonymous" and not self._outage:
+            self._outage = True
+            logger.error(
+                "The session store cannot be reached (%s): requests go on with empty"
+                " sessions, and changes to sessions are dropped, until it answers again.",
+                error,
+            )
 
     def open_values(self, data: t.Mapping[str, str]) -> dict[str, str]:
         """Return the stored values ``data`` opened, if values are encrypted.
@@ -198,6 +230,22 @@ class PrancerSessionInterface(SessionInterface):
             vary_on(response, self.state.vary_header)
         if not session.loaded:
             return
+        if session.degraded:
+            if session.modified:
+                logger.debug("Dropping a change to a session while its store is down.")
+            return
+        if self.on_store_error == "raise":
+            self._save(app, session, response)
+            return
+        try:
+            self._save(app, session, response)
+        except SessionStoreError as error:
+            # The response goes out without the change and with the
+            # visitor's cookie as it was.
+            self._note_outage(error)
+            logger.warning("Dropped a change to a session: %s", error)
+
+    def _save(self, app: Flask, session: ServerSession, response: Response) -> None:
         origin = session.origin
         if origin is None:
             self._create(app, session, response)

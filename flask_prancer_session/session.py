@@ -67,6 +67,9 @@ class ServerSession(SessionMixin):
     :param lifetime: the lifetime rules of the store, for :attr:`expires_at`.
     :param session_id: the id the visitor's cookie carries, or ``None`` for a
         new session.
+    :param anonymous_on_error: when the store cannot be read, go on with an
+        empty session that is never saved (:attr:`degraded`) instead of
+        raising :class:`.SessionStoreError` at its first use.
     """
 
     def __init__(
@@ -75,6 +78,8 @@ class ServerSession(SessionMixin):
         load: t.Callable[[str], Record | None],
         lifetime: Lifetime,
         session_id: str | None = None,
+        *,
+        anonymous_on_error: bool = False,
     ) -> None:
         self._serializer = serializer
         self._loader = load
@@ -85,6 +90,10 @@ class ServerSession(SessionMixin):
         self._pending = session_id is not None
         self._error: SessionStoreError | None = None
         self._error_raised = False
+        self._anonymous_on_error = anonymous_on_error
+        #: ``True`` for a session that stands in, empty, for one the store
+        #: could not read: it is never saved, and the visitor keeps their id.
+        self.degraded = False
         #: The stored values, serialised, as loaded.
         self._raw: dict[str, str] = {}
         #: The current values; those not in :attr:`_decoded` are still serialised.
@@ -116,7 +125,7 @@ class ServerSession(SessionMixin):
             try:
                 record = self._loader(self._id)
             except SessionStoreError as error:
-                self._error = error
+                self.unavailable(error)
             else:
                 if record is None:
                     self._id = new_id()  # An unknown id is never adopted.
@@ -145,8 +154,12 @@ class ServerSession(SessionMixin):
         raise SessionStoreError(str(error), error.original_error) from error
 
     def unavailable(self, error: SessionStoreError) -> None:
-        """Make the session fail as if its store could not be read, with ``error``."""
-        self._error = error
+        """Make the session fail as if its store could not be read, with
+        ``error``, or stand in empty for it if the app chose so."""
+        if self._anonymous_on_error:
+            self.degraded = True
+        else:
+            self._error = error
 
     def view_finished(self, response: Response) -> Response:
         """Note that the view has returned; called before ``after_request``

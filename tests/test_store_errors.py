@@ -8,11 +8,14 @@ import pytest
 from flask import Flask
 from flask import session
 
+from flask_prancer_session import ConfigurationError
 from flask_prancer_session import PrancerSession
 from flask_prancer_session import SessionStoreError
 from flask_prancer_session.store.base import StoreDriver
 
 from . import services
+from .tcp_proxy import proxied
+from .tcp_proxy import TCPProxy
 
 
 def _unreachable_redis() -> StoreDriver:
@@ -196,3 +199,104 @@ def test_a_failed_save_is_attempted_once(app: Flask, down_store: StoreDriver) ->
 
     assert app.test_client().get("/").status_code == 500
     assert attempts == ["apply"]
+
+
+def _proxied_redis(proxy: TCPProxy) -> StoreDriver:
+    from flask_prancer_session.store.redis import RedisStore
+
+    return RedisStore(
+        url=f"redis://127.0.0.1:{proxy.port}/0",
+        key_prefix=services.unique_name("prancer_outage") + ":",
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+    )
+
+
+def _proxied_postgresql(proxy: TCPProxy) -> StoreDriver:
+    from flask_prancer_session.store.database import DatabaseStore
+
+    server = services.DATABASE_SERVERS["postgresql"]
+    return DatabaseStore(
+        url=proxied(server.url, proxy),
+        table=services.unique_name("sessions_outage"),
+        connect_timeout=1,
+        statement_timeout=1,
+    )
+
+
+@pytest.fixture(params=["redis", "postgresql"])
+def flaky_store(request: pytest.FixtureRequest) -> t.Iterator[tuple[StoreDriver, TCPProxy]]:
+    """A store behind a loopback proxy that the test can silence."""
+    if request.param == "redis":
+        services.require_module("redis", "redis")
+        services.require_server("Redis", "127.0.0.1", 6379)
+        target = ("127.0.0.1", 6379)
+    else:
+        services.require_module("sqlalchemy", "database")
+        services.DATABASE_SERVERS["postgresql"].require()
+        target = ("127.0.0.1", 5432)
+    with TCPProxy(target, lifetime=60) as proxy:
+        store = (_proxied_redis if request.param == "redis" else _proxied_postgresql)(proxy)
+        try:
+            yield store, proxy
+        finally:
+            proxy.forward()
+            store.clear()
+            if request.param == "postgresql":
+                import sqlalchemy as sa
+
+                engine = store.engine  # type: ignore[attr-defined]
+                with engine.begin() as connection:
+                    connection.execute(sa.text(f"DROP TABLE {store.table.name}"))  # type: ignore[attr-defined]
+                engine.dispose()
+
+
+def test_anonymous_on_store_error_keeps_public_pages_up(
+    app: Flask, flaky_store: tuple[StoreDriver, TCPProxy], caplog: pytest.LogCaptureFixture
+) -> None:
+    store, proxy = flaky_store
+    app.testing = False
+    app.config["PRANCER_SESSION"] = {"on_store_error": "anonymous"}
+    PrancerSession(app, store=store)
+
+    @app.get("/login")
+    def login() -> str:
+        session["user"] = "ann"
+        return "ok"
+
+    @app.get("/")
+    def index() -> str:
+        session["visits"] = session.get("visits", 0) + 1
+        return f"{session.get('user', 'guest')} {session['visits']}"
+
+    client = app.test_client()
+    client.get("/login")
+    assert client.get("/").text == "ann 1"
+    cookie = client.get_cookie("PSESSION")
+    assert cookie is not None
+
+    proxy.silence()
+    for _ in range(3):
+        response = client.get("/")
+        # Public pages work; the visitor looks signed out, keeps their cookie.
+        assert (response.status_code, response.text) == (200, "guest 1")
+        assert "Set-Cookie" not in response.headers
+    outage_lines = [r for r in caplog.records if "cannot be reached" in r.getMessage()]
+    assert len(outage_lines) == 1  # once per outage, not per request
+
+    proxy.forward()
+    proxy.reset()  # connections opened during the outage
+    for _ in range(3):
+        response = client.get("/")
+        if response.text != "guest 1":
+            break
+    # Back: the session is intact, and the dropped writes never landed.
+    assert response.text == "ann 2"
+    assert "answers again" in caplog.text
+
+
+def test_on_store_error_is_checked_at_init_app(app: Flask) -> None:
+    app.config["PRANCER_SESSION"] = {"on_store_error": "ignore"}
+    with pytest.raises(ConfigurationError) as caught:
+        PrancerSession(app)
+    assert caught.value.key == "PRANCER_SESSION.on_store_error"
