@@ -22,6 +22,7 @@ from .session import FINGERPRINT_LENGTH
 from .session import ServerSession
 from .session import session
 from .state.cookie import CookieState
+from .state.signed import SignedIdState
 from .store.memory import MemoryStore
 
 if t.TYPE_CHECKING:
@@ -128,6 +129,16 @@ class PrancerSession:
                     f" {CONFIG_KEY}.migrate_from is set",
                     f"{CONFIG_KEY}.state.options.session_key",
                 )
+        if (
+            isinstance(state, SignedIdState)
+            and not app.secret_key
+            and not (app.debug or app.testing)
+        ):
+            logger.warning(
+                "The app has no SECRET_KEY: session ids travel unsigned. Set SECRET_KEY"
+                " before PrancerSession(app) so that a forged id is refused before any"
+                " store lookup."
+            )
         if type(store) is MemoryStore and not (app.debug or app.testing):
             logger.warning(
                 "Sessions are kept in the memory of each process: with several worker"

@@ -111,6 +111,7 @@ class PrancerSessionInterface(SessionInterface):
             self.lifetimes,
             session_id,
             anonymous_on_error=self.on_store_error == "anonymous",
+            watch_copies=app.debug or app.testing,
         )
         if session_id is not None and has_request_context():
             # Runs before the app's after_request functions.
@@ -230,6 +231,17 @@ class PrancerSessionInterface(SessionInterface):
             vary_on(response, self.state.vary_header)
         if not session.loaded:
             return
+        for key in session.copies_changed_in_place():
+            logger.warning(
+                "session.get(%r) returned a copy, which this request changed in place: the"
+                " session still holds the old value. Store it back with session[%r] = value"
+                " or session.set(%r, value), or change session[%r] itself, which Flask's"
+                " own session hands out.",
+                key,
+                key,
+                key,
+                key,
+            )
         if session.degraded:
             if session.modified:
                 logger.debug("Dropping a change to a session while its store is down.")

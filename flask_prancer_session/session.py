@@ -70,6 +70,8 @@ class ServerSession(SessionMixin):
     :param anonymous_on_error: when the store cannot be read, go on with an
         empty session that is never saved (:attr:`degraded`) instead of
         raising :class:`.SessionStoreError` at its first use.
+    :param watch_copies: note the copies :meth:`get` hands out, for
+        :meth:`copies_changed_in_place`.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class ServerSession(SessionMixin):
         session_id: str | None = None,
         *,
         anonymous_on_error: bool = False,
+        watch_copies: bool = False,
     ) -> None:
         self._serializer = serializer
         self._loader = load
@@ -94,6 +97,9 @@ class ServerSession(SessionMixin):
         #: ``True`` for a session that stands in, empty, for one the store
         #: could not read: it is never saved, and the visitor keeps their id.
         self.degraded = False
+        #: With ``watch_copies`` (debug and testing), the mutable copies
+        #: :meth:`get` handed out, as ``(key, copy, serialised copy)``.
+        self._handed_copies: list[tuple[str, t.Any, str]] | None = [] if watch_copies else None
         #: The stored values, serialised, as loaded.
         self._raw: dict[str, str] = {}
         #: The current values; those not in :attr:`_decoded` are still serialised.
@@ -340,12 +346,32 @@ class ServerSession(SessionMixin):
         session; use :meth:`set` to store it again. ``session[key]`` returns the
         value itself, for code that changes it in place.
         """
+        value = self._copy_of(key, default)
+        if self._handed_copies is not None and type(value) not in _IMMUTABLE:
+            self._handed_copies.append((key, value, self._serializer.dumps(value)))
+        return value
+
+    def _copy_of(self, key: str, default: t.Any) -> t.Any:
         self._load()
         try:
             value = self._value(key)
         except KeyError:
             return default
         return value if type(value) in _IMMUTABLE else copy.deepcopy(value)
+
+    def copies_changed_in_place(self) -> list[str]:
+        """Return the keys whose copy, as :meth:`get` returned it, the request
+        changed without storing it back: a change that is lost, where Flask's
+        own session would have kept it. Only watched in debug and testing."""
+        lost = []
+        for key, value, handed in self._handed_copies or ():
+            try:
+                now = self._serializer.dumps(value)
+            except (TypeError, ValueError):
+                continue
+            if now != handed and (key not in self._data or self._serialised(key) != now):
+                lost.append(key)
+        return lost
 
     def set(self, key: str, value: t.Any) -> t.Any:
         """Store a deep copy of ``value`` under ``key`` and return the previous
@@ -354,7 +380,7 @@ class ServerSession(SessionMixin):
         :raise TypeError: naming the key, if the key is not a string or the
             value cannot be stored.
         """
-        previous = self.get(key)
+        previous = self._copy_of(key, None)
         self._put(key, copy.deepcopy(value), private=True)
         return previous
 

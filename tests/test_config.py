@@ -575,3 +575,21 @@ def test_no_memory_warning_when_it_does_not_matter(
     with caplog.at_level(logging.WARNING, "flask_prancer_session"):
         PrancerSession(app)
     assert caplog.records == []
+
+
+@pytest.mark.parametrize("mode", ["production", "debug", "testing"])
+def test_a_missing_secret_key_is_pointed_out_in_production(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = Flask(__name__)
+    app.debug = mode == "debug"
+    app.testing = mode == "testing"
+    app.config["PRANCER_SESSION"] = {"store": "memory"}
+    PrancerSession(app)
+    warned = [r.getMessage() for r in caplog.records if "SECRET_KEY" in r.getMessage()]
+    assert len(warned) == (1 if mode == "production" else 0)
+    caplog.clear()
+    signed = Flask(__name__)
+    signed.secret_key = "a secret"
+    PrancerSession(signed)
+    assert not [r for r in caplog.records if "SECRET_KEY" in r.getMessage()]

@@ -577,3 +577,43 @@ def test_the_typed_proxy_is_flask_session(store_app: Flask, client: FlaskClient)
         return f"{session['a']} {typed_session.id == session.id}"
 
     assert client.get("/typed").text == "1 True"
+
+
+def test_a_copy_changed_in_place_is_pointed_out_in_testing(
+    store_app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    @store_app.get("/start")
+    def start() -> str:
+        session["cart"] = ["apple"]
+        session["tags"] = {"a"}
+        return "ok"
+
+    @store_app.get("/lost")
+    def lost() -> str:
+        session.get("cart").append("pear")  # Flask's session would keep it
+        return "ok"
+
+    @store_app.get("/kept")
+    def kept() -> str:
+        cart = session.get("cart")
+        cart.append("plum")
+        session["cart"] = cart
+        tags = session.get("tags")
+        tags.add("b")
+        session.set("tags", tags)
+        session.get("cart")  # read only
+        return "ok"
+
+    client.get("/start")
+    client.get("/lost")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "session.get('cart') returned a copy" in warnings[0]
+    assert "session['cart'] = value" in warnings[0]
+    caplog.clear()
+    client.get("/kept")
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []
+
+    store_app.testing = False  # production: nothing is watched
+    client.get("/lost")
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []
