@@ -13,6 +13,9 @@ import typing as t
 from dataclasses import dataclass
 from dataclasses import field
 
+if t.TYPE_CHECKING:
+    from .devices import Device
+
 #: The session key that binds a session to a user (see
 #: :meth:`.ServerSession.bind_user`). Its stored value is the user id as a
 #: JSON string; stores that index sessions by user read it.
@@ -105,3 +108,6 @@ class Record:
     created_at: float
     #: When the session expires unless it is used again (seconds since the epoch).
     expires_at: float
+    #: The device the session signed in from, in the records of
+    #: :meth:`.PrancerSession.user_sessions` when ``devices`` is on; else ``None``.
+    device: Device | None = None

@@ -17,6 +17,7 @@ import importlib.util
 import inspect
 import typing as t
 
+from .devices import DeviceTracking
 from .errors import ConfigurationError
 
 if t.TYPE_CHECKING:
@@ -31,7 +32,15 @@ from .store.base import StoreDriver
 #: The config key the extension reads.
 CONFIG_KEY = "PRANCER_SESSION"
 #: The keys of ``PRANCER_SESSION``.
-SECTIONS = ("state", "store", "flask_login", "encryption", "migrate_from", "on_store_error")
+SECTIONS = (
+    "state",
+    "store",
+    "flask_login",
+    "encryption",
+    "migrate_from",
+    "on_store_error",
+    "devices",
+)
 #: What ``on_store_error`` may say a request does while the store is down.
 STORE_ERROR_POLICIES = ("raise", "anonymous")
 #: The session libraries whose sessions ``migrate_from`` moves over.
@@ -145,6 +154,16 @@ def store_error_policy(config: object) -> t.Literal["raise", "anonymous"]:
             f"{CONFIG_KEY}.on_store_error",
         )
     return t.cast('t.Literal["raise", "anonymous"]', value)
+
+
+def device_tracking(config: object) -> DeviceTracking | None:
+    """Read ``PRANCER_SESSION.devices``: whether sessions bound to a user keep
+    a description of their device (see :mod:`.devices`), and how.
+
+    :raise ConfigurationError: naming the offending key.
+    """
+    value = config.get("devices") if isinstance(config, t.Mapping) else None
+    return DeviceTracking.from_config(value, f"{CONFIG_KEY}.devices")
 
 
 def migration_source(config: object) -> str | None:

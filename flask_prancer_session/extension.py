@@ -9,6 +9,7 @@ from flask import current_app
 
 from .cli import session_cli
 from .config import CONFIG_KEY
+from .config import device_tracking
 from .config import DriverSpec
 from .config import flask_login_enabled
 from .config import load_drivers
@@ -159,6 +160,7 @@ class PrancerSession:
             migrator=migrator,
             encryptor=load_encryptor(config),
             on_store_error=store_error_policy(config),
+            devices=device_tracking(config),
         )
         app.session_interface = interface
         app.extensions[EXTENSION_KEY] = interface
@@ -173,9 +175,12 @@ class PrancerSession:
         :param app: the app; the current one by default.
         :raise NotImplementedError: if the store does not index sessions by user.
         """
-        store = _interface(app).store
-        sessions = store.sessions_of(str(user_id))
-        return {key[:FINGERPRINT_LENGTH]: record for key, record in sessions.items()}
+        interface = _interface(app)
+        sessions = interface.store.sessions_of(str(user_id))
+        return {
+            key[:FINGERPRINT_LENGTH]: interface.with_device(record)
+            for key, record in sessions.items()
+        }
 
     @staticmethod
     def end_session(fingerprint: str, user_id: str | int, app: Flask | None = None) -> bool:

@@ -16,9 +16,13 @@ from flask.sessions import SessionInterface
 from .changes import ChangeSet
 from .changes import Record
 from .changes import USER_KEY
+from .devices import Device
+from .devices import DEVICE_KEY
+from .devices import DeviceTracking
 from .errors import SessionStoreError
 from .ids import store_key
 from .lifetime import Lifetime
+from .serializer import dumps_value
 from .serializer import make_serializer
 from .serializer import Serializer
 from .session import EXPIRY_KEY
@@ -79,6 +83,7 @@ class PrancerSessionInterface(SessionInterface):
         migrator: Migrator | None = None,
         encryptor: Encryptor | None = None,
         on_store_error: t.Literal["raise", "anonymous"] = "raise",
+        devices: DeviceTracking | None = None,
     ) -> None:
         self.state = state
         self.store = store
@@ -91,6 +96,8 @@ class PrancerSessionInterface(SessionInterface):
         #: :class:`.SessionStoreError` at the first use of the session, or go on
         #: with an empty session that is not saved (``"anonymous"``).
         self.on_store_error = on_store_error
+        #: How sessions bound to a user describe their device, or ``None``.
+        self.devices = devices
         #: Whether the store failed and has not answered since, so that an
         #: outage is logged once, not on every request.
         self._outage = False
@@ -150,6 +157,18 @@ class PrancerSessionInterface(SessionInterface):
         if record is None or self.encryptor is None:
             return record
         return Record(self.open_values(record.data), record.created_at, record.expires_at)
+
+    def with_device(self, record: Record) -> Record:
+        """Return ``record`` (as a store lists it) with its :attr:`.Record.device`."""
+        value = record.data.get(DEVICE_KEY)
+        if value is None:
+            return record
+        opened = self.open_values({DEVICE_KEY: value})[DEVICE_KEY]
+        try:
+            device = Device.from_stored(self.serializer.loads(opened))
+        except Exception:
+            device = None  # undecodable: no device to show
+        return dataclasses.replace(record, device=device)
 
     def _note_outage(self, error: SessionStoreError) -> None:
         """Log the first failure of an outage, when requests go on without
@@ -276,6 +295,9 @@ class PrancerSessionInterface(SessionInterface):
             # Nothing but how long to keep nothing, as a before_request that
             # sets session.permanent gives every bot and health check.
             return False
+        device = self._device(session, data)
+        if device is not None:
+            data[DEVICE_KEY] = device
         timeout, persistent = self.lifetime(session, app)
         created_at = self.store.clock()
         self.store.apply(
@@ -302,6 +324,13 @@ class PrancerSessionInterface(SessionInterface):
             return
         refresh = persistent and app.config["SESSION_REFRESH_EACH_REQUEST"]
         changes = session.changes(timeout=timeout)
+        due = not changes and store.touch_due(created_at, expires_at, timeout)
+        device = self._device(session, changes.updated) if changes or due else None
+        if device is not None:
+            # The last-seen time rides on the write or touch made anyway.
+            changes = ChangeSet(
+                {**changes.updated, DEVICE_KEY: device}, changes.removed, timeout=timeout
+            )
         if changes:
             if not self._apply_changes(app, session, changes, response):
                 return
@@ -311,12 +340,32 @@ class PrancerSessionInterface(SessionInterface):
                 changes.updated.keys() | changes.removed
             )
             store.maybe_purge()
-        elif store.touch_due(created_at, expires_at, timeout):
+        elif due:
             expires_at = self._slide(session, created_at, timeout)
             store.touch(store_key(session.id), expires_at)
             refresh = refresh or persistent
         if refresh or self.state.needs_refresh(app, request, session.id):
             self._cookie(app, session, response, expires_at, persistent)
+
+    def _device(self, session: ServerSession, updated: t.Mapping[str, str]) -> str | None:
+        """Return the device description to write with this save, serialised,
+        or ``None``: a new one when the request binds the session to a user,
+        else the bound session's own with its last-seen time moved, once per
+        :attr:`.DeviceTracking.last_seen_interval`."""
+        devices = self.devices
+        if devices is None:
+            return None
+        now = self.store.clock()
+        if USER_KEY in updated:
+            description = devices.describe(request, now)
+        elif session.user_id is not None:
+            seen = devices.seen(session.value_of(DEVICE_KEY), now)
+            if seen is None:
+                return None
+            description = seen
+        else:
+            return None
+        return dumps_value(self.serializer, DEVICE_KEY, description)
 
     def _apply_changes(
         self, app: Flask, session: ServerSession, changes: ChangeSet, response: Response
@@ -344,7 +393,11 @@ class PrancerSessionInterface(SessionInterface):
         if record is not None:
             changes = session.changes()
             data = {k: v for k, v in record.data.items() if k not in changes.removed}
-            data.update(self.seal_values(changes.updated))
+            updated = dict(changes.updated)
+            device = self._device(session, updated)
+            if device is not None:
+                updated[DEVICE_KEY] = device
+            data.update(self.seal_values(updated))
             if data:
                 timeout, persistent = self.lifetime(session, app)
                 store.apply(new_key, ChangeSet(data, created_at=record.created_at, timeout=timeout))

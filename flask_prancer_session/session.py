@@ -15,6 +15,7 @@ from flask.sessions import SessionMixin
 
 from .changes import ChangeSet
 from .changes import USER_KEY
+from .devices import DEVICE_KEY
 from .errors import SessionStoreError
 from .ids import new_id
 from .ids import store_key
@@ -38,6 +39,8 @@ _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
 
 #: The session key of a per-session expiry set with :meth:`ServerSession.set_expiry`.
 EXPIRY_KEY = "_prancer_expiry"
+#: The keys only :meth:`ServerSession.bind_user` (and the interface) write.
+_BINDING_KEYS = frozenset({USER_KEY, DEVICE_KEY})
 #: The longest user id :meth:`ServerSession.bind_user` takes (what SQL stores index).
 MAX_USER_ID_LENGTH = 255
 #: How many hex digits of the store key make a :attr:`ServerSession.fingerprint`.
@@ -226,9 +229,9 @@ class ServerSession(SessionMixin):
 
     def _put(self, key: str, value: t.Any, *, private: bool, binding: bool = False) -> None:
         check_key(key)
-        if key == USER_KEY and not binding:
-            # The stores index sessions by this key's value, which must be
-            # what bind_user writes.
+        if key in _BINDING_KEYS and not binding:
+            # The stores index sessions by the user key's value, which must be
+            # what bind_user writes; the device goes with it.
             raise TypeError(f"Use bind_user() to bind the session to a user, not {key!r}.")
         # Serialised now so a bad value fails at the line that stored it.
         encoded = dumps_value(self._serializer, key, value)
@@ -359,6 +362,12 @@ class ServerSession(SessionMixin):
             return default
         return value if type(value) in _IMMUTABLE else copy.deepcopy(value)
 
+    def value_of(self, key: str) -> t.Any:
+        """Return the value of ``key`` or ``None``, for the interface: not a
+        copy, and not noted as handed out."""
+        self._load()
+        return self._value(key) if self._decodable(key) else None
+
     def copies_changed_in_place(self) -> list[str]:
         """Return the keys whose copy, as :meth:`get` returned it, the request
         changed without storing it back: a change that is lost, where Flask's
@@ -471,6 +480,7 @@ class ServerSession(SessionMixin):
     def unbind_user(self) -> None:
         """Undo :meth:`bind_user`, at logout say."""
         self.pop(USER_KEY, None)
+        self.pop(DEVICE_KEY, None)
 
     @property
     def user_id(self) -> str | None:
