@@ -2,8 +2,8 @@
 
 .. code-block:: text
 
-    python -m benchmarks                       # 7 rounds x 2000 requests per view
-    python -m benchmarks --quick               # 2 rounds x 50, a smoke run
+    python -m benchmarks                       # 15 rounds of 0.2 s per view and contender
+    python -m benchmarks --quick               # 2 rounds of 0.02 s, a smoke run
     python -m benchmarks --only prancer-redis,flask-session-redis --json out.json
 """
 
@@ -22,25 +22,29 @@ def parse_args(argv: t.Sequence[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks",
         description="Compare the request rate of Flask session back-ends, in one process.",
     )
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
     parser.add_argument(
-        "--requests", type=int, default=2000, help="requests per view per round (default 2000)"
+        "--seconds",
+        type=float,
+        default=0.2,
+        help="seconds per view and contender in each round (default 0.2)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="2 rounds x 50 requests: checks that it runs"
+        "--quick", action="store_true", help="2 rounds of 0.02 s: checks that it runs"
     )
     parser.add_argument(
         "--only",
         metavar="NAME[,NAME]",
-        help="run only these contenders (flask-bare and flask-cookie always run); "
+        help="run only these contenders (with flask-bare, flask-cookie, and the floor and"
+        " Flask-Session contender on the same backend as each one named); "
         f"choose from: {', '.join(c.name for c in contenders.CONTENDERS)}",
     )
     parser.add_argument("--json", metavar="PATH", help="also write every number to PATH")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.requests = 2, 50
-    if args.rounds < 1 or args.requests < 1:
-        parser.error("--rounds and --requests must be at least 1")
+        args.rounds, args.seconds = 2, 0.02
+    if args.rounds < 1 or not args.seconds > 0:
+        parser.error("--rounds must be at least 1 and --seconds above 0")
     try:
         args.contenders = contenders.select(None if args.only is None else args.only.split(","))
     except ValueError as error:
@@ -53,7 +57,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     results = runner.run(
         args.contenders,
         rounds=args.rounds,
-        requests=args.requests,
+        seconds=args.seconds,
         log=lambda message: print(message, file=sys.stderr, flush=True),
     )
     print(runner.report(results))

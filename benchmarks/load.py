@@ -1,10 +1,13 @@
-"""``python -m benchmarks.load``: the example app under a real server and real load.
+"""``python -m benchmarks.load``: sessions under a real server and real load.
 
-For each store, a gunicorn with several worker processes serves
-``example_app:create_app()`` on a free loopback port, its sessions configured
-by a temp TOML file named in ``PRANCER_SESSION_CONFIG``. Client threads, each
-a visitor with its own cookie, then browse it for a bounded time (and at most
-a bounded number of requests), with a mix of
+Two parts, each under a gunicorn with several worker processes on a free
+loopback port, with client threads in this process:
+
+The checks. For each store, gunicorn serves ``example_app:create_app()``,
+its sessions configured by a temp TOML file named in
+``PRANCER_SESSION_CONFIG``. Client threads, each a visitor with its own
+cookie, then browse it for a bounded time (and at most a bounded number of
+requests), with a mix of
 
 * new visitors (dropping their cookie) and counter page loads (``/``);
 * logins (``GET /login`` for the CSRF token, ``POST /login``, which stores a
@@ -29,13 +32,28 @@ worker serves a request:
 The example app renders HTML only, so the harness reads the count, the CSRF
 token and the session's contents out of the pages.
 
+The comparison. The contenders of ``python -m benchmarks`` (by default this
+extension's Redis and PostgreSQL stores, their floors, Flask-Session's Redis
+backend and bare Flask) each get a gunicorn serving their ``/counter`` and
+``/read`` views (:mod:`.serve`), all started at once. The load then visits
+them in turns, in rounds, each round giving every contender a burst of
+requests in a rotated order, so that a drift of the machine falls on all of
+them alike. Each visitor keeps its session for the whole run and sends
+counter and read requests half and half, checking that each shows its own
+count. The report gives throughput (the median of the rounds, with their
+range), the median and 99th percentile latency of all requests, and the
+throughput relative to the floor and to Flask-Session on the same backend
+(medians and interquartile ranges of per-round ratios).
+
 .. code-block:: text
 
     python -m benchmarks.load                          # every reachable store, 10 s each
     python -m benchmarks.load --store redis --clients 32 --duration 30
+    python -m benchmarks.load --store none --compare prancer-redis,floor-redis --rounds 9
 
-It exits with status 1 if any check failed. The ``memory`` store is not
-offered: each worker process would have its own sessions.
+It exits with status 1 if any check failed, or a comparison request failed
+or showed a wrong count. The ``memory`` store is not offered: each worker
+process would have its own sessions.
 """
 
 from __future__ import annotations
@@ -65,10 +83,26 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
+from . import contenders
+from . import serve
 from . import stores
+from .runner import Spread
 
 #: The stores a load run can use: every one shared by worker processes.
 LOAD_STORES = ("storable", "sqlite", "postgresql", "mariadb", "redis")
+
+#: The contenders the comparison runs by default.
+COMPARE = (
+    contenders.BARE,
+    "prancer-redis",
+    "floor-redis",
+    contenders.FS_REDIS,
+    "prancer-postgresql",
+    "floor-postgresql",
+)
+#: Contenders that keep sessions in each process, which gunicorn's workers
+#: would not share.
+PER_PROCESS = frozenset({"prancer-memory", "prancer-memory-encrypted", "floor-memory"})
 
 ROOT = Path(__file__).resolve().parent.parent
 COOKIE_NAME = "PSESSION"
@@ -388,14 +422,22 @@ def write_session_config(store: stores.StoreConfig, directory: Path) -> Path:
 
 
 @contextlib.contextmanager
-def gunicorn(config: Path, directory: Path, workers: int) -> t.Iterator[int]:
-    """Serve the example app with ``workers`` gunicorn workers; yield its port.
+def gunicorn(
+    app: str,
+    environment: t.Mapping[str, str],
+    directory: Path,
+    workers: int,
+    *,
+    ready_path: str = "/session",
+) -> t.Iterator[int]:
+    """Serve ``app`` (a gunicorn app spec run from the checkout's root) with
+    ``workers`` gunicorn workers and ``environment`` added to this process's;
+    yield its port once ``ready_path`` answers 200.
 
     Stops the server (and every worker) when the context ends.
     """
     stores.require_module("gunicorn", "gunicorn")
     port = free_port()
-    instance = directory / "instance"
     log_path = directory / "gunicorn.log"
     command = [
         sys.executable,
@@ -411,32 +453,47 @@ def gunicorn(config: Path, directory: Path, workers: int) -> t.Iterator[int]:
         "60",
         "--log-level",
         "warning",
-        f"example_app:create_app(instance_path={str(instance)!r})",
+        app,
     ]
-    env = {
-        **os.environ,
-        "PRANCER_SESSION_CONFIG": str(config),
-        "EXAMPLE_SECRET_KEY": secrets.token_urlsafe(32),
-    }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=ROOT,
+            env={**os.environ, **environment},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
-        _wait_until_serving(process, port, log_path)
+        _wait_until_serving(process, port, log_path, ready_path)
         yield port
     finally:
         _stop(process)
 
 
-def _wait_until_serving(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+@contextlib.contextmanager
+def example_app(config: Path, directory: Path, workers: int) -> t.Iterator[int]:
+    """Serve the example app with its sessions configured by ``config``; yield its port."""
+    instance = directory / "instance"
+    environment = {
+        "PRANCER_SESSION_CONFIG": str(config),
+        "EXAMPLE_SECRET_KEY": secrets.token_urlsafe(32),
+    }
+    spec = f"example_app:create_app(instance_path={str(instance)!r})"
+    with gunicorn(spec, environment, directory, workers) as port:
+        yield port
+
+
+def _wait_until_serving(
+    process: subprocess.Popen[bytes], port: int, log_path: Path, path: str
+) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             break
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
-            connection.request("GET", "/session")
+            connection.request("GET", path)
             if connection.getresponse().status == 200:
                 return
         except OSError:
@@ -477,7 +534,7 @@ def run_load(
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="prancer-load-")))
         config = stack.enter_context(stores.STORES[store](directory))
         port = stack.enter_context(
-            gunicorn(write_session_config(config, directory), directory, workers)
+            example_app(write_session_config(config, directory), directory, workers)
         )
         budget = Budget(seconds, max_requests)
         visitors = [Visitor(n, port, budget, seed * 1000 + n) for n in range(clients)]
@@ -496,6 +553,301 @@ def run_load(
         if any(thread.is_alive() for thread in threads):
             tally.failures.append("a visitor was still waiting for an answer after the run")
     return LoadResult(store, workers, clients, elapsed, tally)
+
+
+class Caller:
+    """A visitor of the comparison: a cookie jar, and the count its session
+    should show."""
+
+    def __init__(self, port: int, seed: int, *, checked: bool) -> None:
+        self.port = port
+        self.random = random.Random(seed)
+        #: Whether the views keep a count (all but bare Flask's do).
+        self.checked = checked
+        self.cookies: dict[str, str] = {}
+        self.expected: int | None = 0
+
+    def burst(self, budget: Budget, tally: Burst) -> None:
+        """Send requests until ``budget`` runs out, adding up what was seen in ``tally``."""
+        while budget.take():
+            view = "counter" if self.expected == 0 or self.random.random() < 0.5 else "read"
+            self.request(view, tally)
+
+    def request(self, view: str, tally: Burst) -> None:
+        headers = {}
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        start = time.perf_counter()
+        try:
+            connection.request("GET", f"/{view}", headers=headers)
+            response = connection.getresponse()
+            body = response.read().decode("utf-8", "replace")
+            set_cookies = response.headers.get_all("Set-Cookie") or []
+            status = response.status
+        except (OSError, http.client.HTTPException) as error:
+            tally.add_failure(f"GET /{view} failed: {error!r}")
+            self.expected = None
+            return
+        finally:
+            connection.close()
+        tally.add_latency(time.perf_counter() - start)
+        if status != 200:
+            tally.add_failure(f"GET /{view} answered {status}: {body[:200]}")
+            self.expected = None
+            return
+        for header in set_cookies:
+            jar: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
+            jar.load(header)
+            for name, morsel in jar.items():
+                if not morsel.value or morsel["max-age"] == "0":
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.value
+        if not self.checked:
+            return
+        if view == "counter" and self.expected is not None:
+            self.expected += 1
+        try:
+            shown = int(body)
+        except ValueError:
+            tally.add_failure(f"GET /{view} showed {body[:50]!r}, not a count")
+            self.expected = None
+            return
+        if self.expected is not None and shown != self.expected:
+            tally.add_lost(f"GET /{view} showed {shown}, expected {self.expected}")
+        self.expected = shown
+
+
+class Burst:
+    """What the callers of one burst saw, added up under a lock."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+        self.lost_updates: list[str] = []
+        self._lock = threading.Lock()
+
+    def add_latency(self, seconds: float) -> None:
+        with self._lock:
+            self.latencies.append(seconds)
+
+    def add_failure(self, line: str) -> None:
+        with self._lock:
+            self.failures.append(line)
+
+    def add_lost(self, line: str) -> None:
+        with self._lock:
+            self.lost_updates.append(line)
+
+
+@dataclass
+class Compared:
+    """What the comparison measured for one contender."""
+
+    name: str
+    floor: str | None
+    flask_session: str | None
+    #: Requests per second, one per round.
+    throughput: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    lost_updates: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failures or self.lost_updates)
+
+    def percentile_ms(self, percent: int) -> float:
+        latencies = self.latencies
+        if len(latencies) < 2:
+            return 1000 * latencies[0] if latencies else float("nan")
+        return 1000 * statistics.quantiles(latencies, n=100)[percent - 1]
+
+
+@dataclass
+class Comparison:
+    """The outcome of a comparison run."""
+
+    workers: int
+    clients: int
+    rounds: int
+    #: Seconds of each contender's burst in each round.
+    seconds: float
+    contenders: dict[str, Compared] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def ratios(self, name: str, reference: str | None) -> list[float] | None:
+        """Return the per-round throughput of ``name`` over that of
+        ``reference``, or ``None`` if either did not run."""
+        if reference is None or reference not in self.contenders:
+            return None
+        mine, theirs = self.contenders[name].throughput, self.contenders[reference].throughput
+        return [a / b for a, b in zip(mine, theirs, strict=True) if b > 0]
+
+    @property
+    def ok(self) -> bool:
+        return all(compared.ok for compared in self.contenders.values())
+
+    def to_json(self) -> dict[str, t.Any]:
+        results = {}
+        for name, compared in self.contenders.items():
+            numbers: dict[str, t.Any] = {
+                "floor": compared.floor,
+                "flask_session": compared.flask_session,
+                "throughput": compared.throughput,
+                "requests": len(compared.latencies),
+                "p50_ms": compared.percentile_ms(50),
+                "p99_ms": compared.percentile_ms(99),
+                "failures": compared.failures,
+                "lost_updates": compared.lost_updates,
+            }
+            if compared.throughput:
+                numbers["spread_throughput"] = Spread.of(compared.throughput).to_json()
+            for key, reference in (
+                ("vs_floor", compared.floor),
+                ("vs_flask_session", compared.flask_session),
+            ):
+                ratios = self.ratios(name, reference)
+                if ratios:
+                    numbers[key] = ratios
+                    numbers[f"spread_{key}"] = Spread.of(ratios).to_json()
+            results[name] = numbers
+        return {
+            "workers": self.workers,
+            "clients": self.clients,
+            "rounds": self.rounds,
+            "seconds_per_round": self.seconds,
+            "skipped": self.skipped,
+            "contenders": results,
+        }
+
+
+def compare(
+    names: t.Sequence[str],
+    *,
+    workers: int = 4,
+    clients: int = 16,
+    rounds: int = 5,
+    seconds: float = 10.0,
+    max_requests: int = 100_000,
+    seed: int = 0,
+    log: t.Callable[[str], None] = print,
+) -> Comparison:
+    """Serve each contender in ``names`` with gunicorn, all at once, and load
+    them in turns: ``rounds`` bursts of ``seconds / rounds`` each, after a
+    warm-up burst. A contender that cannot run here is skipped, and ``log``
+    says why.
+
+    :param max_requests: the most requests one burst may send.
+    """
+    burst_seconds = seconds / rounds
+    result = Comparison(workers, clients, rounds, burst_seconds)
+    with contextlib.ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="prancer-compare-")))
+        served: list[tuple[str, list[Caller]]] = []
+        for number, name in enumerate(names):
+            contender = contenders.BY_NAME[name]
+            directory = root / name
+            directory.mkdir()
+            own = stack.enter_context(contextlib.ExitStack())
+            try:
+                settings = own.enter_context(contender.backend(directory))
+                # Opened once here first, so that a table it creates exists
+                # before the workers start together.
+                with contender.app(settings):
+                    pass
+                port = own.enter_context(
+                    gunicorn(
+                        "benchmarks.serve:create_app()",
+                        serve.environment(name, settings),
+                        directory,
+                        workers,
+                        ready_path="/anonymous",
+                    )
+                )
+            except stores.Unavailable as reason:
+                own.close()
+                result.skipped[name] = str(reason)
+                log(f"skipped {name}: {reason}")
+                continue
+            checked = name != contenders.BARE
+            callers = [
+                Caller(port, seed * 100_000 + number * 1000 + n, checked=checked)
+                for n in range(clients)
+            ]
+            served.append((name, callers))
+            result.contenders[name] = Compared(name, contender.floor, contender.flask_session)
+        for _, callers in served:
+            _burst(callers, min(1.0, burst_seconds), max_requests)
+        for number in range(rounds):
+            shift = number % len(served) if served else 0
+            for name, callers in served[shift:] + served[:shift]:
+                burst = _burst(callers, burst_seconds, max_requests)
+                compared = result.contenders[name]
+                compared.throughput.append(len(burst.latencies) / burst_seconds)
+                compared.latencies += burst.latencies
+                compared.failures += burst.failures
+                compared.lost_updates += burst.lost_updates
+            log(f"comparison round {number + 1}/{rounds} done")
+    return result
+
+
+def _burst(callers: list[Caller], seconds: float, max_requests: int) -> Burst:
+    """Have ``callers`` send requests at once for ``seconds``; return what they saw."""
+    budget = Budget(seconds, max_requests)
+    burst = Burst()
+    threads = [threading.Thread(target=c.burst, args=(budget, burst), daemon=True) for c in callers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 60)
+    if any(thread.is_alive() for thread in threads):
+        burst.add_failure("a visitor was still waiting for an answer after the burst")
+    return burst
+
+
+def comparison_report(comparison: Comparison) -> str:
+    """Return a markdown table of ``comparison``, then every problem seen."""
+
+    def ratio(name: str, reference: str | None) -> str:
+        ratios = comparison.ratios(name, reference)
+        if not ratios:
+            return "–"
+        spread = Spread.of(ratios)
+        return f"{spread.median:.2f} [{spread.q1:.2f}–{spread.q3:.2f}]"
+
+    lines = [
+        f"Under gunicorn, {comparison.workers} workers, {comparison.clients} concurrent"
+        f" visitors, counter and read views half and half; {comparison.rounds} rounds of"
+        f" {comparison.seconds:g} s per contender (throughput: median [range] of rounds;"
+        " ratios: median [interquartile range] of per-round ratios):",
+        "",
+        "| contender | req/s | p50 ms | p99 ms | vs floor | vs Flask-Session"
+        " | failed | wrong count |",
+        "| --- |" + " ---: |" * 7,
+    ]
+    for name, compared in comparison.contenders.items():
+        throughput = "–"
+        if compared.throughput:
+            spread = Spread.of(compared.throughput)
+            throughput = f"{spread.median:,.0f} [{spread.low:,.0f}–{spread.high:,.0f}]"
+        lines.append(
+            f"| {name} | {throughput} | {compared.percentile_ms(50):.1f}"
+            f" | {compared.percentile_ms(99):.1f} | {ratio(name, compared.floor)}"
+            f" | {ratio(name, compared.flask_session)} | {len(compared.failures)}"
+            f" | {len(compared.lost_updates)} |"
+        )
+    for name, compared in comparison.contenders.items():
+        problems = compared.failures + compared.lost_updates
+        if problems:
+            lines += ["", f"{name}:"]
+            lines += [f"  - {problem}" for problem in problems[:20]]
+            if len(problems) > 20:
+                lines.append(f"  - ... and {len(problems) - 20} more")
+    for name, reason in comparison.skipped.items():
+        lines += ["", f"skipped {name}: {reason}"]
+    return "\n".join(lines)
 
 
 def report(results: t.Sequence[LoadResult]) -> str:
@@ -528,32 +880,66 @@ def report(results: t.Sequence[LoadResult]) -> str:
     return "\n".join(lines)
 
 
+def _names(
+    value: str, known: t.Collection[str], what: str, parser: argparse.ArgumentParser
+) -> list[str]:
+    if value.strip() == "none":
+        return []
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        parser.error(f"unknown {what} {', '.join(unknown)}; choose from {', '.join(known)}")
+    return names
+
+
 def main(argv: t.Sequence[str] | None = None) -> int:
+    comparable = [c.name for c in contenders.CONTENDERS if c.name not in PER_PROCESS]
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.load",
-        description="Load the example app under gunicorn and check that no session goes wrong.",
+        description="Load the example app under gunicorn and check that no session goes wrong;"
+        " then compare session back-ends under the same load.",
     )
     parser.add_argument(
         "--store",
         metavar="STORE[,STORE]",
         default=",".join(LOAD_STORES),
-        help=f"stores to run, of {', '.join(LOAD_STORES)} (default: all that are reachable)",
+        help=f"stores to check, of {', '.join(LOAD_STORES)}, or none"
+        " (default: all that are reachable)",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="NAME[,NAME]",
+        default=",".join(COMPARE),
+        help=f"contenders to compare, or none (default: {','.join(COMPARE)});"
+        f" choose from {', '.join(comparable)}",
     )
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (default 4)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent visitors (default 16)")
     parser.add_argument(
-        "--duration", type=float, default=10.0, help="seconds of load per store (default 10)"
+        "--duration",
+        type=float,
+        default=10.0,
+        help="seconds of load per store, and per contender compared (default 10)",
     )
     parser.add_argument(
-        "--max-requests", type=int, default=100_000, help="stop after this many (default 100000)"
+        "--rounds", type=int, default=5, help="rounds the comparison's load is split in (default 5)"
+    )
+    parser.add_argument(
+        "--max-requests",
+        type=int,
+        default=100_000,
+        help="stop a store's checks, or a comparison burst, after this many (default 100000)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the visitors' choices")
     parser.add_argument("--json", metavar="PATH", help="also write the results to PATH")
     args = parser.parse_args(argv)
-    names = [name.strip() for name in args.store.split(",") if name.strip()]
-    unknown = [name for name in names if name not in LOAD_STORES]
-    if unknown:
-        parser.error(f"unknown store {', '.join(unknown)}; choose from {', '.join(LOAD_STORES)}")
+    names = _names(args.store, LOAD_STORES, "store", parser)
+    compared = _names(args.compare, comparable, "contender", parser)
+    if args.rounds < 1 or args.workers < 1 or args.clients < 1 or not args.duration > 0:
+        parser.error("--rounds, --workers, --clients and --duration must be positive")
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
 
     results = []
     skipped = {}
@@ -571,14 +957,35 @@ def main(argv: t.Sequence[str] | None = None) -> int:
             )
         except stores.Unavailable as reason:
             skipped[name] = str(reason)
-            print(f"skipped {name}: {reason}", file=sys.stderr, flush=True)
-    print(report(results))
+            log(f"skipped {name}: {reason}")
+    comparison = None
+    if compared:
+        comparison = compare(
+            compared,
+            workers=args.workers,
+            clients=args.clients,
+            rounds=args.rounds,
+            seconds=args.duration,
+            max_requests=args.max_requests,
+            seed=args.seed,
+            log=log,
+        )
+    if names:
+        print(report(results))
+    if comparison is not None:
+        print(("\n" if names else "") + comparison_report(comparison))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as file:
-            data = {"skipped": skipped, "results": [r.to_json() for r in results]}
+            data: dict[str, t.Any] = {
+                "skipped": skipped,
+                "results": [r.to_json() for r in results],
+            }
+            if comparison is not None:
+                data["comparison"] = comparison.to_json()
             json.dump(data, file, indent=2)
             file.write("\n")
-    return 0 if all(r.ok for r in results) else 1
+    ok = all(r.ok for r in results) and (comparison is None or comparison.ok)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
