@@ -8,8 +8,14 @@
 ``/`` counts your visits with :meth:`~flask_prancer_session.ServerSession.get`
 and :meth:`~flask_prancer_session.ServerSession.set`; ``/login`` stores a
 username, binds the session to that user and gives it a new id; ``/session``
-shows what the session holds; ``/devices`` lists the user's sessions and ends
-them one by one or all at once; ``/logout`` ends this one.
+shows what the session holds; ``/devices`` lists the user's sessions, with the
+browser, system and network each signed in from, and ends them one by one or
+all at once; ``/logout`` ends this one.
+
+``/api/...`` serves the same as JSON, for a client that carries its session in
+the ``X-Session-Token`` header: run the app with the header state
+(``PRANCER_SESSION_CONFIG`` pointing at ``prancer_session.header.example.yml``)
+and drive it with ``python -m example_app.api_client http://127.0.0.1:5000``.
 
 No page ever shows the session id: it is the visitor's credential, and a page
 that printed it would hand it to any script injected into the page despite
@@ -37,6 +43,7 @@ from datetime import datetime
 from datetime import timezone
 
 from flask import abort
+from flask import current_app
 from flask import flash
 from flask import Flask
 from flask import redirect
@@ -44,11 +51,15 @@ from flask import render_template
 from flask import request
 from flask import url_for
 
+from flask_prancer_session import HeaderState
 from flask_prancer_session import PrancerSession
+from flask_prancer_session import PrancerSessionInterface
 from flask_prancer_session import session
 
 if t.TYPE_CHECKING:
     from werkzeug import Response
+
+    from flask_prancer_session.devices import Device as DeviceInfo
 
 
 def create_app(
@@ -71,6 +82,8 @@ def create_app(
             "driver": "database",
             "options": {"url": f"sqlite:///{app.instance_path}/sessions.db"},
         },
+        # The devices page shows each session's browser, system and network.
+        "devices": True,
     }
     config_file = os.environ.get("PRANCER_SESSION_CONFIG")
     if config_file:
@@ -150,6 +163,9 @@ def create_app(
                 _utc(record.created_at),
                 _utc(record.expires_at),
                 fingerprint == current,
+                _described(record.device),
+                None if record.device is None else record.device.network,
+                None if record.device is None else record.device.last_seen_at,
             )
             for fingerprint, record in ordered
         ]
@@ -194,7 +210,51 @@ def create_app(
         flash("You are logged out.")
         return redirect(url_for("login"))
 
+    _add_api(app)
     return app
+
+
+def _add_api(app: Flask) -> None:
+    """The same flow as JSON, for clients that carry their session in a header."""
+
+    @app.get("/api/count")
+    def api_count() -> dict[str, t.Any]:
+        count = session.get("count", 0) + 1
+        session.set("count", count)
+        return {"count": count, "user": session.user_id}
+
+    @app.post("/api/login")
+    def api_login() -> tuple[dict[str, t.Any], int] | dict[str, t.Any]:
+        username = str((request.get_json(silent=True) or {}).get("username", "")).strip()
+        if not username:
+            return {"error": "a username is needed"}, 400
+        session.set("username", username)
+        session.bind_user(username)
+        session.regenerate()
+        return {"user": username}
+
+    @app.get("/api/devices")
+    def api_devices() -> tuple[dict[str, t.Any], int] | dict[str, t.Any]:
+        user_id = session.user_id
+        if user_id is None:
+            return {"error": "log in first"}, 401
+        sessions = PrancerSession.user_sessions(user_id)
+        return {
+            "devices": [
+                {
+                    "fingerprint": fingerprint,
+                    "this_device": fingerprint == session.fingerprint,
+                    "device": _described(record.device),
+                    "network": None if record.device is None else record.device.network,
+                }
+                for fingerprint, record in sorted(sessions.items())
+            ]
+        }
+
+    @app.post("/api/logout")
+    def api_logout() -> dict[str, t.Any]:
+        session.expire()
+        return {"user": None}
 
 
 class Device(t.NamedTuple):
@@ -205,6 +265,19 @@ class Device(t.NamedTuple):
     expires_at: datetime
     #: ``True`` for the session of the request showing the page.
     current: bool
+    #: Browser and system, such as "Firefox 128 on Linux", if recorded.
+    described: str | None = None
+    #: The coarse network it signed in from, if recorded.
+    network: str | None = None
+    #: When it was last seen, if recorded.
+    last_seen_at: datetime | None = None
+
+
+def _described(device: DeviceInfo | None) -> str | None:
+    if device is None:
+        return None
+    parts = [part for part in (device.browser, device.os) if part]
+    return " on ".join(parts) or "Unknown device"
 
 
 def _utc(seconds: float) -> datetime:
@@ -257,6 +330,12 @@ def _csrf_token() -> str:
 
 
 def _check_csrf_token() -> None:
+    # A session carried in a header needs no token: another site cannot make
+    # the visitor's browser send the header, as it can send a cookie.
+    if isinstance(current_app.session_interface, PrancerSessionInterface) and isinstance(
+        current_app.session_interface.state, HeaderState
+    ):
+        return
     if request.method == "POST":
         expected = session.get("csrf_token")
         given = request.form.get("csrf_token", "")

@@ -273,7 +273,7 @@ def test_session_config_file_of_unknown_kind(
         make_app()
 
 
-MEMORY = {"PRANCER_SESSION": {"store": "memory"}}
+MEMORY = {"PRANCER_SESSION": {"store": "memory", "devices": True}}
 CACHELIB = {"PRANCER_SESSION": {"store": {"driver": "cachelib", "options": {"backend": "simple"}}}}
 
 
@@ -445,3 +445,62 @@ def test_style_is_local(client: FlaskClient) -> None:
     # No fonts, scripts or styles from other sites.
     for path in [*(EXAMPLE_DIR / "templates").glob("*.html"), EXAMPLE_DIR / "static/style.css"]:
         assert re.search(r"https?:|//[a-z]|@import|url\(", path.read_text()) is None, path.name
+
+
+def test_the_devices_page_shows_each_device(indexing_app: Flask) -> None:
+    laptop, phone = indexing_app.test_client(), indexing_app.test_client()
+    laptop.environ_base.update(
+        HTTP_USER_AGENT="Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        REMOTE_ADDR="203.0.113.77",
+    )
+    phone.environ_base.update(
+        HTTP_USER_AGENT="Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X)"
+        " AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+        REMOTE_ADDR="2001:db8:1234:5678::1",
+    )
+    login(laptop, "alice")
+    login(phone, "alice")
+    page = laptop.get("/devices").text
+    assert "Firefox 128 on Linux" in page
+    assert "Safari 17 on iOS" in page
+    assert "203.0.113.0/24" in page and "2001:db8:1234::/48" in page
+    assert "203.0.113.77" not in page  # coarse, never the address
+    assert "Last seen" in page
+
+
+def test_the_api_client_works_through_the_header_state(
+    make_app: t.Callable[..., Flask], tmp_path: Path
+) -> None:
+    import io
+    import json
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from example_app.api_client import main
+
+    app = make_app(
+        PRANCER_SESSION={
+            "state": {"driver": "header"},
+            "store": {"driver": "storable", "options": {"dir": str(tmp_path / "api")}},
+            "devices": True,
+        }
+    )
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    out = io.StringIO()
+    try:
+        main(f"http://127.0.0.1:{server.server_port}", "alice", out=out)
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+    answers = [json.loads(line.split(": ", 1)[1]) for line in out.getvalue().splitlines()]
+    assert [a.get("count") for a in answers] == [1, 2, None, 3, None, None, 1]
+    assert answers[2] == {"user": "alice"}
+    assert answers[3]["user"] == "alice"
+    [device] = answers[4]["devices"]
+    assert device["this_device"] is True
+    assert device["network"] == "127.0.0.0/24"
+    assert answers[6]["user"] is None  # logged out: a fresh session
