@@ -34,6 +34,7 @@ import pytest
 from flask import Flask
 
 from flask_prancer_session import PrancerSession
+from flask_prancer_session.config import SECTIONS
 from flask_prancer_session.registry import STATE_DRIVERS
 from flask_prancer_session.registry import STORE_DRIVERS
 
@@ -325,6 +326,12 @@ def test_every_shipped_driver_has_its_option_table() -> None:
         table = tables[entry.target.replace(":", ".")]
         assert table.page == DOCS / "stores" / f"{short}.rst"
         assert table.common
+
+
+def test_every_configuration_key_is_documented() -> None:
+    text = (DOCS / "configuration.rst").read_text()
+    intro = text.split("\nNaming a driver\n", 1)[0]
+    assert set(re.findall(r"^``(\w+)``$", intro, re.M)) == set(SECTIONS)
 
 
 def test_every_shipped_store_is_in_the_capabilities_table() -> None:
