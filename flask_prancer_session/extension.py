@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import typing as t
+import weakref
 
+import click
 from flask import current_app
 
 from .cli import session_cli
@@ -24,6 +26,7 @@ from .session import ServerSession
 from .session import session
 from .state.cookie import CookieState
 from .state.signed import SignedIdState
+from .store.base import StoreDriver
 from .store.memory import MemoryStore
 
 if t.TYPE_CHECKING:
@@ -140,7 +143,7 @@ class PrancerSession:
                 " before PrancerSession(app) so that a forged id is refused before any"
                 " store lookup."
             )
-        if type(store) is MemoryStore and not (app.debug or app.testing):
+        if type(store) is MemoryStore and not (app.debug or app.testing or _in_cli_command()):
             logger.warning(
                 "Sessions are kept in the memory of each process: with several worker"
                 " processes or after a restart, visitors lose them. Choose a shared store"
@@ -164,6 +167,10 @@ class PrancerSession:
         )
         app.session_interface = interface
         app.extensions[EXTENSION_KEY] = interface
+        given = self._store if self._store is not None else _section(config, "store")
+        if not isinstance(given, StoreDriver):
+            # Built here, so closed here: when the app goes, or at exit.
+            weakref.finalize(app, store.close)
         app.cli.add_command(session_cli)
 
     @staticmethod
@@ -213,6 +220,21 @@ class PrancerSession:
         :raise NotImplementedError: if the store does not index sessions by user.
         """
         return _interface(app).store.remove_user(str(user_id))
+
+
+def _section(config: object, name: str) -> object:
+    return config.get(name) if isinstance(config, t.Mapping) else None
+
+
+def _in_cli_command() -> bool:
+    """Tell whether the app is being set up for a ``flask`` command other
+    than ``run``, such as ``flask session purge``, which serves no visitor."""
+    context = click.get_current_context(silent=True)
+    while context is not None:
+        if context.info_name == "run":
+            return False
+        context = context.parent
+    return click.get_current_context(silent=True) is not None
 
 
 def _interface(app: Flask | None) -> PrancerSessionInterface:

@@ -593,3 +593,54 @@ def test_a_missing_secret_key_is_pointed_out_in_production(
     signed.secret_key = "a secret"
     PrancerSession(signed)
     assert not [r for r in caplog.records if "SECRET_KEY" in r.getMessage()]
+
+
+def test_the_extension_closes_the_stores_it_built(tmp_path: Path) -> None:
+    import gc
+
+    pytest.importorskip("redis")
+    from . import services
+
+    services.require_server("Redis", "127.0.0.1", 6379)
+    app = Flask(__name__)
+    app.secret_key = "a secret"
+    app.config["PRANCER_SESSION"] = {
+        "store": {
+            "driver": "redis",
+            "options": {"url": services.REDIS_URL, "key_prefix": services.unique_name("c") + ":"},
+        }
+    }
+    PrancerSession(app)
+    app.add_url_rule("/", "index", lambda: session.setdefault("a", "1"))
+    app.test_client().get("/")
+    store = app.extensions["prancer_session"].store
+    pool = store.client.connection_pool
+    assert any(connection._sock is not None for connection in pool._available_connections)
+    store.clear()
+    del app
+    gc.collect()
+    assert all(connection._sock is None for connection in pool._available_connections)
+
+
+def test_the_memory_store_warning_is_not_printed_by_cli_commands(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "memoryapp.py").write_text(
+        "from flask import Flask\n"
+        "from flask_prancer_session import PrancerSession\n"
+        "app = Flask(__name__)\n"
+        "app.secret_key = 'a secret'\n"
+        "PrancerSession(app)\n"
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+
+    imported = run("-c", "import memoryapp")
+    assert "memory of each process" in imported.stderr
+    command = run("-m", "flask", "--app", "memoryapp", "session", "purge")
+    assert command.returncode == 0, command.stderr
+    assert "memory of each process" not in command.stderr

@@ -517,3 +517,17 @@ def test_a_fork_while_another_thread_holds_the_store_s_locks(
         assert store.fetch(key) is not None
 
     hold_while_forking(locks, use)
+
+
+def test_a_closed_store_waits_for_its_purge_and_reopens_on_use(store: StoreDriver) -> None:
+    key = new_key()
+    create(store, key, a="1")
+    store.autopurge, store.autopurge_probability = True, 1.0
+    purge = store.maybe_purge()
+    assert purge is not None
+    store.close()
+    assert not purge.is_alive()
+    store.close()  # twice is fine
+    assert store.fetch(key) is not None
+    create(store, new_key(), b="2")
+    store.close()

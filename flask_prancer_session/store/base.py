@@ -108,6 +108,19 @@ class StoreDriver(abc.ABC):
         self.purge_thread: threading.Thread | None = None
         _reset_after_fork(self)
 
+    def close(self) -> None:
+        """Release what the store holds: wait for a purge running in the
+        background, and close the connections of a client or engine the store
+        made (one it was given belongs to the caller). A store used again
+        after this opens new connections as it needs them.
+
+        :class:`.PrancerSession` closes the stores it built from the config
+        when their app is garbage-collected or the process exits.
+        """
+        thread = self.purge_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
     def _after_fork(self) -> None:
         """Replace the locks of this process in a forked child (a gunicorn
         worker of a ``--preload`` master): one held by a thread of the parent

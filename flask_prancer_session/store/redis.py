@@ -456,6 +456,7 @@ class RedisStore(StoreDriver):
             raise ConfigurationError("a redis://, rediss:// or unix:// URL is required", "url")
         else:
             self.client = _client_from_url(redis, url, connection_options)
+        self._owns_client = client is None
         # A cluster keeps a user's index set in another slot than the session,
         # out of reach of the session's scripts.
         self._cluster = isinstance(self.client, redis.RedisCluster)
@@ -477,6 +478,11 @@ class RedisStore(StoreDriver):
         it alone, whatever the prefix.
         """
         return f"{self.key_prefix}{{{key}}}"
+
+    def close(self) -> None:
+        super().close()
+        if self._owns_client:
+            self.client.connection_pool.disconnect()
 
     def fetch(self, key: str) -> Record | None:
         try:
