@@ -1,115 +1,10 @@
-"""Sessions in Redis, one hash per session.
-
-.. code-block:: python
-
-    app.config["PRANCER_SESSION"] = {
-        "store": {"driver": "redis", "options": {"url": "redis://localhost:6379/0"}},
-    }
-
-Each session is one Redis hash named ``<key_prefix>{<store key>}``, with a
-field ``d:<name>`` per session key holding its serialised value, and the
-fields ``created`` and ``expires`` (seconds since the epoch). Every operation
-is one round trip (but see the user index below on a cluster):
-:meth:`~RedisStore.fetch` is one ``HGETALL``, and :meth:`~RedisStore.apply`,
-:meth:`~RedisStore.touch` and :meth:`~RedisStore.remove` are one Lua script
-each (``EVALSHA``), which the server runs atomically. So two requests of one
-visitor that change different keys both keep their writes; a session left
-without keys is deleted by the script that removed its last one, while a key
-another request added meanwhile keeps it; once a session is expired or
-removed, no other request's save brings it back; and a compare-and-set
-(:attr:`~flask_prancer_session.changes.ChangeSet.expected`, as ``flask session
-rekey`` writes) compares in the same script, so a value changed meanwhile, a
-logout say, is never overwritten with the one read before. Redis deletes
-each hash by itself (its TTL follows the session's expiry), so
-:meth:`~RedisStore.purge` has nothing to do. The ``redis`` extra installs
-``hiredis``, which redis-py then uses to parse replies, several times faster
-than its own parser.
-
-:meth:`~RedisStore.scan` and :meth:`~RedisStore.clear` walk the prefix's
-sessions with ``SCAN`` (every primary of a cluster), 500 at a time.
-
-Sessions by user ("log out everywhere"). A session bound to a user (see
-:data:`~flask_prancer_session.changes.USER_KEY`) also holds the SHA-256 of
-the user id in a field ``user``, and is listed in a sorted set named
-``<key_prefix>user:{<that digest>}`` by the member in its field ``listed``,
-scored by a horizon: a time past the session's expiry, kept in its field
-``indexed``. :meth:`~RedisStore.sessions_of` and
-:meth:`~RedisStore.remove_user` read the set, then the listed sessions 500 at
-a time, one pipeline per batch, and only count those that are live and still
-bound to the user; ``remove_user`` deletes each one with a script that checks
-the binding.
-
-An entry goes when its binding ends: when the session is unbound, bound to
-someone else, removed, emptied, or started afresh after it expired. A
-session that Redis deleted by itself when its TTL ran out, which no script
-sees, stays listed until its horizon, at most one idle timeout past its
-expiry; then the next write to the set drops it, and the set itself expires
-with its latest horizon. So a set holds its user's live sessions, and those
-that expired within the last idle timeout, however often the user logs in
-and out. No race can unlist a live bound session, and no session bound to
-the user when ``remove_user`` begins survives it. What is atomic:
-
-* on a single server (a ``redis.Redis`` client, Sentinel included), the
-  scripts reach the user sets (by name, which Redis allows outside a
-  cluster), so binding a session and listing it, ending a binding and
-  unlisting it, and moving a horizon as the sliding expiry passes it are
-  each part of one script, one round trip. ``remove_user`` also drops the
-  entries of sessions that are not bound to the user (they are stale here);
-* on a cluster (a ``RedisCluster`` client) the set lives in another slot than
-  the session. The session is listed first, by a command of its own, and
-  bound next: a failure between the two leaves only an extra entry. Each
-  binding is listed under a member of its own (``<store key>:<random
-  token>``), and the script that ends a binding names its member for a
-  command that drops it next; since a later binding of the same session has
-  another member, that command never unlists it. When a bound session's
-  sliding expiry passes its horizon, the script asks for a command that moves
-  the horizon to one idle timeout past the new expiry, about once per
-  timeout of activity. If one of these commands fails (the write raises
-  :class:`~flask_prancer_session.errors.SessionStoreError`), an entry may
-  stay until its horizon, or the session may be missing from its user's set
-  for up to one idle timeout. ``remove_user`` sends one pipeline per node and
-  one command to the set per batch, and leaves the entries of sessions not
-  bound to the user, which may be about to be.
-
-Keys of other data must not look like ``<key_prefix>{...}``, and no other
-store's ``key_prefix`` should be this one's followed by ``user:``.
-
-Options:
-
-``url``
-    ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL, passed to
-    ``redis.Redis.from_url``. Exactly one of ``url`` and ``client`` is required.
-``client``
-    A ready redis-py client, used as given: ``redis.Redis``,
-    ``redis.cluster.RedisCluster``, or ``Sentinel(...).master_for(name)``.
-``key_prefix``
-    Prepended to every key name, default ``"prancer:session:"``. It may not
-    contain ``{`` or ``}``, which would move the hash tag.
-Connection options
-    Any other keyword, such as ``socket_timeout``, ``socket_connect_timeout``,
-    ``health_check_interval``, ``max_connections`` or ``ssl_ca_certs``, is
-    passed to ``from_url``. ``socket_timeout`` and ``socket_connect_timeout``
-    default to 5 seconds here (redis-py waits forever), so a hung server fails
-    the request instead of hanging the worker. Only with ``url``.
-
-plus the common ``expiration_timeout``, ``permanent_timeout``, ``absolute_timeout``,
-``autopurge`` and ``autopurge_probability``.
-
-Timeouts are at most ten years, which Redis's millisecond TTLs hold.
-
-Redis Cluster: the store key inside the name is a hash tag, so everything a
-session keeps lives in one slot, and the scripts, which then only touch that
-key (the client changes the user sets, as above), run on a cluster too.
-Failures (server down, timeout, failover in progress) raise
-:class:`~flask_prancer_session.errors.SessionStoreError`; redis-py's own
-retry options apply before that. A write that timed out may
-still have been applied (the server may only have been slow); either way the
-next request sees a whole session. A dropped connection is reconnected by
-redis-py on the next use.
-"""
+"""The Redis store: one hash per session, changed by one Lua script per
+operation (in ``scripts/``), with a sorted set per user for "log out
+everywhere". The manual's Redis page says what it guarantees."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
@@ -117,23 +12,24 @@ import math
 import re
 import secrets
 import typing as t
+from importlib import resources
 from urllib.parse import urlsplit
 
-from ..changes import ChangeSet
-from ..changes import Record
-from ..changes import user_id_of
-from ..changes import USER_KEY
-from ..errors import ConfigurationError
-from ..errors import SessionStoreError
-from ..ids import is_store_key
-from .base import DEFAULT_EXPIRATION_TIMEOUT
-from .base import Seconds
-from .base import StoreDriver
+from ...changes import ChangeSet
+from ...changes import Record
+from ...changes import user_id_of
+from ...changes import USER_KEY
+from ...errors import ConfigurationError
+from ...errors import SessionStoreError
+from ...ids import is_store_key
+from ..base import DEFAULT_EXPIRATION_TIMEOUT
+from ..base import Seconds
+from ..base import StoreDriver
 
 if t.TYPE_CHECKING:
     from redis.commands.core import Script
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__package__ or __name__)
 
 #: Connection options used with ``url`` unless given.
 DEFAULT_CONNECTION_OPTIONS: dict[str, t.Any] = {
@@ -143,253 +39,14 @@ DEFAULT_CONNECTION_OPTIONS: dict[str, t.Any] = {
 
 _DATA = "d:"
 
-# unpack() is bounded by Lua's C stack (some 8000 values), so many fields are
-# sent in chunks. A key of another type makes HMGET/HGET fail: redis.pcall
-# turns that into "no session" without a TYPE call first. KEYS[1] is
-# <prefix>{<store key>}, which names the user sets too (they share the
-# prefix). IN_REACH becomes true on a single server, where the scripts change
-# the user sets themselves, and false on a cluster, where the sets live in
-# other slots: there the scripts return the entries to drop, and the client
-# drops them next.
-_LUA_HELPERS = """
-local key = KEYS[1]
-local store_key = string.sub(key, -65, -2)
-local prefix = string.sub(key, 1, -67)
-local in_reach = IN_REACH
-local function chunked(command, args, first, last)
-  for i = first, last, 1000 do
-    redis.call(command, key, unpack(args, i, math.min(i + 999, last)))
-  end
-end
-local function fmt(x)
-  return string.format('%.17g', x)
-end
--- tonumber() takes 'nan' and 'inf', which fetch() rejects as corrupt.
-local function finite(x)
-  return x ~= nil and x == x and x > -math.huge and x < math.huge
-end
--- The creation time if the session is live (else nil), then, live or not,
--- its user's digest, its index horizon and its entry in that user's set.
-local function live(now)
-  local meta = redis.pcall('HMGET', key, 'created', 'expires', 'user', 'indexed', 'listed')
-  if meta.err then
-    return nil, nil, nil, store_key
-  end
-  local created, expires = tonumber(meta[1]), tonumber(meta[2])
-  if not (finite(created) and finite(expires) and expires > now) then
-    created = nil
-  end
-  return created, meta[3] or nil, tonumber(meta[4]), meta[5] or store_key
-end
-local function index_of(digest)
-  return prefix .. 'user:{' .. digest .. '}'
-end
--- Lists member in the user index set until horizon at least, drops the
--- members whose horizon has passed, and keeps the set as long as its
--- latest horizon.
-local function index(set, member, horizon, now)
-  local score = tonumber(redis.call('ZSCORE', set, member))
-  if score == nil or score < horizon then
-    redis.call('ZADD', set, fmt(horizon), member)
-  end
-  redis.call('ZREMRANGEBYSCORE', set, '-inf', fmt(now))
-  local top = tonumber(redis.call('ZRANGE', set, -1, -1, 'WITHSCORES')[2])
-  redis.call('PEXPIRE', set, string.format('%d', math.max(1000, math.ceil((top - now) * 1000))))
-end
--- The entries to drop that are out of reach, as digest/member pairs.
-local unlisted = {}
-local function unlist(digest, member)
-  if in_reach then
-    redis.call('ZREM', index_of(digest), member)
-  else
-    unlisted[#unlisted + 1] = digest
-    unlisted[#unlisted + 1] = member
-  end
-end
-"""
 
-# ARGV: now, idle timeout, absolute timeout or "", created_at or "", the
-# binding ("" unchanged, "-" none, or the user's digest), the member that
-# lists the session in the set of a new binding and its horizon, the numbers
-# of removed fields and of expected fields, then the removed fields, the
-# field/expected value pairs, and the field/value pairs to set. Returns {1 if
-# a session is stored afterwards, then (only on a cluster) the digest whose
-# set must keep the member (the fourth value) until the horizon (the third
-# value) or "", then digest/member pairs to drop}. The times are written with
-# %.17g so the floats read back exactly as sent.
-_APPLY_SCRIPT = (
-    _LUA_HELPERS
-    + """
-local now = tonumber(ARGV[1])
-local binding, member = ARGV[5], ARGV[6]
-local first_expected = 10 + tonumber(ARGV[8])
-local first_set = first_expected + 2 * tonumber(ARGV[9])
-local created, user, indexed, listed = live(now)
--- Compare-and-set: a field whose stored value is no longer the expected one
--- keeps it (a field removed meanwhile stays removed).
-local changed = {}
-for i = first_expected, first_set - 1, 2 do
-  if created == nil or redis.call('HGET', key, ARGV[i]) ~= ARGV[i + 1] then
-    changed[ARGV[i]] = true
-  end
-end
-if changed[USER_FIELD] then
-  binding = ''
-end
-local fields = {}
-for i = first_set, #ARGV, 2 do
-  if not changed[ARGV[i]] then
-    fields[#fields + 1] = ARGV[i]
-    fields[#fields + 1] = ARGV[i + 1]
-  end
-end
-local values = #fields
-local adopted = false
-local function reply(stored, due)
-  -- A cluster listed a new binding's member before this script: unless the
-  -- session took it, it must go.
-  if not in_reach and not adopted and ARGV[5] ~= '' and ARGV[5] ~= '-' then
-    unlist(ARGV[5], member)
-  end
-  if due == nil then
-    return {stored, '', '', '', unpack(unlisted)}
-  end
-  return {stored, due, fmt(indexed), listed, unpack(unlisted)}
-end
-if created == nil then
-  if ARGV[4] == '' or values == 0 then
-    return reply(0)
-  end
-  -- An expired or corrupt hash, or a key of another type: start afresh.
-  if user ~= nil then
-    unlist(user, listed)
-  end
-  redis.call('DEL', key)
-  created, user, indexed = tonumber(ARGV[4]), nil, nil
-  fields[#fields + 1] = 'created'
-  fields[#fields + 1] = fmt(created)
-elseif first_expected > 10 then
-  chunked('HDEL', ARGV, 10, first_expected - 1)
-  if values == 0 then
-    local empty = true
-    for _, field in ipairs(redis.call('HKEYS', key)) do
-      if string.sub(field, 1, 2) == 'd:' then
-        empty = false
-        break
-      end
-    end
-    if empty then
-      if user ~= nil then
-        unlist(user, listed)
-      end
-      redis.call('DEL', key)
-      return reply(0)
-    end
-  end
-end
-if binding == '-' then
-  if user ~= nil then
-    unlist(user, listed)
-  end
-  redis.call('HDEL', key, 'user', 'indexed', 'listed')
-  user = nil
-elseif binding ~= '' and binding ~= user then
-  if user ~= nil then
-    unlist(user, listed)
-  end
-  user, indexed, listed, adopted = binding, tonumber(ARGV[7]), member, true
-  if in_reach then
-    index(index_of(user), listed, indexed, now)
-  end
-  fields[#fields + 1] = 'user'
-  fields[#fields + 1] = user
-  fields[#fields + 1] = 'indexed'
-  fields[#fields + 1] = ARGV[7]
-  fields[#fields + 1] = 'listed'
-  fields[#fields + 1] = listed
-end
-local expires = now + tonumber(ARGV[2])
-if ARGV[3] ~= '' then
-  expires = math.min(expires, created + tonumber(ARGV[3]))
-end
-fields[#fields + 1] = 'expires'
-fields[#fields + 1] = fmt(expires)
-local due = nil
-if user ~= nil and not (indexed and indexed >= expires) then
-  indexed = 2 * expires - now
-  fields[#fields + 1] = 'indexed'
-  fields[#fields + 1] = fmt(indexed)
-  if in_reach then
-    index(index_of(user), listed, indexed, now)
-  else
-    due = user
-  end
-end
-chunked('HSET', fields, 1, #fields)
-redis.call('PEXPIRE', key, string.format('%d', math.max(1000, math.ceil((expires - now) * 1000))))
-return reply(1, due)
-""".replace("USER_FIELD", f"'{_DATA}{USER_KEY}'")
-)
+@functools.cache
+def _lua(name: str) -> str:
+    """Return the Lua script ``name`` from the ``scripts`` folder, with the
+    helpers all scripts share before it."""
+    folder = resources.files(__package__ or __name__) / "scripts"
+    return (folder / "common.lua").read_text("utf-8") + (folder / f"{name}.lua").read_text("utf-8")
 
-# ARGV: now, new expires_at, TTL in milliseconds. Returns like apply.
-_TOUCH_SCRIPT = (
-    _LUA_HELPERS
-    + """
-local now = tonumber(ARGV[1])
-local created, user, indexed, listed = live(now)
-if created == nil then
-  return {0, '', '', ''}
-end
-local expires = tonumber(ARGV[2])
-redis.call('HSET', key, 'expires', ARGV[2])
-redis.call('PEXPIRE', key, ARGV[3])
-if user == nil or (indexed and indexed >= expires) then
-  return {1, '', '', ''}
-end
-indexed = 2 * expires - now
-redis.call('HSET', key, 'indexed', fmt(indexed))
-if in_reach then
-  index(index_of(user), listed, indexed, now)
-  return {1, '', '', ''}
-end
-return {1, user, fmt(indexed), listed}
-"""
-)
-
-# ARGV: now, then for remove_user the digest of the user the session must be
-# bound to and the member of that user's set that names it. Returns {1 if a
-# live session was deleted, 0 if none was, or -1 if the session is not bound
-# to that user and was left alone; then digest/member pairs to drop}.
-_REMOVE_SCRIPT = (
-    _LUA_HELPERS
-    + """
-local created, user, _, listed = live(tonumber(ARGV[1]))
-if ARGV[2] ~= nil and user ~= ARGV[2] then
-  if in_reach then
-    -- Here a session is listed in the same step as it is bound: the entry
-    -- is stale, and a later binding lists it again.
-    redis.call('ZREM', index_of(ARGV[2]), ARGV[3])
-  end
-  return {-1}
-end
-redis.call('DEL', key)
-if user ~= nil then
-  unlist(user, listed)
-end
-if ARGV[3] ~= nil and ARGV[3] ~= listed then
-  unlist(ARGV[2], ARGV[3])
-end
-return {created and 1 or 0, unpack(unlisted)}
-"""
-)
-
-# KEYS[1]: an index set. ARGV: the member, its horizon, now.
-_INDEX_SCRIPT = (
-    _LUA_HELPERS
-    + """
-index(key, ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
-"""
-)
 
 #: How many keys one ``SCAN`` step asks for, and one pipeline fetches.
 SCAN_BATCH = 500
@@ -462,14 +119,15 @@ class RedisStore(StoreDriver):
         self._cluster = isinstance(self.client, redis.RedisCluster)
         in_reach = "false" if self._cluster else "true"
 
-        def register(script: str) -> Script:
-            script = script.replace("IN_REACH", in_reach)
+        def register(name: str) -> Script:
+            script = _lua(name).replace("IN_REACH", in_reach)
+            script = script.replace("USER_FIELD", f"'{_DATA}{USER_KEY}'")
             return self.client.register_script(script)  # type: ignore[no-any-return]
 
-        self._apply_script = register(_APPLY_SCRIPT)
-        self._touch_script = register(_TOUCH_SCRIPT)
-        self._remove_script = register(_REMOVE_SCRIPT)
-        self._index_script = register(_INDEX_SCRIPT)
+        self._apply_script = register("apply")
+        self._touch_script = register("touch")
+        self._remove_script = register("remove")
+        self._index_script = register("index")
 
     def name_for(self, key: str) -> str:
         """Return the Redis key name of the session stored under ``key``.
