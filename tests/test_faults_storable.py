@@ -24,7 +24,7 @@ from flask_prancer_session import StorableStore
 from flask_prancer_session.changes import USER_KEY
 from flask_prancer_session.ids import new_id
 from flask_prancer_session.ids import store_key
-from flask_prancer_session.store import storable
+from flask_prancer_session.store.storable import store as storable
 
 from .clock import FakeClock
 from .storable_files import newest

@@ -34,7 +34,7 @@ from flask_prancer_session.encryption import Encryptor
 from flask_prancer_session.encryption import PREFIX
 from flask_prancer_session.ids import new_id
 from flask_prancer_session.ids import store_key
-from flask_prancer_session.store import storable
+from flask_prancer_session.store.storable import store as storable
 
 from .clock import FakeClock
 from .storable_files import newest
@@ -356,7 +356,7 @@ def test_a_file_is_rewritten_before_it_grows_large(tmp_path: Path, clock: FakeCl
     for number in range(1, 2000):
         store.apply(key, ChangeSet(updated={"n": str(number)}))
         sizes.append(path.stat().st_size)
-    assert max(sizes) <= storable._COMPACT_AT
+    assert max(sizes) <= storable.COMPACT_AT
     assert min(sizes) < 200
     assert newest(path)["data"] == {"n": "1999"}
     # A large session is rewritten after a few versions, not kept many times.

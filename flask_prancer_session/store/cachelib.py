@@ -95,7 +95,6 @@ import logging
 import math
 import os
 import re
-import stat
 import threading
 import typing as t
 import zlib
@@ -111,6 +110,9 @@ from ..ids import is_store_key
 from .base import DEFAULT_EXPIRATION_TIMEOUT
 from .base import Seconds
 from .base import StoreDriver
+from .common import glob_escape
+from .common import is_seconds
+from .common import unsafe_directory
 
 logger = logging.getLogger(__name__)
 
@@ -373,7 +375,7 @@ class CachelibStore(StoreDriver):
                 outer = cache.key_prefix
                 if not isinstance(outer, str):
                     outer = outer()
-                pattern = re.sub(r"([*?\[\]\\])", r"\\\1", outer + prefix) + "*"
+                pattern = glob_escape(outer + prefix) + "*"
                 found = cache._read_client.scan_iter(match=pattern, count=500)
                 names = (name.decode("utf-8", "replace")[len(outer) :] for name in found)
             else:
@@ -447,24 +449,13 @@ def _make_cache(backend: str, options: dict[str, t.Any]) -> cachelib.BaseCache:
 
 
 def _check_private_dir(path: str | os.PathLike[str], option: str) -> None:
-    """Refuse a cache directory others could write into: they could plant
-    or replace sessions there."""
+    """Refuse a cache directory others could write into."""
     try:
-        info = os.lstat(path)
+        problem = unsafe_directory(path, os.lstat(path))
     except OSError as error:
         raise ConfigurationError(f"cannot be used: {error}", option) from error
-    if not stat.S_ISDIR(info.st_mode):
-        raise ConfigurationError(
-            f"{os.fspath(path)!r} is not a directory (a symbolic link is not accepted:"
-            " give the real path)",
-            option,
-        )
-    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
-        raise ConfigurationError(
-            f"{os.fspath(path)!r} must belong to this user and be writable by no one"
-            " else (chmod go-w)",
-            option,
-        )
+    if problem is not None:
+        raise ConfigurationError(f"is not safe for sessions: {problem}", option)
 
 
 def _decode(key: str, raw: object) -> Record | None:
@@ -475,7 +466,7 @@ def _decode(key: str, raw: object) -> Record | None:
         created_at = decoded["created"]
         expires_at = decoded["expires"]
         data = decoded["data"]
-        if not all(_is_seconds(value) for value in (created_at, expires_at)):
+        if not all(is_seconds(value) for value in (created_at, expires_at)):
             raise ValueError("bad times")
         if not isinstance(data, dict) or not all(isinstance(value, str) for value in data.values()):
             raise ValueError("bad data")
@@ -485,11 +476,6 @@ def _decode(key: str, raw: object) -> Record | None:
         )
         return None
     return Record(data, float(created_at), float(expires_at))
-
-
-def _is_seconds(value: object) -> bool:
-    # bool is an int subclass.
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _failure(action: str, key: str, error: BaseException | None) -> SessionStoreError:

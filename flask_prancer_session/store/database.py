@@ -30,7 +30,10 @@ Each operation is one short transaction, built once per store:
   ``UPDATE ... WHERE expires_at > now``, so an expired or removed session is
   not revived. When a request only removed keys, a second statement deletes
   the row if its data became ``{}``. Concurrent requests changing different
-  keys keep them all: the row lock orders them.
+  keys keep them all: the row lock orders them. An ``apply`` with expected
+  values (``flask session rekey``): ``SELECT ... FOR UPDATE`` of the live row
+  (SQLite: under ``BEGIN IMMEDIATE``), merged in Python, then ``UPDATE``, in
+  one transaction.
 - ``touch``: ``UPDATE ... SET expires_at`` on a live row.
 - ``remove``: ``DELETE`` of the live row (its count is the result), then of an
   expired one.
@@ -47,10 +50,12 @@ Each operation is one short transaction, built once per store:
   column is set by the statements of ``apply`` that bind or unbind a user (the
   ``_prancer_user`` key), so it changes, and goes, with the row's data.
 
-A pooled connection found dead (the database restarted) is replaced and the
-operation run once more; a deadlock or serialisation failure is retried up to
-three times; neither after the statement timeout, so no connection is pinged
-before use. Errors carry the driver's first line only, never parameters.
+A pooled connection found dead (the database restarted, or closed it when
+idle) is replaced and the operation run once more, whichever the operation;
+a deadlock or serialisation failure is retried up to three times; neither
+after the statement timeout, so no connection is pinged before use. Any other
+failure is a :exc:`.SessionStoreError`, whose message carries the driver's
+first line only, never parameters.
 
 Options: ``url``; ``engine``; or ``dialect`` (``postgresql``, ``mysql``,
 ``sqlite``) with ``database`` (the file for SQLite), ``username``,
@@ -103,12 +108,16 @@ The table, for DBAs who create it themselves (``create_table: false``)::
     CREATE INDEX sessions_user_id ON sessions (user_id, application)
         WHERE user_id IS NOT NULL;  -- the whole column on MySQL
 
-A table of an earlier version lacks ``user_id``: the store adds the column and
-its index when ``create_table`` is true, and refuses to start otherwise, giving
-the statements to run (``ALTER TABLE sessions ADD COLUMN user_id
-VARCHAR(255)`` and the ``CREATE INDEX`` above). On a large PostgreSQL table,
-run them yourself beforehand, with ``CREATE INDEX CONCURRENTLY``: building the
-index blocks writes and may outlast ``statement_timeout``.
+A table of an earlier version lacks ``user_id``: when ``create_table`` is true
+the store adds the column, sets it from the data of the sessions bound before
+(in batches of 100, each locking its rows), then adds the index; a worker
+stopped before the index finishes the job at its next start. Otherwise it
+refuses to start, giving the statements to run (``ALTER TABLE sessions ADD
+COLUMN user_id VARCHAR(255)`` and the ``CREATE INDEX`` above). On a large
+PostgreSQL table, run them yourself beforehand, with ``CREATE INDEX
+CONCURRENTLY``: building the index blocks writes and may outlast
+``statement_timeout``. Run by hand, they leave ``user_id`` empty on the
+sessions bound before, which ``sessions_of`` and ``remove_user`` then miss.
 
 Caveats: times come from the app servers' clocks, not the database's. Only
 PostgreSQL (extra ``postgres``), MySQL 5.7.22+ or MariaDB 10.3+ (``mysql``)
@@ -122,6 +131,7 @@ not apply to it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import importlib.util
@@ -143,6 +153,8 @@ from sqlalchemy.dialects import sqlite
 
 from ..changes import ChangeSet
 from ..changes import Record
+from ..changes import user_id_of
+from ..changes import USER_KEY
 from ..errors import ConfigurationError
 from ..errors import SessionStoreError
 from .base import DEFAULT_EXPIRATION_TIMEOUT
@@ -352,6 +364,8 @@ class DatabaseStore(StoreDriver):
     def apply(self, key: str, changes: ChangeSet) -> bool:
         now = self.clock()
         timeout = self.expiration_timeout if changes.timeout is None else changes.timeout
+        if changes.expected:
+            return self._apply_expected(key, changes, now, timeout)
         params: dict[str, t.Any] = {
             "key": key,
             "now": now,
@@ -374,7 +388,7 @@ class DatabaseStore(StoreDriver):
         if self._backend == "mysql" and changes.removed:
             # Padded to a power of two with repeated paths, so that a few
             # statements serve every number of keys removed.
-            paths = ["$." + json.dumps(name) for name in params.pop("removed")]
+            paths = [_json_path(name) for name in params.pop("removed")]
             removals = 1 << (len(paths) - 1).bit_length()
             paths += paths[-1:] * (removals - len(paths))
             params.update((f"path_{n}", path) for n, path in enumerate(paths))
@@ -410,6 +424,43 @@ class DatabaseStore(StoreDriver):
             "write a session", self._delete_empty, params, "rowcount", self._single
         )
         return bool(deleted == 0)
+
+    def _apply_expected(self, key: str, changes: ChangeSet, now: float, timeout: float) -> bool:
+        """Apply ``changes`` that hold :attr:`~.ChangeSet.expected` values: in
+        one transaction that locks the row, merged in Python by
+        :meth:`.ChangeSet.merged_into`. Only ``flask session rekey`` asks for
+        it, so the requests' single statements stay as they are."""
+        params = {"key": key, "now": now}
+
+        def merge(connection: sa.Connection) -> bool | None:
+            row = connection.execute(self._fetch_for_update, params).first()
+            data = None if row is None else self._decode(key, row.data)
+            if row is None or data is None:
+                return None
+            merged = changes.merged_into(data)
+            if not merged:
+                connection.execute(self._delete, params)
+                return False
+            user = merged.get(USER_KEY)
+            values = {
+                "merged": _dumps(merged),
+                # Derived from the data written, so the index agrees with it.
+                "user": None if user is None else user_id_of(user),
+                "new_expiry": self.expiry_for(row.created_at, now, timeout),
+            }
+            connection.execute(self._rewrite, params | values)
+            return True
+
+        stored = self._run("write a session", merge, engine=self._writer)
+        if stored is not None:
+            return stored
+        if changes.created_at is None:
+            return False
+        # No live session holds the values expected, so only the other
+        # updates apply, to the session this creates (or to one created
+        # meanwhile, whose values of the expected keys are then kept).
+        others = {n: v for n, v in changes.updated.items() if n not in changes.expected}
+        return self.apply(key, dataclasses.replace(changes, updated=others, expected={}))
 
     def touch(self, key: str, expires_at: float) -> None:
         params = {"key": key, "now": self.clock(), "new_expiry": expires_at}
@@ -546,11 +597,29 @@ class DatabaseStore(StoreDriver):
         chosen = engine or (self._writer if write else self.engine)
 
         def attempt() -> _T:
-            with chosen.connect() as connection:
+            with self._connect(chosen) as connection:
                 with self._deadline(connection.connection.dbapi_connection), connection.begin():
                     return operation(connection)
 
         return self._retrying(action, attempt)
+
+    def _connect(self, engine: sa.Engine) -> sa.Connection:
+        """Check out a connection of ``engine``, as ``engine.connect()`` does.
+
+        Setting up a pooled connection for ``engine`` (its isolation level)
+        talks to the server on some drivers (PyMySQL, mysqlclient, psycopg2),
+        where SQLAlchemy lets the driver's error through and returns a dead
+        connection to the pool; here it is discarded and the error is one
+        :meth:`_retrying` knows.
+        """
+        pooled = None
+        try:
+            pooled = engine.raw_connection()
+            with self._deadline(pooled.dbapi_connection):
+                return sa.Connection(engine, pooled)
+        except engine.dialect.loaded_dbapi.Error as error:
+            # A connection whose settings failed halfway is not reused either.
+            raise self._driver_failure(error, pooled, None, invalidate=True) from None
 
     def _run_statement(
         self,
@@ -589,27 +658,46 @@ class DatabaseStore(StoreDriver):
                 cursor.execute(compiled.sql, compiled.parameters(params))
                 return cursor.fetchone() if result == "first" else cursor.rowcount
         except dialect.loaded_dbapi.Error as error:
-            dbapi_connection = None if connection is None else connection.dbapi_connection
-            lost = dialect.is_disconnect(error, dbapi_connection, cursor) or _socket_lost(
-                error, dialect
-            )
-            if lost and connection is not None:
-                connection.invalidate(error)
-            raise sa.exc.DBAPIError.instance(
-                None,
-                None,
-                error,
-                dialect.loaded_dbapi.Error,
-                hide_parameters=True,
-                connection_invalidated=lost,
-                dialect=dialect,
-            ) from None
+            raise self._driver_failure(error, connection, cursor) from None
         finally:
             if cursor is not None:
                 with contextlib.suppress(Exception):
                     cursor.close()
             if connection is not None:
                 connection.close()
+
+    def _driver_failure(
+        self,
+        error: t.Any,
+        connection: sa.PoolProxiedConnection | None,
+        cursor: t.Any,
+        invalidate: bool = False,
+    ) -> sa.exc.StatementError:
+        """Return the driver's ``error`` as SQLAlchemy would wrap it, after
+        discarding ``connection`` if the error says it is lost (or always,
+        with ``invalidate``)."""
+        dialect = self.engine.dialect
+        dbapi_connection = None if connection is None else connection.dbapi_connection
+        lost = dialect.is_disconnect(error, dbapi_connection, cursor) or _socket_lost(
+            error, dialect
+        )
+        if lost and connection is not None:
+            # The pooled connections opened before it are likely dead too (a
+            # restart): replaced at their next checkout, so that the retry
+            # gets a new one. SQLAlchemy does so for the statements it runs.
+            self.engine.pool._invalidate(connection, error)
+        elif invalidate and connection is not None:
+            connection.invalidate(error)
+        wrapped: sa.exc.StatementError = sa.exc.DBAPIError.instance(
+            None,
+            None,
+            error,
+            dialect.loaded_dbapi.Error,
+            hide_parameters=True,
+            connection_invalidated=lost,
+            dialect=dialect,
+        )
+        return wrapped
 
     def _retrying(self, action: str, attempt: t.Callable[[], _T]) -> _T:
         """Return what ``attempt`` returns, trying again where that can help.
@@ -654,6 +742,18 @@ class DatabaseStore(StoreDriver):
         )
         self._fetch = sa.select(c.created_at, c.expires_at, c.data).where(this, c.expires_at > now)
         self._delete_empty = sa.delete(self.table).where(this, c.data == "{}")
+        self._fetch_for_update = (
+            sa.select(c.created_at, c.data).where(this, c.expires_at > now).with_for_update()
+        )
+        self._rewrite = (
+            sa.update(self.table)
+            .where(this)
+            .values(
+                data=sa.bindparam("merged", type_=sa.Text()),
+                user_id=sa.bindparam("user", type_=sa.String()),
+                expires_at=sa.bindparam("new_expiry", type_=sa.Double()),
+            )
+        )
         self._touch = (
             sa.update(self.table)
             .where(this, c.expires_at > now)
@@ -809,24 +909,90 @@ class DatabaseStore(StoreDriver):
 
         index = f"{self.table.name}_user_id"
         add_column, create_index = self._upgrade
-        steps: list[tuple[str, t.Callable[[sa.Connection], object], t.Callable[[_Schema], bool]]]
-        steps = [
-            ("create the session table", create, lambda s: s.exists),
-            ("add the user_id column", _execute(add_column), lambda s: "user_id" in s.columns),
-            ("create the user_id index", _execute(create_index), lambda s: index in s.indexes),
+
+        def run(
+            action: str, operation: t.Callable[[sa.Connection], object]
+        ) -> t.Callable[[], object]:
+            return lambda: self._run(action, operation, engine=self.engine)
+
+        def indexed(schema: _Schema) -> bool:
+            return index in schema.indexes
+
+        steps: list[tuple[t.Callable[[], object], t.Callable[[_Schema], bool]]] = [
+            (run("create the session table", create), lambda s: s.exists),
+            (run("add the user_id column", _execute(add_column)), lambda s: "user_id" in s.columns),
+            # Before the index, whose presence marks the upgrade done: a worker
+            # stopped in between fills the column at its next start.
+            (self._fill_user_ids, indexed),
+            (run("create the user_id index", _execute(create_index)), indexed),
         ]
         schema = self._schema()
-        for action, step, done in steps:
+        for step, done in steps:
             if done(schema):
                 continue
             try:
-                self._run(action, step, engine=self.engine)
+                step()
             except SessionStoreError:
                 # Workers starting together race; one wins, and the others'
                 # statements fail on what now exists.
                 if not done(self._schema()):
                     raise
             schema = self._schema()
+
+    def _fill_user_ids(self) -> None:
+        """Set ``user_id`` from the data of the sessions of every application
+        that were bound to a user before the column existed, so that
+        :meth:`sessions_of` and :meth:`remove_user` find them.
+
+        In batches by key, each a transaction that locks its rows: a request
+        writing one of them meanwhile waits, and then sets ``user_id`` itself
+        if it binds or unbinds. Rows already filled are passed over, so two
+        workers upgrading at once, or a worker that stopped halfway and
+        starts again, leave the same result.
+        """
+        c = self.table.c
+        longest = t.cast(sa.String, c.user_id.type).length or math.inf
+        previous = sa.tuple_(
+            sa.bindparam("after", type_=sa.String()), sa.bindparam("app", type_=sa.String())
+        )
+        unfilled = (
+            sa.select(c.id, c.application, c.data)
+            .where(
+                c.user_id.is_(None),
+                c.data.contains(f'"{USER_KEY}"', autoescape=True),
+                sa.tuple_(c.id, c.application) > previous,
+            )
+            .order_by(c.id, c.application)
+            .limit(PURGE_BATCH)
+            .with_for_update()
+        )
+        fill = (
+            sa.update(self.table)
+            .where(
+                c.id == sa.bindparam("key", type_=sa.String()),
+                c.application == sa.bindparam("app", type_=sa.String()),
+            )
+            .values(user_id=sa.bindparam("user", type_=sa.String()))
+        )
+
+        def fill_batch(connection: sa.Connection) -> tuple[str, str] | None:
+            rows = connection.execute(unfilled, {"after": after[0], "app": after[1]}).all()
+            bound = [
+                {"key": row.id, "app": row.application, "user": user}
+                for row in rows
+                # A longer id, bound by an earlier version, does not fit.
+                if (user := _user_in(row.data)) is not None and len(user) <= longest
+            ]
+            if bound:
+                connection.execute(fill, bound)
+            return (rows[-1].id, rows[-1].application) if len(rows) == PURGE_BATCH else None
+
+        after = ("", "")
+        while True:
+            last = self._run("fill user_id from the data", fill_batch, engine=self._bulk)
+            if last is None:
+                return
+            after = last
 
     def _check_table(self) -> None:
         """Refuse a table of an earlier version, without the user_id column.
@@ -983,6 +1149,26 @@ def _is_conflict(error: sa.exc.DBAPIError) -> bool:
 
 def _dumps(data: t.Mapping[str, str | None]) -> str:
     return json.dumps(data, separators=(",", ":"))
+
+
+def _user_in(raw: object) -> str | None:
+    """Return the user a stored session's data binds it to, or ``None``."""
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else None
+        value = data.get(USER_KEY) if isinstance(data, dict) else None
+        return user_id_of(value) if isinstance(value, str) else None
+    except (ValueError, RecursionError):
+        return None
+
+
+def _json_path(name: str) -> str:
+    """Return the MySQL JSON path of the key ``name`` of an object.
+
+    MariaDB refuses a quoted key that starts with ``-`` (error 4042), but
+    reads escapes in it: a ``-`` goes as ``\\u002d``, which no other escape
+    contains.
+    """
+    return "$." + json.dumps(name).replace("-", "\\u002d")
 
 
 def _define_table(name: str) -> sa.Table:

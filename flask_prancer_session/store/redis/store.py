@@ -5,7 +5,6 @@ everywhere". The manual's Redis page says what it guarantees."""
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import logging
 import math
@@ -25,6 +24,8 @@ from ...ids import is_store_key
 from ..base import DEFAULT_EXPIRATION_TIMEOUT
 from ..base import Seconds
 from ..base import StoreDriver
+from ..common import glob_escape
+from ..common import user_digest
 
 if t.TYPE_CHECKING:
     from redis.commands.core import Script
@@ -164,7 +165,7 @@ class RedisStore(StoreDriver):
     def index_name_for(self, user_id: str) -> str:
         """Return the Redis key name of the set indexing the sessions of
         ``user_id``: a digest of the id, so any id makes a valid hash tag."""
-        return self._index_name(_digest(user_id))
+        return self._index_name(user_digest(user_id))
 
     def _index_name(self, digest: str) -> str:
         return f"{self.key_prefix}user:{{{digest}}}"
@@ -178,7 +179,7 @@ class RedisStore(StoreDriver):
         horizon = repr(float(now + 2 * timeout))
         if changes.binds_user:
             user_id = changes.user_id
-            binding = "-" if user_id is None else _digest(user_id)
+            binding = "-" if user_id is None else user_digest(user_id)
             was = changes.expected.get(USER_KEY)
             if was is not None and USER_KEY in changes.updated and user_id_of(was) == user_id:
                 # Written only if the session is still bound to this same
@@ -298,7 +299,7 @@ class RedisStore(StoreDriver):
         ``SCAN`` batch at a time; on a cluster ``scan_iter`` visits every
         primary."""
         prefix = f"{self.key_prefix}{{"
-        names = self.client.scan_iter(match=_glob_escape(prefix) + "*}", count=SCAN_BATCH)
+        names = self.client.scan_iter(match=glob_escape(prefix) + "*}", count=SCAN_BATCH)
         while batch := list(itertools.islice(names, SCAN_BATCH)):
             keys = []
             for name in batch:
@@ -399,7 +400,7 @@ class RedisStore(StoreDriver):
         return sessions
 
     def remove_user(self, user_id: str) -> int:
-        digest = _digest(user_id)
+        digest = user_digest(user_id)
         name = self._index_name(digest)
         removed = 0
         try:
@@ -471,11 +472,6 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-def _digest(user_id: str) -> str:
-    # surrogatepass: a user id read from JSON may hold a lone surrogate.
-    return hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 def _key_of(member: str) -> str | None:
     """Return the store key a user set's member names: the key itself, or on
     a cluster the key, a colon and its binding's token."""
@@ -483,10 +479,6 @@ def _key_of(member: str) -> str | None:
     if is_store_key(key) and member[64:65] in ("", ":"):
         return key
     return None
-
-
-def _glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def _field(raw: t.Mapping[t.Any, t.Any], name: str) -> str | None:

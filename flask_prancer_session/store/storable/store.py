@@ -1,212 +1,49 @@
-"""Sessions as files in a directory, Prancer's ``Prancer::Session::Store::Storable``.
-
-.. code-block:: python
-
-    app.config["PRANCER_SESSION"] = {
-        "store": {"driver": "storable", "options": {"dir": "/var/lib/myapp/sessions"}},
-    }
-
-Each session is one file named by its store key (a SHA-256 hex digest, never
-the session id), in one of 256 subdirectories named by the key's first two
-characters. Finding a session is one ``open``, however many there are.
-
-A file is a log of the session's versions, one line each: a CRC-32 in hex,
-a space, and a JSON object with ``created_at``, ``expires_at`` and ``data``.
-A write appends a line in place, and a reader takes the last intact one, so
-a reader or a process killed mid-write sees the old version or the new one,
-never a torn one. Appending is what keeps writes cheap: replacing a file by
-rename makes ext4 flush the new file's data first, several times the cost of
-the whole append.
-
-The file is rewritten to one line, under the temporary name ``.tmp-`` and
-its own, then renamed over the old one: when it would grow past 8 KiB (or four
-times its newest line); when a write removes a key or binds the session to
-another user, so removed values and bindings do not linger in earlier lines;
-when its last line is torn; and for every session ``flask session rekey``
-sees (:attr:`~flask_prancer_session.changes.ChangeSet.erase_old_values`), so
-no value in the clear or sealed with a retired key stays in the file. Until
-then, replaced values stay in earlier lines. A temporary file left by a
-process killed before its rename holds a version too: the session's next
-rewrite replaces it, deleting the session deletes it, and purge deletes any
-older than an hour. The blocks a rewrite frees are not overwritten: the file
-system may keep their bytes until it reuses them.
-
-The file's modification time is set to its expiry after each write, so
-:meth:`~StorableStore.touch` is one ``utime`` and ``flask session purge``
-never opens a live file; a session's expiry is the later of that time and
-its newest line's ``expires_at`` (the two differ only while a write is in
-progress, or after a process died in the middle of one).
-
-Options:
-
-``dir`` (required)
-    The directory of the session files, created with mode 0700 if missing. It
-    must belong to the user the app runs as and must not be writable by group
-    or others, as ssh's ``StrictModes`` requires of ``~/.ssh``: anyone who can
-    write there can plant or steal sessions. A symbolic link is refused; give
-    the real path. Its subdirectories are checked the same way when a session
-    in them is read or written, and a session file of another user or a
-    symbolic link in its place is refused, both with
-    :class:`~flask_prancer_session.errors.SessionStoreError`.
-``fsync`` (default ``False``)
-    Flush each written file, and the directory after renaming it, to the disk
-    before the request ends. Without it a power loss or kernel crash can lose
-    the last seconds of session writes, as with Plack's and Django's file
-    stores; a crash of the app itself never loses or tears a file either way.
-    With it every write waits for the disk.
-
-plus the common ``expiration_timeout``, ``permanent_timeout``,
-``absolute_timeout``, ``autopurge`` and ``autopurge_probability``.
-
-Files are 0600. Changes and removals are applied under an exclusive ``flock`` on a
-lock file per subdirectory, so the processes and threads of one machine never
-lose each other's writes and a removed session stays removed. It needs a POSIX
-system, and every process using ``dir`` must be on the same machine (``flock``
-is not reliable over NFS): use the database or Redis store for several machines.
-
-:meth:`~StorableStore.scan` and :meth:`~StorableStore.clear` (the ``flask
-session`` commands) list one subdirectory at a time; ``clear`` deletes under
-its lock.
-
-Sessions by user ("log out everywhere"). A session bound to a user (see
-:data:`~flask_prancer_session.changes.USER_KEY`) is listed by an empty marker
-file ``dir/users/<SHA-256 of the user id>/<store key>``, created before the
-session file is written and deleted after it is rewritten or deleted, under
-the session's lock: so every session file bound to a user, live or expired,
-has its marker, and creating or deleting one is a single system call.
-:meth:`~StorableStore.sessions_of` and :meth:`~StorableStore.remove_user`
-list the markers and read each session, counting only those live and still
-bound to the user. A marker whose session is gone or bound elsewhere (left by
-a crash) is deleted only under that session's lock, once checked again, so a
-concurrent login is never unlisted. ``users`` and its subdirectories are
-checked like the others.
-"""
+"""The storable store: a file per session under a private directory, changed
+under a ``flock`` per subdirectory, Prancer's ``Prancer::Session::Store::Storable``.
+The manual's storable page says what it guarantees."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import logging
-import math
 import os
 import stat
 import tempfile
 import time
 import typing as t
-import zlib
 
-from ..changes import ChangeSet
-from ..changes import Record
-from ..changes import user_id_of
-from ..changes import USER_KEY
-from ..errors import ConfigurationError
-from ..errors import SessionStoreError
-from ..ids import is_store_key
-from .base import DEFAULT_EXPIRATION_TIMEOUT
-from .base import Seconds
-from .base import StoreDriver
+from ...changes import ChangeSet
+from ...changes import Record
+from ...changes import USER_KEY
+from ...errors import ConfigurationError
+from ...errors import SessionStoreError
+from ...ids import is_store_key
+from ..base import DEFAULT_EXPIRATION_TIMEOUT
+from ..base import Seconds
+from ..base import StoreDriver
+from ..common import is_seconds
+from ..common import unsafe_directory
+from .fileformat import COMPACT_AT
+from .fileformat import encode_line
+from .fileformat import LOCK_NAME
+from .fileformat import newest_line
+from .fileformat import ns
+from .fileformat import temp_path
+from .fileformat import TEMP_PREFIX
+from .fileformat import user_of
+from .users import UserIndex
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__package__ or __name__)
 
-_LOCK_NAME = ".lock"
-_TEMP_PREFIX = ".tmp-"
-_USERS = "users"
 #: Temporary files older than this (seconds) are left over from a crash.
 _STALE_TEMP_AGE = 3600
-#: How often a marker is tried again when its directory, emptied by another
-#: process, vanishes between its creation and the marker's.
-_MARK_ATTEMPTS = 100
 _HEX = frozenset("0123456789abcdef")
-#: A session file is rewritten rather than appended to once it would grow past
-#: this many bytes, or four times its newest line: two blocks of most file
-#: systems, so a small session never takes more room on the disk than that.
-_COMPACT_AT = 8192
 
 
-def _ns(seconds: float) -> int:
-    return round(seconds * 1_000_000_000)
-
-
-def _unsafe(path: str, status: os.stat_result) -> str | None:
-    """Tell what is wrong with ``path`` as a private directory, with the fix, or
-    ``None`` if nothing is."""
-    if stat.S_ISLNK(status.st_mode):
-        return f"{path!r} is a symbolic link; use the real path"
-    if not stat.S_ISDIR(status.st_mode):
-        return f"{path!r} is not a directory"
-    if status.st_uid != os.geteuid():
-        return (
-            f"{path!r} belongs to uid {status.st_uid}, not to the uid {os.geteuid()} the app"
-            f" runs as; remove it, or 'chown -R {os.geteuid()} {path}' if it is yours"
-        )
-    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return (
-            f"{path!r} is writable by group or others; run 'chmod 700 {path}'"
-            " and check that no one else planted a session in it"
-        )
-    return None
-
-
-def _digest(user_id: str) -> str:
-    # surrogatepass: a user id read from JSON may hold a lone surrogate.
-    return hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _user_of(record: Record | None) -> str | None:
-    value = None if record is None else record.data.get(USER_KEY)
-    return None if value is None else user_id_of(value)
-
-
-def _temp_path(path: str) -> str:
-    """Return the name the session file at ``path`` is written under before
-    it is renamed: one per session, so a process killed in between leaves at
-    most one, which the session's next rewrite or deletion removes."""
-    directory, name = os.path.split(path)
-    return os.path.join(directory, _TEMP_PREFIX + name)
-
-
-def _line(created_at: float, expires_at: float, data: dict[str, str]) -> bytes:
-    """Return one version of a session as a line of its file."""
-    payload = json.dumps({"created_at": created_at, "expires_at": expires_at, "data": data})
-    encoded = payload.encode()
-    return b"%08x %s\n" % (zlib.crc32(encoded), encoded)
-
-
-def _intact(line: bytes) -> bool:
-    """Tell whether ``line`` (without its newline) holds the CRC of its payload."""
-    if line[8:9] != b" ":
-        return False
-    try:
-        return int(line[:8], 16) == zlib.crc32(line[9:])
-    except ValueError:
-        return False
-
-
-def _newest(content: bytes) -> tuple[bytes | None, bool]:
-    """Return the payload of the last intact line of a session file's
-    ``content``, and whether nothing torn follows it."""
-    end = len(content)
-    clean = True
-    while end > 0:
-        if content[end - 1] == 0x0A:
-            start = content.rfind(b"\n", 0, end - 1) + 1
-            if _intact(content[start : end - 1]):
-                return content[start + 9 : end - 1], clean
-        else:
-            start = content.rfind(b"\n", 0, end) + 1
-        clean = False
-        end = start
-    return None, False
-
-
-def _finite(value: object) -> t.TypeGuard[float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-class StorableStore(StoreDriver):
+class StorableStore(UserIndex, StoreDriver):
     """Keep each session in a file under ``dir``.
 
     :param dir: the directory of the session files, private to the app's user.
@@ -241,10 +78,10 @@ class StorableStore(StoreDriver):
         self.dir = os.path.abspath(dir)
         try:
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
-            problem = _unsafe(self.dir, os.lstat(self.dir))
+            problem = unsafe_directory(self.dir, os.lstat(self.dir))
             if problem is None:
                 # Proves the directory is writable, also for root, whom access() always allows.
-                fd, probe = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=self.dir)
+                fd, probe = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.dir)
                 os.close(fd)
                 os.unlink(probe)
         except OSError as error:
@@ -279,7 +116,7 @@ class StorableStore(StoreDriver):
             if create:
                 raise
             return False
-        problem = _unsafe(path, status)
+        problem = unsafe_directory(path, status)
         if problem is not None:
             raise SessionStoreError(f"Refusing the session directory: {problem}.")
         return True
@@ -293,7 +130,7 @@ class StorableStore(StoreDriver):
             if not self._private_dir(path, create=False):
                 self._private_dir(path)
             fd = os.open(
-                os.path.join(path, _LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
+                os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
             )
         except OSError as error:
             raise SessionStoreError(
@@ -340,7 +177,7 @@ class StorableStore(StoreDriver):
             content = os.pread(fd, status.st_size, 0)
         except OSError as error:
             raise SessionStoreError(f"Cannot read the session file {path!r}.", error) from error
-        payload, clean = _newest(content)
+        payload, clean = newest_line(content)
         try:
             # Decoded first: json.loads would guess the encoding of bytes.
             version = None if payload is None else json.loads(payload.decode())
@@ -351,8 +188,8 @@ class StorableStore(StoreDriver):
         expires_at = version.get("expires_at") if isinstance(version, dict) else None
         if (
             not isinstance(data, dict)
-            or not _finite(created_at)
-            or not _finite(expires_at)
+            or not is_seconds(created_at)
+            or not is_seconds(expires_at)
             or not all(isinstance(value, str) for value in data.values())
         ):
             logger.warning("Ignoring the unreadable session file %s.", path)
@@ -404,7 +241,7 @@ class StorableStore(StoreDriver):
         # Expired too: its user's marker goes once the file is rewritten.
         stored, size = (None, None) if fd is None else self._load(fd, path)
         record = None if stored is None or stored.expires_at <= self.clock() else stored
-        old_user = _user_of(stored)
+        old_user = user_of(stored)
         if record is None:
             if changes.created_at is None:
                 if changes.erase_old_values and stored is not None:
@@ -412,7 +249,7 @@ class StorableStore(StoreDriver):
                     # with the values it holds.
                     self._delete(key, stored)
                 elif changes.erase_old_values:
-                    self._unlink(_temp_path(path))
+                    self._unlink(temp_path(path))
                 return False
             data = changes.merged_into({})
             created_at = changes.created_at
@@ -422,11 +259,11 @@ class StorableStore(StoreDriver):
             if record is not None:
                 self._delete(key, stored)
             return False
-        new_user = _user_of(Record(data, created_at, 0))
+        new_user = user_of(Record(data, created_at, 0))
         if new_user is not None and new_user != old_user:
             self._mark(key, new_user)
         expires_at = self.expiry_for(created_at, timeout=changes.timeout)
-        line = _line(created_at, expires_at, data)
+        line = encode_line(created_at, expires_at, data)
         if (
             fd is not None
             and size is not None
@@ -434,7 +271,7 @@ class StorableStore(StoreDriver):
             and not changes.removed
             and data.get(USER_KEY) == record.data.get(USER_KEY)
             and not changes.erase_old_values
-            and size + len(line) <= max(_COMPACT_AT, 4 * len(line))
+            and size + len(line) <= max(COMPACT_AT, 4 * len(line))
         ):
             self._append(fd, path, line, size, expires_at, record.expires_at)
         else:
@@ -457,24 +294,24 @@ class StorableStore(StoreDriver):
                 if count == 0:
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 written += count
-            os.utime(fd, ns=(_ns(expires_at), _ns(expires_at)))
+            os.utime(fd, ns=(ns(expires_at), ns(expires_at)))
             if self.fsync:
                 os.fsync(fd)
         except OSError as error:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, size)
-                os.utime(fd, ns=(_ns(old_expiry), _ns(old_expiry)))
+                os.utime(fd, ns=(ns(old_expiry), ns(old_expiry)))
             raise SessionStoreError(f"Cannot write the session file {path!r}.", error) from error
 
     def _write(self, path: str, content: bytes, expires_at: float) -> None:
         """Replace the session file at ``path`` by one holding ``content``."""
-        temp = _temp_path(path)
+        temp = temp_path(path)
         try:
             fd = self._create(temp)
             with open(fd, "wb") as file:
                 file.write(content)
                 file.flush()
-                os.utime(fd, ns=(_ns(expires_at), _ns(expires_at)))
+                os.utime(fd, ns=(ns(expires_at), ns(expires_at)))
                 if self.fsync:
                     os.fsync(fd)
             os.replace(temp, path)
@@ -502,8 +339,8 @@ class StorableStore(StoreDriver):
         the lock."""
         path = self._path(key)
         existed = self._unlink(path)
-        self._unlink(_temp_path(path))
-        user_id = _user_of(stored)
+        self._unlink(temp_path(path))
+        user_id = user_of(stored)
         if user_id is not None:
             self._unmark(key, user_id)
         return existed and stored is not None and stored.expires_at > self.clock()
@@ -534,9 +371,9 @@ class StorableStore(StoreDriver):
             try:
                 # A process that died while writing may have left the expiry
                 # of the newest line only in the line.
-                live = os.stat(path).st_mtime_ns > _ns(self.clock())
+                live = os.stat(path).st_mtime_ns > ns(self.clock())
                 if live or self._read(path) is not None:
-                    os.utime(path, ns=(_ns(expires_at), _ns(expires_at)))
+                    os.utime(path, ns=(ns(expires_at), ns(expires_at)))
             except FileNotFoundError:
                 pass
             except OSError as error:
@@ -595,15 +432,15 @@ class StorableStore(StoreDriver):
         purge or a logout deleted): a file that vanished is skipped.
         """
         now = self.clock()
-        now_ns = _ns(now)
-        stale_ns = _ns(time.time() - _STALE_TEMP_AGE)
+        now_ns = ns(now)
+        stale_ns = ns(time.time() - _STALE_TEMP_AGE)
         directory = os.path.join(self.dir, shard)
         expired = []
         try:
             with os.scandir(directory) as entries:
                 for entry in entries:
                     with contextlib.suppress(FileNotFoundError):
-                        if entry.name.startswith(_TEMP_PREFIX):
+                        if entry.name.startswith(TEMP_PREFIX):
                             if entry.stat(follow_symlinks=False).st_ctime_ns < stale_ns:
                                 os.unlink(entry.path)
                         elif (
@@ -631,10 +468,10 @@ class StorableStore(StoreDriver):
                     stored = self._read(path, expired=True)
                     if stored is not None and stored.expires_at > now:
                         continue
-                    user_id = _user_of(stored)
+                    user_id = user_of(stored)
                     os.unlink(path)
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(_temp_path(path))
+                        os.unlink(temp_path(path))
                 except FileNotFoundError:
                     continue
                 except OSError as error:
@@ -663,92 +500,3 @@ class StorableStore(StoreDriver):
 
     keeps_old_versions = True
     indexes_users = True
-
-    def _user_dir(self, user_id: str, *, create: bool = False) -> str | None:
-        """Return the directory of the markers of ``user_id``, creating it if
-        ``create``; ``None`` if it does not exist."""
-        users = os.path.join(self.dir, _USERS)
-        directory = os.path.join(users, _digest(user_id))
-        if self._private_dir(users, create=create) and self._private_dir(directory, create=create):
-            return directory
-        return None
-
-    def _mark(self, key: str, user_id: str) -> None:
-        """List ``key`` among the sessions of ``user_id``. Under the lock,
-        before the session file is bound."""
-        marker = os.path.join(self.dir, _USERS, _digest(user_id), key)
-        try:
-            for _ in range(_MARK_ATTEMPTS):
-                try:
-                    self._user_dir(user_id, create=True)
-                    os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
-                except FileNotFoundError:
-                    # The directory was emptied and removed by _unmark meanwhile.
-                    continue
-                self._sync_dir(marker)
-                return
-        except OSError as error:
-            raise SessionStoreError("Cannot index the session by user.", error) from error
-        raise SessionStoreError("Cannot index the session by user: its directory keeps vanishing.")
-
-    def _unmark(self, key: str, user_id: str) -> None:
-        """Unlist ``key`` from the sessions of ``user_id``, and the user's
-        directory with its last marker. Under the lock, once the session file
-        is no longer bound to the user."""
-        try:
-            directory = self._user_dir(user_id)
-            if directory is None:
-                return
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, key))
-            # Fails unless that was the user's last marker.
-            with contextlib.suppress(OSError):
-                os.rmdir(directory)
-        except OSError as error:
-            raise SessionStoreError("Cannot unindex the session by user.", error) from error
-
-    def _markers(self, user_id: str) -> list[str]:
-        """Return the keys listed among the sessions of ``user_id``."""
-        try:
-            directory = self._user_dir(user_id)
-            if directory is None:
-                return []
-            with os.scandir(directory) as entries:
-                return [
-                    entry.name
-                    for entry in entries
-                    if is_store_key(entry.name) and entry.is_file(follow_symlinks=False)
-                ]
-        except FileNotFoundError:
-            return []
-        except OSError as error:
-            raise SessionStoreError("Cannot list the sessions of a user.", error) from error
-
-    def sessions_of(self, user_id: str) -> dict[str, Record]:
-        sessions = {}
-        now = self.clock()
-        for key in self._markers(user_id):
-            path = self._path(key)
-            stored = self._read(path, expired=True)
-            if stored is not None and _user_of(stored) == user_id:
-                # An expired one keeps its marker until purge deletes both.
-                if stored.expires_at > now:
-                    sessions[key] = stored
-                continue
-            # Stale, unless the session was bound again meanwhile.
-            with self._locked(key[:2]):
-                if _user_of(self._read(path, expired=True)) != user_id:
-                    self._unmark(key, user_id)
-        return sessions
-
-    def remove_user(self, user_id: str) -> int:
-        removed = 0
-        for key in self._markers(user_id):
-            path = self._path(key)
-            with self._locked(key[:2]):
-                stored = self._read(path, expired=True)
-                if _user_of(stored) == user_id:
-                    removed += self._delete(key, stored)
-                else:
-                    self._unmark(key, user_id)
-        return removed
