@@ -146,5 +146,8 @@ STORE_FACTORIES: dict[str, t.Callable[[Path], t.ContextManager[StoreMaker]]] = {
     "cachelib-redis": _cachelib_redis,
 }
 
+#: Every store, for the suites where the store matters (``pytest.mark.stores``).
+EVERY_STORE = list(STORE_FACTORIES)
+
 #: The stores whose sessions outlive the process that wrote them.
 PERSISTENT_STORES = [name for name in STORE_FACTORIES if name not in ("memory", "cachelib-simple")]

@@ -13,6 +13,11 @@ from flask.testing import FlaskClient
 
 from flask_prancer_session.store.base import StoreDriver
 
+from .stores import EVERY_STORE
+
+#: Every test here runs on every store: the store matters.
+pytestmark = pytest.mark.stores(*EVERY_STORE)
+
 
 def run(app: Flask, *args: str, input: str | None = None) -> Result:
     return app.test_cli_runner().invoke(args=["session", *args], input=input)

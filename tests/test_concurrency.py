@@ -16,6 +16,11 @@ from flask_prancer_session import ServerSession
 from flask_prancer_session.ids import store_key
 from flask_prancer_session.store.base import StoreDriver
 
+from .stores import EVERY_STORE
+
+#: Every test here runs on every store: the store matters.
+pytestmark = pytest.mark.stores(*EVERY_STORE)
+
 
 def open_session(app: Flask, cookie: str | None) -> ServerSession:
     """Open the session a request with ``cookie`` would see, as a view does."""

@@ -20,6 +20,10 @@ from flask_prancer_session.ids import store_key
 from flask_prancer_session.store.base import StoreDriver
 
 from .clock import FakeClock
+from .stores import EVERY_STORE
+
+#: Every test here runs on every store: the store matters.
+pytestmark = pytest.mark.stores(*EVERY_STORE)
 
 FIREFOX_LINUX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 SAFARI_IPHONE = (

@@ -18,8 +18,12 @@ from flask_prancer_session.encryption import PREFIX
 from flask_prancer_session.ids import store_key
 from flask_prancer_session.store.base import StoreDriver
 
+from .stores import EVERY_STORE
 from .stores import PERSISTENT_STORES
 from .stores import StoreMaker
+
+#: Every test here runs on every store: the store matters.
+pytestmark = pytest.mark.stores(*EVERY_STORE)
 
 SECRET = "the answer is 42"
 

@@ -18,6 +18,11 @@ from flask_prancer_session import PrancerSession
 from flask_prancer_session import session
 from flask_prancer_session.store.base import StoreDriver
 
+from .stores import EVERY_STORE
+
+#: Every test here runs on every store: the store matters.
+pytestmark = pytest.mark.stores(*EVERY_STORE)
+
 
 class User(UserMixin):
     def __init__(self, user_id: str) -> None:

@@ -19,6 +19,11 @@ from flask_prancer_session import session
 from flask_prancer_session.ids import store_key
 from flask_prancer_session.store.base import StoreDriver
 
+from .stores import EVERY_STORE
+
+#: Every test here runs on every store: the store matters.
+pytestmark = pytest.mark.stores(*EVERY_STORE)
+
 TOKEN = "X-Session-Token"
 
 

@@ -17,6 +17,7 @@ from flask_prancer_session.ids import store_key
 from flask_prancer_session.store.base import StoreDriver
 
 from .clock import FakeClock
+from .stores import EVERY_STORE
 
 DAY = 86400.0
 
@@ -298,6 +299,7 @@ def test_created_at_and_expires_at_are_readable(
     }
 
 
+@pytest.mark.stores(*EVERY_STORE)
 def test_bots_and_health_checks_store_no_session(store_app: Flask, store: StoreDriver) -> None:
     # The common idiom: every session permanent, set before each request.
     @store_app.before_request
@@ -336,6 +338,7 @@ def test_bots_and_health_checks_store_no_session(store_app: Flask, store: StoreD
     assert set(record.data) == {"_permanent", "user"}
 
 
+@pytest.mark.stores(*EVERY_STORE)
 @pytest.mark.parametrize("how", ["decorator", "per request"])
 def test_polling_does_not_keep_an_idle_session_alive(
     store_app: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock, how: str

@@ -7,6 +7,11 @@ from flask import Flask
 from flask import session
 from flask.testing import FlaskClient
 
+from .stores import EVERY_STORE
+
+#: Every test here runs on every store: the store matters.
+pytestmark = pytest.mark.stores(*EVERY_STORE)
+
 
 @pytest.fixture
 def show_client(store_app: Flask, client: FlaskClient) -> FlaskClient:

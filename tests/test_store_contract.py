@@ -16,8 +16,12 @@ from flask_prancer_session.store.base import StoreDriver
 
 from .clock import FakeClock
 from .forking import hold_while_forking
+from .stores import EVERY_STORE
 from .stores import PERSISTENT_STORES
 from .stores import StoreMaker
+
+#: Every test here runs on every store: the store matters.
+pytestmark = pytest.mark.stores(*EVERY_STORE)
 
 
 def new_key() -> str:

@@ -30,6 +30,8 @@ from markupsafe import Markup
 from flask_prancer_session.serializer import make_serializer
 from flask_prancer_session.serializer import MAX_DEPTH
 
+from .stores import EVERY_STORE
+
 
 @pytest.fixture
 def stash(store_app: Flask) -> dict[str, t.Any]:
@@ -80,6 +82,16 @@ def test_values_come_back_as_they_went_in(
     client: FlaskClient, stash: dict[str, t.Any], name: str
 ) -> None:
     stash[name] = EXACT_VALUES[name]
+    client.get("/store")
+    assert client.get("/compare").text == "same"
+
+
+@pytest.mark.stores(*EVERY_STORE)
+def test_every_value_comes_back_from_every_store(
+    client: FlaskClient, stash: dict[str, t.Any]
+) -> None:
+    stash.update(EXACT_VALUES)
+    stash["text"] = "\x00 \ud7ff \U0001f600 \\u0000 ' \" %s"
     client.get("/store")
     assert client.get("/compare").text == "same"
 
@@ -200,6 +212,7 @@ values = st.recursive(
 )
 
 
+@pytest.mark.stores(*EVERY_STORE)
 @settings(
     max_examples=25,
     deadline=None,
