@@ -549,6 +549,11 @@ def test_flask_session_config_is_refused_not_ignored(app: Flask, key: str) -> No
 def test_flask_session_config_beside_prancer_session_is_left_alone(app: Flask) -> None:
     app.config.update(SESSION_TYPE="redis", PRANCER_SESSION={"store": "memory"})
     PrancerSession(app)
+    app.add_url_rule("/", "index", lambda: str(session.setdefault("n", 1)))
+    client = app.test_client()
+    assert client.get("/").text == "1"
+    assert client.get_cookie("PSESSION") is not None  # ours, not Flask-Session's
+    assert type(app.session_interface).__name__ == "PrancerSessionInterface"
 
 
 def test_memory_store_in_production_warns_once(
