@@ -27,6 +27,8 @@ MARIADB_MYSQLCLIENT_URL = os.environ.get(
     "PRANCER_TEST_MARIADB_MYSQLCLIENT_URL", "mysql+mysqldb://root@127.0.0.1:3306/test"
 )
 REDIS_URL = os.environ.get("PRANCER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: ``host:port`` of the memcached server, which .ci/run starts.
+MEMCACHED_ADDRESS = os.environ.get("PRANCER_TEST_MEMCACHED", "127.0.0.1:11211")
 
 REQUIRED = os.environ.get("PRANCER_REQUIRE_SERVICES") == "1"
 
@@ -54,6 +56,15 @@ def require_server(name: str, host: str, port: int) -> None:
             pass
     except OSError as error:
         unavailable(f"{name} is not reachable at {host}:{port}: {error}")
+
+
+def require_memcached() -> str:
+    """Skip/fail unless python-memcached is installed and memcached answers;
+    return the server's ``host:port``."""
+    require_module("memcache", "test")
+    host, _, port = MEMCACHED_ADDRESS.rpartition(":")
+    require_server("memcached", host, int(port))
+    return MEMCACHED_ADDRESS
 
 
 def unique_name(prefix: str) -> str:

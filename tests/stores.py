@@ -133,6 +133,35 @@ def _cachelib_redis(tmp_path: Path) -> t.Iterator[StoreMaker]:
         _delete_redis_prefix(prefix)
 
 
+@contextlib.contextmanager
+def _cachelib_memcached(tmp_path: Path) -> t.Iterator[StoreMaker]:
+    address = services.require_memcached()
+    import memcache
+    from cachelib import MemcachedCache
+
+    from flask_prancer_session.store.cachelib import CachelibStore
+
+    # python-memcached's client is thread-local: each thread that uses it
+    # opens its own connections, which only this list can reach to close.
+    hosts: list[t.Any] = []
+
+    class Client(memcache.Client):  # type: ignore[misc]
+        def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+            super().__init__(*args, **kwargs)  # in every thread that uses it
+            hosts.extend(self.servers)
+
+    # memcached cannot list its entries, so what a test leaves there stays
+    # until its timeout or until memcached evicts it; the prefix keeps it
+    # apart from every other test's.
+    prefix = services.unique_name("prancer_memcached") + ":"
+    try:
+        # The cache backend="memcached" makes, with python-memcached.
+        yield lambda: CachelibStore(cache=MemcachedCache(Client([address])), key_prefix=prefix)
+    finally:
+        for host in hosts:
+            host.close_socket()
+
+
 #: Every store the conformance suite runs against. A new store joins by adding
 #: a factory here.
 STORE_FACTORIES: dict[str, t.Callable[[Path], t.ContextManager[StoreMaker]]] = {
@@ -144,6 +173,7 @@ STORE_FACTORIES: dict[str, t.Callable[[Path], t.ContextManager[StoreMaker]]] = {
     "cachelib-simple": _cachelib_simple,
     "cachelib-filesystem": _cachelib_filesystem,
     "cachelib-redis": _cachelib_redis,
+    "cachelib-memcached": _cachelib_memcached,
 }
 
 #: Every store, for the suites where the store matters (``pytest.mark.stores``).
