@@ -315,8 +315,8 @@ def _refuse_flask_session_config(app: Flask) -> None:
     if found:
         raise ConfigurationError(
             f"is Flask-Session's configuration, which this extension reads only to move"
-            f" its sessions over; set {CONFIG_KEY} instead (see 'Moving from Flask-Session'"
-            f" in the README) and remove {', '.join(found)}, or keep them and set"
+            f" its sessions over; set {CONFIG_KEY} instead (see 'Moving to server-side sessions'"
+            f" in the manual) and remove {', '.join(found)}, or keep them and set"
             f' {CONFIG_KEY}["migrate_from"] = "flask-session" to move its sessions over',
             found[0],
         )

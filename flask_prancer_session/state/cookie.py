@@ -1,29 +1,6 @@
-"""The session id in a signed cookie.
-
-.. code-block:: python
-
-    app.config["PRANCER_SESSION"] = {
-        "state": {"driver": "cookie", "options": {"session_key": "PSESSION", "secure": True}},
-    }
-
-The cookie holds the session id and nothing else. When the app has a
-``SECRET_KEY`` the id is signed with :mod:`itsdangerous` (and
-``SECRET_KEY_FALLBACKS`` are accepted, for key rotation), so a forged id is
-rejected before any store lookup.
-
-Options; each one not given falls back to Flask's own ``SESSION_COOKIE_*``
-setting, read on every request as Flask does:
-
-``session_key`` (alias ``key``)
-    the cookie name, default ``PSESSION`` (this one does not fall back).
-``path``, ``domain``, ``secure``, ``httponly``, ``samesite``, ``partitioned``
-    the cookie attributes; defaults ``/``, none, off, on, ``Lax``, off.
-``expires``
-    seconds for which the cookie outlives the browser session, even for a
-    session that is not permanent; never past the stored session's own expiry.
-    Unset, the cookie ends with the browser session, unless the session is
-    permanent (or has its own lifetime): then the cookie expires with it.
-"""
+"""The session id in a signed cookie, named ``PSESSION`` by default; its
+options fall back to Flask's ``SESSION_COOKIE_*`` settings (see the manual's
+configuration page)."""
 
 from __future__ import annotations
 
@@ -45,7 +22,7 @@ _SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 
 
 class CookieState(SignedIdState):
-    """Carry the session id in a cookie; see the module documentation for the options."""
+    """Carry the session id in a cookie; the manual's configuration page lists the options."""
 
     def __init__(
         self,

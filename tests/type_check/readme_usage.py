@@ -1,4 +1,4 @@
-"""The README's examples, checked by ``mypy --strict`` in CI (never run)."""
+"""The quick start's idioms, checked by ``mypy --strict`` in CI (never run)."""
 
 from __future__ import annotations
 
