@@ -272,3 +272,123 @@ def test_autopurge_under_concurrent_requests(kind: str, tmp_path: Path) -> None:
         with engine.begin() as connection:
             connection.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
         engine.dispose()
+
+
+def _bound(user: str | None, **data: str) -> ChangeSet:
+    if user is not None:
+        data[USER_KEY] = f'"{user}"'
+    return ChangeSet(data, created_at=1_800_000_000.0)
+
+
+#: Every operation of the store, each with what it returns when the store
+#: holds one session under KEY, bound to "ann" with the key "a" set to "1".
+OPERATIONS: dict[str, tuple[t.Callable[[DatabaseStore], object], object]] = {
+    "fetch": (lambda store: store.fetch(KEY) is not None, True),
+    "apply": (lambda store: store.apply(KEY, ChangeSet({"b": "2"})), True),
+    "apply-create": (lambda store: store.apply(KEY, _bound(None, b="2")), True),
+    "apply-remove": (lambda store: store.apply(KEY, ChangeSet(removed=frozenset({"a"}))), True),
+    "apply-expected": (
+        lambda store: store.apply(KEY, ChangeSet({"a": "3"}, expected={"a": "1"})),
+        True,
+    ),
+    "touch": (lambda store: store.touch(KEY, store.clock() + 100), None),
+    "remove": (lambda store: store.remove(KEY), True),
+    "purge": (lambda store: store.purge(), 0),
+    "scan": (lambda store: [key for key, _ in store.scan()], [KEY]),
+    "clear": (lambda store: store.clear(), 1),
+    "sessions_of": (lambda store: list(store.sessions_of("ann")), [KEY]),
+    "remove_user": (lambda store: store.remove_user("ann"), 1),
+}
+
+
+def _backend_ids(store: DatabaseStore) -> list[int]:
+    """Return a list that fills with the server's id of each connection the
+    store opens from now on."""
+    ids: list[int] = []
+    postgresql = store.engine.dialect.name == "postgresql"
+
+    def remember(dbapi_connection: t.Any, record: t.Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT pg_backend_pid()" if postgresql else "SELECT CONNECTION_ID()")
+        ids.append(int(cursor.fetchone()[0]))
+        cursor.close()
+        if postgresql:
+            dbapi_connection.rollback()
+
+    store.engine.dispose()
+    sa.event.listen(store.engine, "connect", remember)
+    return ids
+
+
+def _kill(server_url: str, ids: list[int]) -> int:
+    """Close the server's side of the connections ``ids``, as a server
+    restart or an idle timeout would, and return how many there were."""
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            if admin.dialect.name == "postgresql":
+                query = "SELECT pid FROM pg_stat_activity WHERE pid IN :ids"
+            else:
+                query = "SELECT ID FROM information_schema.PROCESSLIST WHERE ID IN :ids"
+            statement = sa.text(query).bindparams(sa.bindparam("ids", expanding=True))
+            live = connection.execute(statement, {"ids": ids}).scalars().all()
+            for backend in live:
+                if admin.dialect.name == "postgresql":
+                    connection.execute(
+                        sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend}
+                    )
+                else:
+                    connection.exec_driver_sql(f"KILL {int(backend)}")
+            return len(live)
+    finally:
+        admin.dispose()
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+def test_every_operation_replaces_connections_the_server_closed(
+    server_url: str, table: str, operation: str
+) -> None:
+    # A database restart, or MariaDB's wait_timeout, closes pooled connections
+    # while the app is idle; the next use of each must find a fresh one.
+    call, expected = OPERATIONS[operation]
+    store = DatabaseStore(url=server_url, table=table)
+    try:
+        ids = _backend_ids(store)
+        store.apply(KEY, _bound("ann", a="1"))
+        # Each engine of the store (autocommit, transactions, bulk) in turn.
+        assert store.sessions_of("ann") != {}
+        assert store.purge() == 0
+        assert store.remove_user("nobody") == 0
+        # A pool that served concurrent requests holds several connections,
+        # and a restart closes them all: the retry must take a new one.
+        held = [store.engine.raw_connection() for _ in range(3)]
+        for connection in held:
+            connection.close()
+        assert _kill(server_url, ids) == len(ids) == 3
+        assert call(store) == expected
+        # No dead connection is left in the pool.
+        held = [store.engine.raw_connection() for _ in range(3)]
+        for connection in held:
+            cursor = connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+            connection.close()
+    finally:
+        store.engine.dispose()
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+def test_every_operation_fails_as_a_store_error_when_the_server_is_gone(
+    server_url: str, table: str, proxy: TCPProxy, operation: str
+) -> None:
+    call, _ = OPERATIONS[operation]
+    store = DatabaseStore(url=proxied(server_url, proxy), table=table, connect_timeout=2)
+    try:
+        store.apply(KEY, _bound("ann", a="1"))
+        assert store.purge() == 0
+        proxy.close()  # and refuse new connections
+        with pytest.raises(SessionStoreError) as info:
+            call(store)
+        assert isinstance(info.value.__cause__, database.DriverError)
+    finally:
+        store.engine.dispose()

@@ -20,8 +20,13 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask import session
+from hypothesis import given
+from hypothesis import HealthCheck
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from flask_prancer_session.changes import ChangeSet
+from flask_prancer_session.changes import user_id_of
 from flask_prancer_session.changes import USER_KEY
 from flask_prancer_session.errors import ConfigurationError
 from flask_prancer_session.errors import SessionStoreError
@@ -520,7 +525,11 @@ def test_timedelta_options() -> None:
     store.engine.dispose()
 
 
-ODD_KEYS = ["a.b", 'a"b', "$", "", "\u00e9", "*", "a b", "[0]", "$.a", "\\", "null"]
+ODD_KEYS = [
+    *("a.b", 'a"b', "$", "", "\u00e9", "*", "a b", "[0]", "$.a", "\\", "null"),
+    # MariaDB refused a JSON path to these.
+    *("-1", "-", "--x", "-a", "a-b"),
+]
 
 
 def test_odd_key_names(make_store: t.Callable[..., DatabaseStore]) -> None:
@@ -533,6 +542,56 @@ def test_odd_key_names(make_store: t.Callable[..., DatabaseStore]) -> None:
     removed = frozenset({"$", "new", "keep"})
     assert store.apply(KEY, ChangeSet(removed=removed)) is False
     assert _row(store, KEY) is None
+
+
+#: Session keys as ``serializer.check_key`` lets them through: any text of
+#: valid Unicode without NUL, with more of the characters JSON paths treat
+#: specially than chance would give.
+SESSION_KEYS = (
+    st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=8)
+    | st.text(st.sampled_from("-$.\"'[]*\\ 0a_\u00e9\U0001f600"), max_size=5)
+    | st.sampled_from(ODD_KEYS)
+)
+#: Each step of a request: the keys it sets, the keys it removes, whether it
+#: may create the session.
+STEPS = st.lists(
+    st.tuples(
+        st.dictionaries(SESSION_KEYS, st.sampled_from(['"1"', "2", '"-"']), max_size=3),
+        st.frozensets(SESSION_KEYS, max_size=3),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@pytest.fixture
+def one_store(make_store: t.Callable[..., DatabaseStore]) -> DatabaseStore:
+    """A store on :func:`url`, shared by the examples of a property test."""
+    return make_store()
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=STEPS)
+def test_keys_are_set_and_removed_as_in_a_dict(
+    one_store: DatabaseStore, steps: list[tuple[dict[str, str], frozenset[str], bool]]
+) -> None:
+    key = uuid.uuid4().hex * 2
+    model: dict[str, str] | None = None
+    for number, (updated, removed, create) in enumerate(steps):
+        created_at = one_store.clock() if create or number == 0 else None
+        changes = ChangeSet(updated, removed, created_at=created_at)
+        expected = (
+            None if model is None and created_at is None else changes.merged_into(model or {})
+        )
+        model = expected or None
+        assert one_store.apply(key, changes) is (model is not None)
+        record = one_store.fetch(key)
+        assert (record and record.data) == model
 
 
 def test_apply_is_one_statement(make_store: t.Callable[..., DatabaseStore]) -> None:
@@ -780,6 +839,67 @@ def test_user_id_is_kept_by_the_statement_that_writes_the_data(
     assert (row.data, row.user_id) == ('{"x":"1"}', None)
 
 
+def test_compare_and_set_holds_the_session_until_it_writes(
+    make_store: t.Callable[..., DatabaseStore],
+) -> None:
+    # flask session rekey writes only values still as read. A logout landing
+    # after the store compared them must wait for the write, not be undone by it.
+    store = make_store()
+    other = make_store()  # another process's pool
+    store.apply(KEY, _bind("ann", a='"1"'))
+    logouts: list[threading.Thread] = []
+    results: list[bool] = []
+
+    def logout() -> None:
+        results.append(other.apply(KEY, ChangeSet({"a": '"2"'}, frozenset({USER_KEY}))))
+
+    def log_out_after_the_read(
+        connection: t.Any, cursor: t.Any, statement: str, *args: t.Any
+    ) -> None:
+        if not logouts and statement.lstrip().upper().startswith("SELECT"):
+            logouts.append(threading.Thread(target=logout))
+            logouts[0].start()
+            # Long enough for the logout to land, were the session not held.
+            logouts[0].join(timeout=0.5)
+
+    sa.event.listen(store.engine, "after_cursor_execute", log_out_after_the_read)
+    try:
+        changes = ChangeSet(
+            {"a": '"A"', USER_KEY: '"ann"'}, expected={"a": '"1"', USER_KEY: '"ann"'}
+        )
+        assert store.apply(KEY, changes) is True
+    finally:
+        sa.event.remove(store.engine, "after_cursor_execute", log_out_after_the_read)
+    assert len(logouts) == 1
+    logouts[0].join()
+    assert results == [True]
+    assert store.fetch(KEY).data == {"a": '"2"'}  # type: ignore[union-attr]
+    assert store.sessions_of("ann") == {}
+    assert _index_mismatches(store) == []
+
+
+def test_compare_and_set_keeps_the_index_in_step(
+    make_store: t.Callable[..., DatabaseStore],
+) -> None:
+    store = make_store()
+    store.apply(KEY, _bind("ann", a='"1"'))
+    store.apply(OTHER_KEY, _bind("ann", a='"1"'))
+    # Bound to another user meanwhile: the old binding is not written back.
+    store.apply(KEY, _bind("bob", created=False))
+    for key in (KEY, OTHER_KEY):
+        store.apply(
+            key,
+            ChangeSet({USER_KEY: '"cy"', "a": '"2"'}, expected={USER_KEY: '"ann"', "a": '"1"'}),
+        )
+    assert set(store.sessions_of("bob")) == {KEY}
+    assert set(store.sessions_of("cy")) == {OTHER_KEY}
+    # Removing every key ends the session, as any other change does.
+    removed = frozenset({USER_KEY, "a"})
+    assert store.apply(KEY, ChangeSet(removed=removed, expected={"a": "x"})) is False
+    assert _row(store, KEY) is None
+    assert _index_mismatches(store) == []
+
+
 def test_scan_reads_in_batches_by_key(
     make_store: t.Callable[..., DatabaseStore], clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -885,12 +1005,26 @@ def test_purge_and_listing_walk_their_own_index(
         assert "TEMP B-TREE" not in plan
 
 
-_OLD_COLUMNS = ("id", "application", "created_at", "expires_at", "data")
+#: Sessions an earlier version wrote, before the user_id column: key mapped
+#: to the application, the data, and whether the session has expired.
+_OLD_SESSIONS: dict[str, tuple[str, str, bool]] = {
+    f"{1:064x}": ("", json.dumps({USER_KEY: '"ann"', "a": "1"}), False),
+    f"{2:064x}": ("blog", json.dumps({USER_KEY: '"ann"'}), False),
+    f"{3:064x}": ("", json.dumps({USER_KEY: '"b\\u00e9"'}), False),
+    f"{4:064x}": ("", json.dumps({USER_KEY: '"ann"'}), True),
+    # No user: a value that is no JSON string, or no such key.
+    f"{5:064x}": ("", json.dumps({USER_KEY: "42"}), False),
+    f"{6:064x}": ("", json.dumps({USER_KEY: "not json"}), False),
+    f"{7:064x}": ("", json.dumps({"x": json.dumps(USER_KEY)}), False),
+    f"{8:064x}": ("", f'not json "{USER_KEY}"', False),
+}
 
 
-def _create_old_table(store: DatabaseStore) -> None:
+def _create_old_table(
+    store: DatabaseStore, sessions: t.Mapping[str, tuple[str, str, bool]] = {}
+) -> None:
     """Replace the store's table by one of an earlier version, holding one
-    session under KEY."""
+    session under KEY and ``sessions``."""
     name = store.table.name
     old = sa.Table(
         name,
@@ -902,12 +1036,38 @@ def _create_old_table(store: DatabaseStore) -> None:
         sa.Column("data", sa.Text(), nullable=False),
         sa.Index(f"{name}_expires_at", "expires_at"),
     )
-    row = {"id": KEY, "application": "", "created_at": 0.0, "data": '{"x":"1"}'}
+    now = store.clock()
+    rows = [{"id": KEY, "application": "", "data": '{"x":"1"}', "expires_at": now + 100}]
+    rows += [
+        {
+            "id": key,
+            "application": application,
+            "data": data,
+            "expires_at": now + (-1 if expired else 100),
+        }
+        for key, (application, data, expired) in sessions.items()
+    ]
     with store.engine.begin() as connection:
         store.table.drop(connection)
         old.create(connection)
-        connection.execute(sa.insert(old).values(expires_at=store.clock() + 100, **row))
+        connection.execute(sa.insert(old).values(created_at=0.0), rows)
     store.engine.dispose()
+
+
+def _index_mismatches(store: DatabaseStore) -> list[str]:
+    """Return the keys of the sessions, of any application, whose user_id
+    is not the user their data binds them to."""
+    with store.engine.connect() as connection:
+        rows = connection.execute(sa.select(store.table)).all()
+    mismatches = []
+    for row in rows:
+        try:
+            value = json.loads(row.data).get(USER_KEY)
+        except (ValueError, AttributeError):
+            value = None
+        if row.user_id != (None if value is None else user_id_of(value)):
+            mismatches.append(row.id)
+    return mismatches
 
 
 def test_a_table_of_an_earlier_version_is_upgraded(
@@ -930,6 +1090,46 @@ def test_a_table_of_an_earlier_version_is_upgraded(
     make_store(create_table=False)
 
 
+def test_an_upgrade_fills_user_id_from_the_data(
+    make_store: t.Callable[..., DatabaseStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sessions bound before the column existed must be found by user, or
+    # "log out everywhere" would leave them logged in.
+    monkeypatch.setattr(database, "PURGE_BATCH", 2)
+    # A user id too long for the column stays out of the index.
+    too_long = f"{9:064x}"
+    sessions = _OLD_SESSIONS | {
+        too_long: ("", json.dumps({USER_KEY: json.dumps("u" * 256)}), False)
+    }
+    _create_old_table(make_store(), sessions)
+    store = make_store()
+    blog = make_store(application="blog")
+    assert _index_mismatches(store) == [too_long]
+    assert set(store.sessions_of("ann")) == {f"{1:064x}"}
+    assert set(blog.sessions_of("ann")) == {f"{2:064x}"}
+    assert set(store.sessions_of("b\u00e9")) == {f"{3:064x}"}
+    assert store.remove_user("ann") == 1
+    assert _row(store, f"{4:064x}") is None  # expired, and gone with the others
+    assert set(blog.sessions_of("ann")) == {f"{2:064x}"}
+    # Filling again changes nothing.
+    store._fill_user_ids()
+    assert _index_mismatches(store) == [too_long]
+
+
+def test_an_upgrade_stopped_before_the_index_is_finished_at_the_next_start(
+    make_store: t.Callable[..., DatabaseStore],
+) -> None:
+    old = make_store()
+    _create_old_table(old, _OLD_SESSIONS)
+    with old.engine.begin() as connection:
+        connection.execute(old._upgrade[0])
+    old.engine.dispose()
+    store = make_store()
+    assert _index_mismatches(store) == []
+    indexes = {i["name"] for i in sa.inspect(store.engine).get_indexes(store.table.name)}
+    assert f"{store.table.name}_user_id" in indexes
+
+
 def _start_worker(url: str, table: str, barrier: t.Any) -> None:
     barrier.wait()
     DatabaseStore(url=url, table=table).engine.dispose()
@@ -939,7 +1139,7 @@ def test_workers_starting_together_upgrade_the_table_once(
     make_store: t.Callable[..., DatabaseStore], url: str
 ) -> None:
     store = make_store()
-    _create_old_table(store)
+    _create_old_table(store, _OLD_SESSIONS)
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(4)
     workers = [
@@ -951,7 +1151,7 @@ def test_workers_starting_together_upgrade_the_table_once(
     for worker in workers:
         worker.join(timeout=60)
     assert [worker.exitcode for worker in workers] == [0] * 4
-    make_store(create_table=False)
+    assert _index_mismatches(make_store(create_table=False)) == []
 
 
 def test_clear_and_remove_user_run_beside_writers(
@@ -987,9 +1187,56 @@ def test_clear_and_remove_user_run_beside_writers(
             ender.join()
     assert errors == []
     # The index is in step with the data.
+    assert _index_mismatches(store) == []
     bound = {key for key, record in store.scan() if USER_KEY in record.data}
     assert set(store.sessions_of("ann")) == bound
     assert store.remove_user("ann") == len(bound)
+
+
+@pytest.mark.parametrize(
+    ("operation", "statements"), [("remove_user", 2), ("clear", 3)], ids=["remove_user", "clear"]
+)
+def test_a_write_between_the_statements_of_a_bulk_delete(
+    make_store: t.Callable[..., DatabaseStore], operation: str, statements: int
+) -> None:
+    # The interleavings the test above leaves to chance, one at a time: a
+    # request binding, unbinding or creating a bound session lands, from
+    # another pool, after each statement of the bulk delete's transaction.
+    # It waits where a row it writes is locked (and on SQLite, always).
+    store = make_store()
+    other = make_store()
+    landed: list[threading.Thread] = []
+    sent: list[str] = []
+    plan: list[tuple[int, str, ChangeSet]] = []  # after which statement, the write
+
+    def write_meanwhile(connection: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "DELETE")):
+            sent.append(statement)
+        if plan and len(sent) == plan[0][0] and not landed:
+            landed.append(threading.Thread(target=other.apply, args=plan[0][1:]))
+            landed[0].start()
+            landed[0].join(timeout=0.2)
+
+    sa.event.listen(store.engine, "after_cursor_execute", write_meanwhile)
+    for after in range(1, statements + 1):
+        for key, changes in [
+            (OTHER_KEY, _bind("ann", created=False)),
+            (KEY, ChangeSet(removed=frozenset({USER_KEY}))),
+            (f"{3:064x}", _bind("ann", a="1")),
+        ]:
+            store.apply(KEY, _bind("ann", a="1"))
+            store.apply(OTHER_KEY, _bind(None, a="1"))
+            landed.clear()
+            sent.clear()
+            plan[:] = [(after, key, changes)]
+            store.remove_user("ann") if operation == "remove_user" else store.clear()
+            assert len(landed) == 1
+            landed[0].join()
+            plan.clear()
+            assert _index_mismatches(store) == []
+            bound = {key for key, record in store.scan() if USER_KEY in record.data}
+            assert set(store.sessions_of("ann")) == bound
+            store.clear()
 
 
 @pytest.mark.parametrize("durable", [False, True])
