@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import inspect
 import json
 import logging
@@ -161,6 +162,7 @@ class CachelibStore(StoreDriver):
             )
         else:
             self.cache = _make_cache(backend, backend_options)
+        self._owns_cache = cache is None
         if isinstance(self.cache, UNPICKLING_CACHES):
             self.cache.serializer = JSONSerializer()  # type: ignore[attr-defined]
             if isinstance(self.cache, cachelib.FileSystemCache):
@@ -232,6 +234,12 @@ class CachelibStore(StoreDriver):
         if not self._call("write", key, "set", value, timeout):
             raise _failure("write", key, None)
 
+    def close(self) -> None:
+        super().close()
+        client = getattr(self.cache, "_client", None)
+        if self._owns_cache and hasattr(client, "disconnect_all"):
+            client.disconnect_all()  # python-memcached's sockets
+
     def fetch(self, key: str) -> Record | None:
         return self._live(key)
 
@@ -279,8 +287,8 @@ class CachelibStore(StoreDriver):
         cache, prefix = self.cache, self.key_prefix
         if not isinstance(cache, LISTABLE_CACHES):
             raise NotImplementedError(
-                f"cachelib's {type(cache).__name__} cannot list its entries;"
-                " only SimpleCache, FileSystemCache and RedisCache can."
+                f"CachelibStore cannot list its sessions: cachelib's {type(cache).__name__}"
+                " cannot list its entries (only SimpleCache, FileSystemCache and RedisCache can)."
             )
         names: t.Iterable[str]
         try:
@@ -353,6 +361,8 @@ def _make_cache(backend: str, options: dict[str, t.Any]) -> cachelib.BaseCache:
         except OSError as error:
             raise ConfigurationError(f"cannot be made: {error}", "cache_dir") from error
         _check_private_dir(options["cache_dir"], "cache_dir")
+    if backend == "memcached":
+        options = _memcached_without_unpickling(options)
     try:
         return cls(**options)
     except TypeError as error:
@@ -375,8 +385,41 @@ def _check_private_dir(path: str | os.PathLike[str], option: str) -> None:
         raise ConfigurationError(f"is not safe for sessions: {problem}", option)
 
 
+class _RefusedPickle:
+    """An unpickler for python-memcached that unpickles nothing: the store
+    writes only text, so a pickle in memcached was planted there."""
+
+    def __init__(self, file: t.Any) -> None:
+        pass
+
+    def load(self) -> t.NoReturn:
+        raise ValueError("a pickle in memcached is refused")
+
+
+def _memcached_without_unpickling(options: dict[str, t.Any]) -> dict[str, t.Any]:
+    """Return ``options`` for cachelib's ``MemcachedCache`` with a
+    python-memcached client that never unpickles, where cachelib would make
+    one that does: whoever can write to memcached would run code in the app.
+    A client the app passes as ``servers``, or another library, is left alone."""
+    servers = options.get("servers")
+    if servers is not None and not isinstance(servers, (list, tuple)):
+        return options
+    if options.get("memcache_client_lib", "memcache") != "memcache":
+        return options
+    if importlib.util.find_spec("pylibmc") is not None:
+        return options  # cachelib prefers it; it unpickles too (see the manual)
+    try:
+        import memcache  # type: ignore[import-untyped]
+    except ImportError:
+        return options
+    client = memcache.Client(list(servers or ["127.0.0.1:11211"]), unpickler=_RefusedPickle)
+    return {**options, "servers": client}
+
+
 def _decode(key: str, raw: object) -> Record | None:
     try:
+        if isinstance(raw, bytes):
+            raw = raw.decode()  # pymemcache, say, hands back what it stored as bytes
         if not isinstance(raw, str):
             raise ValueError(f"a {type(raw).__name__}, not a string")
         decoded = json.loads(raw)
