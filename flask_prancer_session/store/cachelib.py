@@ -236,7 +236,7 @@ class CachelibStore(StoreDriver):
 
     def close(self) -> None:
         super().close()
-        client = getattr(self.cache, "_client", None)
+        client: t.Any = getattr(self.cache, "_client", None)
         if self._owns_cache and hasattr(client, "disconnect_all"):
             client.disconnect_all()  # python-memcached's sockets
 
