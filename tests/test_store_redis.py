@@ -973,3 +973,30 @@ def test_redis_cluster_compare_and_set_keeps_the_index_in_step(
     assert store.sessions_of("bob") == {}
     assert not client.exists(store.index_name_for("bob"))
     client.close()
+
+
+def test_a_write_no_replica_confirms_fails(clock: FakeClock) -> None:
+    # The shared test server has no replica: WAIT 1 times out.
+    from flask_prancer_session.store.redis import RedisStore
+
+    prefix = services.unique_name("prancer_wait") + ":"
+    store = RedisStore(url=services.REDIS_URL, key_prefix=prefix, replicas=1, replica_timeout=0.05)
+    store.clock = clock
+    key = store_key(new_id())
+    try:
+        with pytest.raises(SessionStoreError, match="0 of 1 replicas"):
+            store.apply(key, ChangeSet({"a": "1"}, created_at=clock()))
+        with pytest.raises(SessionStoreError, match="0 of 1 replicas"):
+            store.remove(key)
+    finally:
+        store.clear()
+        store.close()
+
+
+@pytest.mark.parametrize("replicas", [-1, True, 1.5, "1"])
+def test_replicas_must_be_a_whole_number(replicas: object) -> None:
+    from flask_prancer_session.store.redis import RedisStore
+
+    with pytest.raises(ConfigurationError) as caught:
+        RedisStore(url=services.REDIS_URL, replicas=replicas)
+    assert caught.value.key == "replicas"

@@ -22,6 +22,7 @@ from ...errors import ConfigurationError
 from ...errors import SessionStoreError
 from ...ids import is_store_key
 from ..base import DEFAULT_EXPIRATION_TIMEOUT
+from ..base import positive_seconds
 from ..base import Seconds
 from ..base import StoreDriver
 from ..common import glob_escape
@@ -59,6 +60,11 @@ class RedisStore(StoreDriver):
     :param url: where the server is, for a client made here.
     :param client: a redis-py client to use instead, as given.
     :param key_prefix: prepended to every key name.
+    :param replicas: after each write, wait until this many replicas have it
+        (Redis's ``WAIT``), and raise :class:`.SessionStoreError` if fewer do
+        within ``replica_timeout``: an isolated primary's writes then fail
+        instead of being lost at the next failover. Not on a cluster.
+    :param replica_timeout: how long a write waits for its replicas.
     :param connection_options: passed to ``redis.Redis.from_url`` with ``url``.
     """
 
@@ -77,6 +83,8 @@ class RedisStore(StoreDriver):
         absolute_timeout: Seconds | None = None,
         autopurge: bool = False,
         autopurge_probability: float = 0.1,
+        replicas: int = 0,
+        replica_timeout: Seconds = 1.0,
         **connection_options: t.Any,
     ) -> None:
         super().__init__(
@@ -118,6 +126,19 @@ class RedisStore(StoreDriver):
         # A cluster keeps a user's index set in another slot than the session,
         # out of reach of the session's scripts.
         self._cluster = isinstance(self.client, redis.RedisCluster)
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise ConfigurationError("must be a whole number of replicas", "replicas")
+        if replicas and self._cluster:
+            raise ConfigurationError(
+                "cannot be used with a cluster, whose client cannot wait on the"
+                " connection that wrote",
+                "replicas",
+            )
+        #: How many replicas each write waits for (``0``: none).
+        self.replicas = replicas
+        self._replica_timeout_ms = math.ceil(
+            positive_seconds(replica_timeout, "replica_timeout") * 1000
+        )
         in_reach = "false" if self._cluster else "true"
 
         def register(name: str) -> Script:
@@ -216,18 +237,34 @@ class RedisStore(StoreDriver):
                 self._index_script(
                     keys=[self._index_name(binding)], args=[member, horizon, repr(float(now))]
                 )
-            stored, *rest = self._apply_script(keys=[self.name_for(key)], args=args)
+            stored, *rest = self._write(self._apply_script, [self.name_for(key)], args)
             self._follow_up(rest, now)
         except self._errors as error:
             raise _failure("write", key, error) from error
         return bool(stored)
+
+    def _write(self, script: Script, keys: list[str], args: t.Sequence[t.Any]) -> t.Any:
+        """Run a script that writes; with :attr:`replicas`, on one connection
+        with a ``WAIT`` for them after it."""
+        if not self.replicas:
+            return script(keys=keys, args=args)
+        pipe = self.client.pipeline(transaction=False)
+        script(keys=keys, args=args, client=pipe)
+        pipe.execute_command("WAIT", self.replicas, self._replica_timeout_ms)
+        reply, acknowledged = pipe.execute()
+        if acknowledged < self.replicas:
+            raise SessionStoreError(
+                f"Redis replicated the write to {acknowledged} of {self.replicas} replicas"
+                " in time; it may be lost at the next failover."
+            )
+        return reply
 
     def touch(self, key: str, expires_at: float) -> None:
         now = self.clock()
         ttl_ms = max(1000, math.ceil((expires_at - now) * 1000))
         args: list[str | int] = [repr(float(now)), repr(float(expires_at)), ttl_ms]
         try:
-            _, *rest = self._touch_script(keys=[self.name_for(key)], args=args)
+            _, *rest = self._write(self._touch_script, [self.name_for(key)], args)
             self._follow_up(rest, now)
         except self._errors as error:
             raise _failure("touch", key, error) from error
@@ -254,7 +291,7 @@ class RedisStore(StoreDriver):
     def remove(self, key: str) -> bool:
         args = [repr(float(self.clock()))]
         try:
-            outcome, *unlisted = self._remove_script(keys=[self.name_for(key)], args=args)
+            outcome, *unlisted = self._write(self._remove_script, [self.name_for(key)], args)
             self._unlist([_text(part) for part in unlisted])
         except self._errors as error:
             raise _failure("delete", key, error) from error
