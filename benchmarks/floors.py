@@ -286,16 +286,23 @@ class _SQLFloor:
 
 
 class PostgresFloor(_SQLFloor):
-    """With psycopg, which prepares statements it runs often on the server."""
+    """With psycopg, which prepares statements it runs often on the server.
+
+    Writes wait for no flush to disk (``synchronous_commit = off``), as with
+    the database store's default: the floor is as durable as the store.
+    """
 
     def __init__(self, conninfo: str, table: str) -> None:
         import psycopg
 
-        super().__init__(psycopg.connect(conninfo, autocommit=True), table)
+        connection = psycopg.connect(conninfo, autocommit=True)
+        connection.execute("SET synchronous_commit = off")
+        super().__init__(connection, table)
 
 
 class MariaDBFloor(_SQLFloor):
-    """With PyMySQL."""
+    """With PyMySQL. Writes are flushed as the server's
+    ``innodb_flush_log_at_trx_commit`` says, as with the database store."""
 
     def __init__(self, connect_args: dict[str, t.Any], table: str) -> None:
         import pymysql  # type: ignore[import-untyped]
