@@ -447,10 +447,10 @@ def vary_on(response: Response, header: str) -> None:
     parses the header into a set and writes it back, is only needed when one does.
     """
     headers = response.headers
-    if "Vary" in headers:
-        response.vary.add(header)
-    else:
+    if headers.get("Vary") is None:
         headers["Vary"] = header
+    else:
+        response.vary.add(header)
 
 
 def vary_on_cookie(response: Response) -> None:

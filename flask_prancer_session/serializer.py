@@ -20,6 +20,7 @@ from datetime import date
 from datetime import datetime
 from datetime import time
 from decimal import Decimal
+from json.encoder import encode_basestring_ascii
 from zoneinfo import ZoneInfo
 from zoneinfo import ZoneInfoNotFoundError
 
@@ -141,12 +142,20 @@ class SessionSerializer(TaggedJSONSerializer):
             self.register(last)
 
     def dumps(self, value: t.Any) -> str:
-        if type(value) in _SCALARS:
+        kind = type(value)
+        # What json.dumps returns for these, without its keyword handling.
+        if kind is str:
+            return encode_basestring_ascii(value)
+        if kind is int:
+            return int.__repr__(value)
+        if kind in _SCALARS:
             return json.dumps(value)
         _check(value, MAX_DEPTH)
         return json.dumps(self.tag(value), separators=(",", ":"))
 
     def loads(self, value: str) -> t.Any:
+        if value.isdigit() and value.isascii() and (value[0] != "0" or len(value) == 1):
+            return int(value)  # a counter, say: the commonest value
         if "{" not in value:
             return json.loads(value)  # nothing tagged: the stdlib's shared decoder
         return self._decoder.decode(value)

@@ -669,3 +669,36 @@ def test_client_keeps_the_signed_cookie(app: Flask) -> None:
     cookie = client.get_cookie("PSESSION")
     assert cookie is not None
     assert cookie.value == sign(session_id, "test secret")
+
+
+def test_ids_are_signed_as_itsdangerous_signs_them(app: Flask) -> None:
+    # Cookies issued before the signing moved to one hmac call still open
+    # their sessions, and the other way round.
+    import hashlib
+
+    from itsdangerous import Signer
+
+    from flask_prancer_session.ids import new_id
+    from flask_prancer_session.state.signed import SALT
+
+    app.config["SECRET_KEY_FALLBACKS"] = ["an old secret"]
+    PrancerSession(app)
+    state = app.session_interface.state  # type: ignore[attr-defined]
+    theirs = Signer(
+        ["an old secret", app.secret_key],
+        salt=SALT,
+        key_derivation="hmac",
+        digest_method=hashlib.sha256,
+    )
+    session_id = new_id()
+    assert state.sign(app, session_id) == theirs.sign(session_id).decode()
+    old = Signer(
+        "an old secret", salt=SALT, key_derivation="hmac", digest_method=hashlib.sha256
+    ).sign(session_id)
+    assert state.id_from(app, old.decode()) == session_id
+    assert theirs.unsign(state.sign(app, session_id)).decode() == session_id
+    signed = state.sign(app, session_id)
+    tampered = signed[:-1] + ("A" if signed[-1] != "A" else "B")
+    assert state.id_from(app, tampered) is None
+    assert state.id_from(app, session_id + ".") is None
+    assert state.id_from(app, session_id) is None  # unsigned, where a key is set
