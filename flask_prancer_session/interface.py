@@ -111,7 +111,13 @@ class PrancerSessionInterface(SessionInterface):
         :class:`.SessionStoreError` instead of handing out a fresh session that
         would replace the visitor's real one.
         """
-        session_id = self.state.extract(app, request)
+        # Without a migrator, whether the request carries an intact id is
+        # only worked out if the view uses the session.
+        session_id = (
+            self.state.extract(app, request)
+            if self.migrator is not None
+            else self.state.extract_lazily(app, request)
+        )
         session = self.session_class(
             self.serializer,
             self.load,

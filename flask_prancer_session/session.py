@@ -68,8 +68,10 @@ class ServerSession(SessionMixin):
     :param load: returns what the store holds under a session id, values
         opened, or ``None``; raises :class:`.SessionStoreError`.
     :param lifetime: the lifetime rules of the store, for :attr:`expires_at`.
-    :param session_id: the id the visitor's cookie carries, or ``None`` for a
-        new session.
+    :param session_id: the id the visitor's cookie carries, ``None`` for a
+        new session, or a function returning either, called when the session
+        is first used (so a view that never uses it pays for no signature
+        check).
     :param anonymous_on_error: when the store cannot be read, go on with an
         empty session that is never saved (:attr:`degraded`) instead of
         raising :class:`.SessionStoreError` at its first use.
@@ -82,7 +84,7 @@ class ServerSession(SessionMixin):
         serializer: Serializer,
         load: t.Callable[[str], Record | None],
         lifetime: Lifetime,
-        session_id: str | None = None,
+        session_id: str | t.Callable[[], str | None] | None = None,
         *,
         anonymous_on_error: bool = False,
         watch_copies: bool = False,
@@ -92,7 +94,8 @@ class ServerSession(SessionMixin):
         self._lifetime = lifetime
         #: Stored under :attr:`id` as the request began: the id, or ``None``.
         self._origin: str | None = None
-        self._id = session_id or new_id()
+        self._resolve = session_id if callable(session_id) else None
+        self._id = "" if callable(session_id) else session_id or new_id()
         self._pending = session_id is not None
         self._error: SessionStoreError | None = None
         self._error_raised = False
@@ -131,6 +134,11 @@ class ServerSession(SessionMixin):
         self.accessed = True
         if self._pending:
             self._pending = False
+            if self._resolve is not None:
+                resolved, self._resolve = self._resolve(), None
+                self._id = resolved or new_id()  # a forged id gets a fresh session
+                if resolved is None:
+                    return
             try:
                 record = self._loader(self._id)
             except SessionStoreError as error:

@@ -702,3 +702,26 @@ def test_ids_are_signed_as_itsdangerous_signs_them(app: Flask) -> None:
     assert state.id_from(app, tampered) is None
     assert state.id_from(app, session_id + ".") is None
     assert state.id_from(app, session_id) is None  # unsigned, where a key is set
+
+
+def test_the_signature_is_checked_only_when_the_view_uses_the_session(app: Flask) -> None:
+    from flask_prancer_session import CookieState
+
+    checked: list[str] = []
+
+    class CountingCookieState(CookieState):
+        def id_from(self, app: Flask, value: str) -> str | None:
+            checked.append(value)
+            return super().id_from(app, value)
+
+    PrancerSession(app, state=CountingCookieState())
+    app.add_url_rule("/count", "count", lambda: str(session.setdefault("n", 1)))
+    app.add_url_rule("/health", "health", lambda: "ok")
+    client = app.test_client()
+    client.get("/count")
+    checked.clear()
+    for _ in range(3):
+        assert client.get("/health").text == "ok"
+    assert checked == []
+    assert client.get("/count").text == "1"
+    assert len(checked) == 1

@@ -37,6 +37,16 @@ class StateDriver(abc.ABC):
         session, and the store is never asked about an id the client chose.
         """
 
+    def extract_lazily(
+        self, app: Flask, request: Request
+    ) -> t.Callable[[], str | None] | None:
+        """Return ``None`` if the request carries no id, else a function that
+        returns what :meth:`extract` would, to be called when the session is
+        first used. The default calls :meth:`extract` now; a driver whose
+        check costs something (a signature) defers it."""
+        session_id = self.extract(app, request)
+        return None if session_id is None else lambda: session_id
+
     @abc.abstractmethod
     def finalize(
         self,

@@ -93,6 +93,12 @@ class SignedIdState(StateDriver):
         value = self.carried(request)
         return None if value is None else self.id_from(app, value)
 
+    def extract_lazily(
+        self, app: Flask, request: Request
+    ) -> t.Callable[[], str | None] | None:
+        value = self.carried(request)
+        return None if value is None else functools.partial(self.id_from, app, value)
+
     def id_from(self, app: Flask, value: str) -> str | None:
         """Return the id ``value`` carries, if it is intact."""
         if not value or len(value) > MAX_CARRIED_LENGTH or not value.isascii():
