@@ -12,21 +12,21 @@ import importlib
 import os
 import socket
 import types
-import uuid
 
 import pytest
 
-POSTGRES_URL = os.environ.get(
-    "PRANCER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+# The servers the benchmarks use too, defined once.
+from benchmarks.stores import MARIADB_URL as MARIADB_URL
+from benchmarks.stores import POSTGRES_URL as POSTGRES_URL
+from benchmarks.stores import REDIS_URL as REDIS_URL
+from benchmarks.stores import unique_name as unique_name
+
 POSTGRES_PSYCOPG2_URL = os.environ.get(
     "PRANCER_TEST_POSTGRES_PSYCOPG2_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 )
-MARIADB_URL = os.environ.get("PRANCER_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 MARIADB_MYSQLCLIENT_URL = os.environ.get(
     "PRANCER_TEST_MARIADB_MYSQLCLIENT_URL", "mysql+mysqldb://root@127.0.0.1:3306/test"
 )
-REDIS_URL = os.environ.get("PRANCER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: ``host:port`` of the memcached server, which .ci/run starts.
 MEMCACHED_ADDRESS = os.environ.get("PRANCER_TEST_MEMCACHED", "127.0.0.1:11211")
 
@@ -65,11 +65,6 @@ def require_memcached() -> str:
     host, _, port = MEMCACHED_ADDRESS.rpartition(":")
     require_server("memcached", host, int(port))
     return MEMCACHED_ADDRESS
-
-
-def unique_name(prefix: str) -> str:
-    """Return a name no other test uses, for tables and key prefixes."""
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
 @dataclasses.dataclass(frozen=True)
