@@ -6,7 +6,7 @@ from .errors import PrancerSessionError as PrancerSessionError
 from .errors import SessionStoreError as SessionStoreError
 from .extension import PrancerSession as PrancerSession
 from .interface import PrancerSessionInterface as PrancerSessionInterface
-from .session import no_refresh as no_refresh
+from .lifetime import no_refresh as no_refresh
 from .session import ServerSession as ServerSession
 from .session import session as session
 from .state.base import StateDriver as StateDriver

@@ -21,11 +21,11 @@ from .devices import DEVICE_KEY
 from .devices import DeviceTracking
 from .errors import SessionStoreError
 from .ids import store_key
+from .lifetime import EXPIRY_KEY
 from .lifetime import Lifetime
 from .serializer import dumps_value
 from .serializer import make_serializer
 from .serializer import Serializer
-from .session import EXPIRY_KEY
 from .session import ServerSession
 from .state.base import StateDriver
 from .store.base import StoreDriver

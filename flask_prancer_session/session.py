@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import typing as t
 from datetime import datetime
@@ -19,6 +18,8 @@ from .devices import DEVICE_KEY
 from .errors import SessionStoreError
 from .ids import new_id
 from .ids import store_key
+from .lifetime import EXPIRY_KEY
+from .lifetime import expiry_override_for
 from .serializer import check_key
 from .serializer import dumps_value
 from .serializer import Serializer
@@ -37,8 +38,6 @@ _MISSING: t.Any = object()
 #: and their serialised form at :meth:`set` time is still right at save time.
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
 
-#: The session key of a per-session expiry set with :meth:`ServerSession.set_expiry`.
-EXPIRY_KEY = "_prancer_expiry"
 #: The keys only :meth:`ServerSession.bind_user` (and the interface) write.
 _BINDING_KEYS = frozenset({USER_KEY, DEVICE_KEY})
 #: The longest user id :meth:`ServerSession.bind_user` takes (what SQL stores index).
@@ -456,21 +455,11 @@ class ServerSession(SessionMixin):
             store's ``absolute_timeout`` still caps it.
         :raise ValueError: for a duration that is not positive.
         """
-        if value is None:
+        override = expiry_override_for(value)
+        if override is None:
             self.pop(EXPIRY_KEY, None)
-            return
-        if isinstance(value, datetime):
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=timezone.utc)
-            self[EXPIRY_KEY] = {"until": value.timestamp()}
-            return
-        seconds = value.total_seconds() if isinstance(value, timedelta) else value
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
-            raise ValueError(
-                f"The session lifetime must be a positive duration, not {value!r};"
-                " call expire() to end the session now."
-            )
-        self[EXPIRY_KEY] = {"idle": float(seconds)}
+        else:
+            self[EXPIRY_KEY] = override
 
     def bind_user(self, user_id: str | int) -> None:
         """Bind the session to a user, so that
@@ -579,29 +568,3 @@ def _utc(seconds: float) -> datetime:
 #: :class:`.PrancerSession` is set up, so type checkers and editors know
 #: :attr:`~ServerSession.id`, :meth:`~ServerSession.set` and the rest.
 session: ServerSession = t.cast(ServerSession, flask_session)
-
-
-_View = t.TypeVar("_View", bound=t.Callable[..., t.Any])
-
-
-def no_refresh(view: _View) -> _View:
-    """Decorate a view so that its requests read and write the session
-    without extending its idle expiry or refreshing its cookie (see
-    :meth:`ServerSession.no_refresh`). Put it under the route decorator:
-
-    .. code-block:: python
-
-        @app.get("/notifications")
-        @no_refresh
-        def notifications():
-            ...
-    """
-
-    @functools.wraps(view)
-    def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
-        current = flask_session._get_current_object()  # type: ignore[attr-defined]
-        if isinstance(current, ServerSession):
-            current.no_refresh()
-        return view(*args, **kwargs)
-
-    return t.cast(_View, wrapper)
