@@ -17,8 +17,9 @@ from flask import session
 from flask_prancer_session.changes import ChangeSet
 from flask_prancer_session.changes import USER_KEY
 from flask_prancer_session.errors import SessionStoreError
-from flask_prancer_session.store import database
 from flask_prancer_session.store.database import DatabaseStore
+from flask_prancer_session.store.database import DriverError
+from flask_prancer_session.store.database import statements
 
 from . import services
 from .tcp_proxy import proxied
@@ -82,7 +83,7 @@ def test_silent_database_fails_in_time_and_recovers(
 def test_operations_on_a_silent_database_fail_in_time(
     server_url: str, table: str, proxy: TCPProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(database, "SCAN_BATCH", 2)
+    monkeypatch.setattr(statements, "SCAN_BATCH", 2)
     store = DatabaseStore(
         url=proxied(server_url, proxy), table=table, connect_timeout=2, statement_timeout=1
     )
@@ -389,6 +390,6 @@ def test_every_operation_fails_as_a_store_error_when_the_server_is_gone(
         proxy.close()  # and refuse new connections
         with pytest.raises(SessionStoreError) as info:
             call(store)
-        assert isinstance(info.value.__cause__, database.DriverError)
+        assert isinstance(info.value.__cause__, DriverError)
     finally:
         store.engine.dispose()

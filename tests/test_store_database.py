@@ -32,9 +32,11 @@ from flask_prancer_session.errors import ConfigurationError
 from flask_prancer_session.errors import SessionStoreError
 from flask_prancer_session.registry import resolve
 from flask_prancer_session.registry import STORE_DRIVERS
-from flask_prancer_session.store import database
 from flask_prancer_session.store.database import DatabaseStore
 from flask_prancer_session.store.database import DriverError
+from flask_prancer_session.store.database import profiles
+from flask_prancer_session.store.database import statements
+from flask_prancer_session.store.database import watchdog
 
 from . import services
 from .forking import hold_while_forking
@@ -903,7 +905,7 @@ def test_compare_and_set_keeps_the_index_in_step(
 def test_scan_reads_in_batches_by_key(
     make_store: t.Callable[..., DatabaseStore], clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(database, "SCAN_BATCH", 3)
+    monkeypatch.setattr(statements, "SCAN_BATCH", 3)
     store = make_store()
     expired = f"{0:064x}"
     store.apply(expired, _new(x="old"))
@@ -926,7 +928,7 @@ def test_scan_reads_in_batches_by_key(
 def test_clear_deletes_in_batches(
     make_store: t.Callable[..., DatabaseStore], clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(database, "PURGE_BATCH", 2)
+    monkeypatch.setattr(statements, "PURGE_BATCH", 2)
     store = make_store()
     for n in range(2):
         store.apply(f"{n:064x}", _new(x="expiring"))
@@ -982,7 +984,7 @@ def test_sessions_of_a_user_are_found_by_the_index(
         store.apply(f"{n:064x}", _bind("ann" if n % 10 == 0 else f"u{n}", a="1"))
     index = f"{store.table.name}_user_id"
     # remove_user's DELETE has the same WHERE clause.
-    assert index in _explain(store, store._of_user)
+    assert index in _explain(store, store._sql.of_user)
 
 
 @pytest.mark.parametrize("url", ["sqlite"], indirect=True)
@@ -997,9 +999,9 @@ def test_purge_and_listing_walk_their_own_index(
     for n in range(20):
         store.apply(f"{n:064x}", _bind(None, a="1"))
     name = store.table.name
-    expired = _explain(store, store._expired)
+    expired = _explain(store, store._sql.expired)
     assert f"{name}_expires_at" in expired
-    for listing in (store._batch, store._scan):
+    for listing in (store._sql.batch, store._sql.scan):
         plan = _explain(store, listing)
         assert f"{name}_user_id" not in plan
         assert "TEMP B-TREE" not in plan
@@ -1095,7 +1097,7 @@ def test_an_upgrade_fills_user_id_from_the_data(
 ) -> None:
     # Sessions bound before the column existed must be found by user, or
     # "log out everywhere" would leave them logged in.
-    monkeypatch.setattr(database, "PURGE_BATCH", 2)
+    monkeypatch.setattr(statements, "PURGE_BATCH", 2)
     # A user id too long for the column stays out of the index.
     too_long = f"{9:064x}"
     sessions = _OLD_SESSIONS | {
@@ -1112,7 +1114,7 @@ def test_an_upgrade_fills_user_id_from_the_data(
     assert _row(store, f"{4:064x}") is None  # expired, and gone with the others
     assert set(blog.sessions_of("ann")) == {f"{2:064x}"}
     # Filling again changes nothing.
-    store._fill_user_ids()
+    store._keeper.fill_user_ids()
     assert _index_mismatches(store) == [too_long]
 
 
@@ -1122,7 +1124,7 @@ def test_an_upgrade_stopped_before_the_index_is_finished_at_the_next_start(
     old = make_store()
     _create_old_table(old, _OLD_SESSIONS)
     with old.engine.begin() as connection:
-        connection.execute(old._upgrade[0])
+        connection.execute(old._keeper.upgrade[0])
     old.engine.dispose()
     store = make_store()
     assert _index_mismatches(store) == []
@@ -1305,7 +1307,8 @@ def test_every_driver_s_deadlock_is_recognised_as_a_conflict(url: str) -> None:
         for thread in threads:
             thread.join()
         assert len(errors) == 1
-        assert database._is_conflict(errors[0])
+        profile = profiles.PROFILES[engine.dialect.name](profiles.Timeouts(None, None))
+        assert profile.is_conflict(errors[0])
     finally:
         with engine.begin() as connection:
             connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
@@ -1344,4 +1347,4 @@ def test_a_fork_while_the_watchdog_holds_its_lock(
     def fetch() -> None:
         assert store.fetch(KEY) is not None
 
-    hold_while_forking([database._WATCHDOG._condition], fetch)
+    hold_while_forking([watchdog.WATCHDOG._condition], fetch)
