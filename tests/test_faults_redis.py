@@ -277,3 +277,51 @@ def test_a_server_that_lost_its_scripts_still_ends_a_users_sessions(
     assert store.remove_user("ann") == 5
     assert all(store.fetch(key) is None for key in keys)
     assert not admin.exists(store.index_name_for("ann"))
+
+
+def test_scripts_lost_between_requests_cost_no_error(
+    redis_url: str, admin: redis.Redis, prefix: str
+) -> None:
+    store = make_store(redis_url, prefix)
+    key = store_key(new_id())
+    operations: list[tuple[str, t.Callable[[], object], object]] = [
+        ("create", lambda: store.apply(key, ChangeSet({"a": "1"}, created_at=store.clock())), True),
+        ("update", lambda: store.apply(key, ChangeSet(updated={"b": "2"})), True),
+        ("touch", lambda: store.touch(key, store.expiry_for(store.clock())), None),
+        ("remove a", lambda: store.apply(key, ChangeSet(removed=frozenset({"a"}))), True),
+        ("update", lambda: store.apply(key, ChangeSet(updated={"c": "3"})), True),
+    ]
+    for name, operation, result in operations:
+        # As after a restart, a failover, or an operator's SCRIPT FLUSH.
+        admin.script_flush()
+        assert operation() == result, name
+    record = store.fetch(key)
+    assert record is not None and record.data == {"b": "2", "c": "3"}
+
+
+@pytest.mark.parametrize("retry", ["default", "none"])
+def test_a_connection_the_server_closed_between_requests_costs_no_error(
+    redis_url: str, admin: redis.Redis, prefix: str, retry: str
+) -> None:
+    # Without retries, the pool's check of the connection it hands out is
+    # what replaces it.
+    store = make_store(redis_url, prefix, **({} if retry == "default" else {"retry": None}))
+    key = store_key(new_id())
+    store.apply(key, ChangeSet(updated={"a": "1"}, created_at=store.clock()))
+
+    def data() -> dict[str, str] | None:
+        record = store.fetch(key)
+        return None if record is None else record.data
+
+    operations: list[tuple[str, t.Callable[[], object], object]] = [
+        ("fetch", data, {"a": "1"}),
+        ("update", lambda: store.apply(key, ChangeSet(updated={"b": "2"})), True),
+        ("touch", lambda: store.touch(key, store.expiry_for(store.clock())), None),
+        ("remove a", lambda: store.apply(key, ChangeSet(removed=frozenset({"a"}))), True),
+        ("fetch", data, {"b": "2"}),
+    ]
+    for name, operation, result in operations:
+        client_id = store.client.client_id()
+        assert admin.execute_command("CLIENT", "KILL", "ID", client_id) == 1
+        assert operation() == result, name
+    store.close()

@@ -3,6 +3,7 @@ failures, and Redis Cluster. The shared behaviour is in test_store_contract.py."
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from flask_prancer_session.changes import ChangeSet
+from flask_prancer_session.changes import Record
 from flask_prancer_session.changes import USER_KEY
 from flask_prancer_session.errors import ConfigurationError
 from flask_prancer_session.errors import SessionStoreError
@@ -217,6 +219,212 @@ def test_replies_are_parsed_by_hiredis(rstore: RedisStore) -> None:
         assert type(connection._parser).__name__ == "_HiredisParser"
     finally:
         connection.disconnect()
+
+
+def test_the_common_write_is_one_short_script(
+    make_store: t.Callable[..., RedisStore], clock: FakeClock
+) -> None:
+    store, sent = _counting(make_store)
+    key = store_key(new_id())
+    store.apply(key, created(clock, a='"1"'))
+    store.apply(key, ChangeSet(updated={"a": '"2"'}))  # loads the script
+    sent.clear()
+    clock.advance(10)
+    assert store.apply(key, ChangeSet(updated={"a": '"3"', "b": '"4"'}, timeout=60)) is True
+    assert len(sent) == 1
+    # Not the general script: a third of its server time.
+    assert store._update_script.sha.encode() in b"".join(sent[0])
+    assert store.fetch(key) == Record({"a": '"3"', "b": '"4"'}, clock() - 10, clock() + 60)
+
+
+def test_the_short_script_never_revives_a_session(
+    rstore: RedisStore, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    key = store_key(new_id())
+    name = rstore.name_for(key)
+    rstore.apply(key, created(clock, a='"1"'))
+    clock.advance(rstore.expiration_timeout)
+    # Expired, though Redis still has the hash: the general script decides.
+    assert rstore.apply(key, ChangeSet(updated={"b": '"2"'})) is False
+    assert redis_client.hgetall(name).keys() == {b"d:a", b"created", b"expires"}
+    redis_client.delete(name)
+    assert rstore.apply(key, ChangeSet(updated={"b": '"2"'})) is False
+    assert not redis_client.exists(name)
+
+
+def test_the_short_script_leaves_a_due_index_entry_to_the_general_one(
+    rstore: RedisStore, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    key = store_key(new_id())
+    index = rstore.index_name_for("ann")
+    timeout = rstore.expiration_timeout
+    rstore.apply(key, bind(clock, "ann"))
+    listed_until = clock() + 2 * timeout
+    clock.advance(timeout / 2)
+    rstore.apply(key, ChangeSet(updated={"n": "1"}))
+    assert redis_client.zscore(index, key) == listed_until
+    # Now the session would outlive its entry: the entry moves with it.
+    clock.advance(timeout * 0.9)
+    assert rstore.apply(key, ChangeSet(updated={"n": "2"})) is True
+    record = rstore.fetch(key)
+    assert record is not None and record.data["n"] == "2"
+    score = redis_client.zscore(index, key)
+    assert score is not None and score >= record.expires_at > listed_until
+    assert set(rstore.sessions_of("ann")) == {key}
+
+
+def test_changes_beyond_the_short_script_take_the_general_one(
+    rstore: RedisStore, clock: FakeClock
+) -> None:
+    key = store_key(new_id())
+    rstore.apply(key, bind(clock, "ann", a='"1"', b='"1"'))
+
+    def data() -> dict[str, str]:
+        record = rstore.fetch(key)
+        assert record is not None
+        return record.data
+
+    assert rstore.apply(key, ChangeSet(updated={"c": '"1"'}, removed=frozenset({"a"})))
+    assert data().keys() == {USER_KEY, "b", "c"}
+    # A compare-and-set that fails leaves the value.
+    assert rstore.apply(key, ChangeSet(updated={"b": '"2"'}, expected={"b": '"0"'}))
+    assert data()["b"] == '"1"'
+    rstore.apply(key, ChangeSet(updated={USER_KEY: json.dumps("bob")}))
+    assert (rstore.sessions_of("ann").keys(), rstore.sessions_of("bob").keys()) == (set(), {key})
+    rstore.apply(key, ChangeSet(removed=frozenset({USER_KEY})))
+    assert rstore.sessions_of("bob") == {}
+    # More values than Lua's unpack() takes at once.
+    many = {f"k{n}": str(n) for n in range(5000)}
+    assert rstore.apply(key, ChangeSet(updated=many))
+    assert data() == {"b": '"1"', "c": '"1"', **many}
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize("decode_responses", [False, True], ids=["bytes", "str"])
+def test_replies_are_read_alike_in_either_protocol(
+    make_store: t.Callable[..., RedisStore],
+    clock: FakeClock,
+    protocol: int,
+    decode_responses: bool,
+) -> None:
+    import redis
+
+    # RESP2 answers HGETALL with a flat list, RESP3 with a map.
+    client = redis.Redis.from_url(
+        services.REDIS_URL, protocol=protocol, decode_responses=decode_responses
+    )
+    store = make_store(client=client)
+    key = store_key(new_id())
+    assert store.apply(key, created(clock, a='"é"')) is True
+    assert store.apply(key, ChangeSet(updated={"b": '"2"'})) is True
+    store.touch(key, clock() + 60)
+    assert store.fetch(key) == Record({"a": '"é"', "b": '"2"'}, clock(), clock() + 60)
+    assert store.fetch(store_key(new_id())) is None
+    client.close()
+
+
+def test_a_command_that_loses_its_connection_is_retried_on_a_new_one(
+    make_store: t.Callable[..., RedisStore], clock: FakeClock
+) -> None:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    failing: list[redis.Connection] = []
+    disconnected: list[redis.Connection] = []
+
+    class FlakyConnection(redis.Connection):
+        fail = False
+
+        def send_packed_command(self, command: t.Any, check_health: bool = True) -> None:
+            if FlakyConnection.fail:
+                FlakyConnection.fail = False
+                failing.append(self)
+                raise redis.ConnectionError("lost on the way")
+            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+        def disconnect(self, *args: t.Any, **kwargs: t.Any) -> None:
+            disconnected.append(self)
+            super().disconnect(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    key = store_key(new_id())
+    retrying = make_store(connection_class=FlakyConnection, retry=Retry(NoBackoff(), 1))
+    retrying.apply(key, created(clock, a='"1"'))
+    operations: list[tuple[t.Callable[[], object], object]] = [
+        (lambda: retrying.apply(key, ChangeSet(updated={"b": '"2"'})), True),
+        (lambda: retrying.touch(key, clock() + 60), None),
+        (lambda: retrying.fetch(key), Record({"a": '"1"', "b": '"2"'}, clock(), clock() + 60)),
+    ]
+    for operation, result in operations:
+        FlakyConnection.fail = True
+        disconnected.clear()
+        assert operation() == result
+        # The connection in an unknown state was closed before the retry.
+        assert failing[-1] in disconnected
+    # Without retries, it fails, and the connection is not reused as it was.
+    once = make_store(connection_class=FlakyConnection, retry=Retry(NoBackoff(), 0))
+    once.fetch(key)
+    FlakyConnection.fail = True
+    disconnected.clear()
+    with pytest.raises(SessionStoreError):
+        once.fetch(key)
+    assert failing[-1] in disconnected
+    assert once.fetch(key) is not None
+    for store in (retrying, once):
+        store.client.close()
+
+
+def test_traced_clients_send_every_command_through_execute_command(
+    make_store: t.Callable[..., RedisStore], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    traced: list[object] = []
+    execute_command = redis.Redis.execute_command
+
+    # What tracing such as OpenTelemetry's redis instrumentation does.
+    @functools.wraps(execute_command)
+    def tracing(self: redis.Redis, *args: t.Any, **options: t.Any) -> t.Any:
+        traced.append(args[0])
+        return execute_command(self, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", tracing)
+    store = make_store()
+    key = store_key(new_id())
+    store.apply(key, created(clock, a='"1"'))
+    traced.clear()
+    store.fetch(key)
+    store.apply(key, ChangeSet(updated={"b": '"2"'}))
+    store.touch(key, clock() + 60)
+    assert traced == ["HGETALL", "EVALSHA", "EVALSHA"]
+
+
+def test_a_forked_process_makes_its_own_connections(
+    make_store: t.Callable[..., RedisStore], clock: FakeClock
+) -> None:
+    import redis
+
+    made: list[redis.Connection] = []
+
+    class NotedConnection(redis.Connection):
+        def __init__(self, **kwargs: t.Any) -> None:
+            super().__init__(**kwargs)
+            made.append(self)
+
+    store = make_store(connection_class=NotedConnection)
+    key = store_key(new_id())
+    store.apply(key, created(clock, a='"1"'))
+    inherited = list(made)
+    # As in a child process after fork(): the pool was made by another pid.
+    pool = store.client.connection_pool
+    pool.pid = -1
+    try:
+        assert store.fetch(key) is not None
+        assert store.apply(key, ChangeSet(updated={"b": '"2"'})) is True
+        assert len(made) > len(inherited)
+    finally:
+        for connection in made:
+            connection.disconnect()
 
 
 def test_ttl_follows_expiry(
@@ -986,6 +1194,9 @@ def test_a_write_no_replica_confirms_fails(clock: FakeClock) -> None:
     try:
         with pytest.raises(SessionStoreError, match="0 of 1 replicas"):
             store.apply(key, ChangeSet({"a": "1"}, created_at=clock()))
+        # Written, but unconfirmed: the common write waits as well.
+        with pytest.raises(SessionStoreError, match="0 of 1 replicas"):
+            store.apply(key, ChangeSet({"b": "2"}))
         with pytest.raises(SessionStoreError, match="0 of 1 replicas"):
             store.remove(key)
     finally:

@@ -5,6 +5,7 @@ everywhere". The manual's Redis page says what it guarantees."""
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import logging
 import math
@@ -52,6 +53,10 @@ def _lua(name: str) -> str:
 
 #: How many keys one ``SCAN`` step asks for, and one pipeline fetches.
 SCAN_BATCH = 500
+
+# The most fields the short script for the common write takes, whose single
+# HSET passes them through Lua's unpack() (some 8000 values at most).
+_UPDATE_FIELDS = 1000
 
 
 class RedisStore(StoreDriver):
@@ -147,9 +152,29 @@ class RedisStore(StoreDriver):
             return self.client.register_script(script)  # type: ignore[no-any-return]
 
         self._apply_script = register("apply")
+        self._update_script = register("update")
         self._touch_script = register("touch")
         self._remove_script = register("remove")
         self._index_script = register("index")
+        # The hot commands skip redis-py's command layer (see _command) on a
+        # plain client only: a cluster routes each command itself, a
+        # single-connection client holds its connection under a lock, a
+        # client-side cache must see every read, and tracing that wraps
+        # execute_command (OpenTelemetry's) must see every command.
+        self._direct = (
+            type(self.client) is redis.Redis
+            and self.client.connection is None
+            and getattr(self.client.connection_pool, "cache", None) is None
+            and not hasattr(redis.Redis.execute_command, "__wrapped__")
+        )
+        # redis-py 5.0 requires a command name, which later versions
+        # deprecate; no pool uses it.
+        self._connection_args: tuple[str, ...] = ()
+        if self._direct:
+            get_connection = self.client.connection_pool.get_connection
+            parameter = inspect.signature(get_connection).parameters.get("command_name")
+            if parameter is not None and parameter.default is inspect.Parameter.empty:
+                self._connection_args = ("_",)
 
     def name_for(self, key: str) -> str:
         """Return the Redis key name of the session stored under ``key``.
@@ -164,9 +189,52 @@ class RedisStore(StoreDriver):
         if self._owns_client:
             self.client.connection_pool.disconnect()
 
-    def fetch(self, key: str) -> Record | None:
+    def _command(self, *args: t.Any) -> t.Any:
+        """Send one command on a connection of the client's pool and return
+        the reply as the parser gives it (no response callback).
+
+        redis-py's command layer costs more per call than a round trip on
+        loopback (it inspects every argument several times); the commands
+        each request sends take this shorter path, which keeps what that
+        layer does for them: the pool checks the process id (fork safety)
+        and the connection before handing it out, the connection's retry
+        policy retries connection errors on a reconnected connection, and a
+        connection that failed is disconnected, never reused as it was.
+        """
+        pool = self.client.connection_pool
+        connection = pool.get_connection(*self._connection_args)
+
+        def send() -> t.Any:
+            connection.send_command(*args)
+            return connection.read_response()
+
         try:
-            fields = self.client.hgetall(self.name_for(key))
+            return connection.retry.call_with_retry(send, lambda error: connection.disconnect())
+        finally:
+            pool.release(connection)
+
+    def _eval(self, script: Script, name: str, args: t.Sequence[t.Any]) -> t.Any:
+        """Run ``script`` on the session named ``name`` (directly when the
+        client allows it), loading it first if the server lost it."""
+        if not self._direct:
+            return script(keys=[name], args=args)
+        try:
+            return self._command("EVALSHA", script.sha, 1, name, *args)
+        except self._no_script:
+            # The server restarted or its scripts were flushed.
+            script.sha = self.client.script_load(script.script)
+            return self._command("EVALSHA", script.sha, 1, name, *args)
+
+    def fetch(self, key: str) -> Record | None:
+        name = self.name_for(key)
+        try:
+            if self._direct:
+                fields = self._command("HGETALL", name)
+                if isinstance(fields, list):
+                    # RESP2 answers a flat list of names and values.
+                    fields = dict(zip(fields[::2], fields[1::2], strict=True))
+            else:
+                fields = self.client.hgetall(name)
         except UnicodeDecodeError:
             # Only a client with decode_responses=True decodes while reading.
             logger.warning("Session %.8s... in Redis is not UTF-8; ignoring it", key)
@@ -192,6 +260,32 @@ class RedisStore(StoreDriver):
         return f"{self.key_prefix}user:{{{digest}}}"
 
     def apply(self, key: str, changes: ChangeSet) -> bool:
+        if (
+            changes.created_at is None
+            and not changes.removed
+            and not changes.expected
+            and not changes.binds_user
+            and len(changes.updated) <= _UPDATE_FIELDS
+        ):
+            # The common write: a short script, which declines (writing
+            # nothing) whatever only the general one does right.
+            timeout = self.expiration_timeout if changes.timeout is None else changes.timeout
+            args = [
+                repr(float(self.clock())),
+                repr(float(timeout)),
+                "" if self.absolute_timeout is None else repr(self.absolute_timeout),
+            ]
+            for name, value in changes.updated.items():
+                args.extend((_DATA + name, value))
+            try:
+                if self._write(self._update_script, self.name_for(key), args) == 1:
+                    return True
+            except self._errors as error:
+                raise _failure("write", key, error) from error
+        return self._apply(key, changes)
+
+    def _apply(self, key: str, changes: ChangeSet) -> bool:
+        """Apply ``changes`` with the general script."""
         now = self.clock()
         timeout = self.expiration_timeout if changes.timeout is None else changes.timeout
         binding, member = "", key
@@ -237,19 +331,19 @@ class RedisStore(StoreDriver):
                 self._index_script(
                     keys=[self._index_name(binding)], args=[member, horizon, repr(float(now))]
                 )
-            stored, *rest = self._write(self._apply_script, [self.name_for(key)], args)
+            stored, *rest = self._write(self._apply_script, self.name_for(key), args)
             self._follow_up(rest, now)
         except self._errors as error:
             raise _failure("write", key, error) from error
         return bool(stored)
 
-    def _write(self, script: Script, keys: list[str], args: t.Sequence[t.Any]) -> t.Any:
-        """Run a script that writes; with :attr:`replicas`, on one connection
-        with a ``WAIT`` for them after it."""
+    def _write(self, script: Script, name: str, args: t.Sequence[t.Any]) -> t.Any:
+        """Run a script that writes the session named ``name``; with
+        :attr:`replicas`, on one connection with a ``WAIT`` for them after it."""
         if not self.replicas:
-            return script(keys=keys, args=args)
+            return self._eval(script, name, args)
         pipe = self.client.pipeline(transaction=False)
-        script(keys=keys, args=args, client=pipe)
+        script(keys=[name], args=args, client=pipe)
         pipe.execute_command("WAIT", self.replicas, self._replica_timeout_ms)
         reply, acknowledged = pipe.execute()
         if acknowledged < self.replicas:
@@ -264,7 +358,7 @@ class RedisStore(StoreDriver):
         ttl_ms = max(1000, math.ceil((expires_at - now) * 1000))
         args: list[str | int] = [repr(float(now)), repr(float(expires_at)), ttl_ms]
         try:
-            _, *rest = self._write(self._touch_script, [self.name_for(key)], args)
+            _, *rest = self._write(self._touch_script, self.name_for(key), args)
             self._follow_up(rest, now)
         except self._errors as error:
             raise _failure("touch", key, error) from error
@@ -291,7 +385,7 @@ class RedisStore(StoreDriver):
     def remove(self, key: str) -> bool:
         args = [repr(float(self.clock()))]
         try:
-            outcome, *unlisted = self._write(self._remove_script, [self.name_for(key)], args)
+            outcome, *unlisted = self._write(self._remove_script, self.name_for(key), args)
             self._unlist([_text(part) for part in unlisted])
         except self._errors as error:
             raise _failure("delete", key, error) from error
