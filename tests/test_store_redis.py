@@ -1075,13 +1075,16 @@ def test_redis_cluster_drops_entries_of_ended_bindings(
     from flask_prancer_session.store.redis import RedisStore
 
     sent: list[object] = []
+    send = redis.Connection.send_packed_command
 
-    class CountingConnection(redis.Connection):
-        def send_packed_command(self, command: t.Any, check_health: bool = True) -> None:
-            sent.append(command)
-            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+    def counting(self: redis.Connection, command: t.Any, check_health: bool = True) -> None:
+        sent.append(command)
+        send(self, command, check_health)  # type: ignore[no-untyped-call]
 
-    client = RedisCluster(host="127.0.0.1", port=cluster_port, connection_class=CountingConnection)
+    # Patched on the class: redis-py 5.0 takes no connection_class for
+    # a cluster's nodes.
+    monkeypatch.setattr(redis.Connection, "send_packed_command", counting)
+    client = RedisCluster(host="127.0.0.1", port=cluster_port)
     store = RedisStore(client=client, key_prefix=services.unique_name("cluster") + ":")
     store.clock = clock
     kept = store_key(new_id())

@@ -489,7 +489,9 @@ class RedisStore(StoreDriver):
             pipe = self.client.pipeline(transaction=False)
             for n in pending:
                 name, args = calls[n]
-                pipe.evalsha(script.sha, 1, name, *args)
+                # A cluster pipeline of redis-py 5.0 refuses evalsha() but
+                # routes the command by its key.
+                pipe.execute_command("EVALSHA", script.sha, 1, name, *args)
             missing = []
             for n, reply in zip(pending, pipe.execute(raise_on_error=False), strict=True):
                 if isinstance(reply, self._no_script) and not attempt:
