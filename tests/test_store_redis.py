@@ -219,6 +219,31 @@ def test_replies_are_parsed_by_hiredis(rstore: RedisStore) -> None:
         assert type(connection._parser).__name__ == "_HiredisParser"
     finally:
         connection.disconnect()
+    # And the commands each request sends are packed by hiredis alone.
+    import hiredis
+
+    assert rstore._pack is hiredis.pack_command
+
+
+def test_values_are_encoded_as_the_clients_own_commands_encode_them(
+    make_store: t.Callable[..., RedisStore],
+    redis_client: redis.Redis,
+    prefix: str,
+    clock: FakeClock,
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(services.REDIS_URL, encoding="latin-1", decode_responses=True)
+    store = make_store(client=client)
+    key = store_key(new_id())
+    store.apply(key, created(clock, a='"1"'))
+    store.apply(key, ChangeSet(updated={"a": '"é"'}))
+    reference = f"{prefix}reference"
+    client.hset(reference, "v", '"é"')
+    assert redis_client.hget(store.name_for(key), "d:a") == redis_client.hget(reference, "v")
+    record = store.fetch(key)
+    assert record is not None and record.data == {"a": client.hget(reference, "v")}
+    client.close()
 
 
 def test_the_common_write_is_one_short_script(
