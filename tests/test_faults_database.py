@@ -4,6 +4,7 @@ store and PostgreSQL or MariaDB."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import typing as t
@@ -393,3 +394,108 @@ def test_every_operation_fails_as_a_store_error_when_the_server_is_gone(
         assert isinstance(info.value.__cause__, DriverError)
     finally:
         store.engine.dispose()
+
+
+#: An address where nothing listens: a proxy to it closes every connection
+#: at once, as a database that is not up yet refuses it.
+NOWHERE = ("127.0.0.1", 1)
+
+
+@pytest.mark.parametrize("create_table", [True, False], ids=["create_table", "check only"])
+def test_an_app_started_before_its_database_works_once_it_is_up(
+    server_url: str, table: str, create_table: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flask_prancer_session import PrancerSession
+
+    parsed = sa.make_url(server_url)
+    with TCPProxy(NOWHERE, lifetime=60, max_connections=500) as proxy:
+        app = Flask(__name__)
+        options = {"url": proxied(server_url, proxy), "table": table, "create_table": create_table}
+        app.config.update(
+            TESTING=True,
+            SECRET_KEY="fault test",
+            PRANCER_SESSION={"store": {"driver": "database", "options": options}},
+        )
+        with caplog.at_level(logging.WARNING, logger="flask_prancer_session.store.database"):
+            PrancerSession(app)
+        assert [record.levelname for record in caplog.records] == ["WARNING"]
+        store = app.extensions["prancer_session"].store
+
+        @app.post("/")
+        def count() -> str:
+            session["n"] = session.get("n", 0) + 1
+            return str(session["n"])
+
+        client = app.test_client()
+        try:
+            for _ in range(2):
+                with pytest.raises(SessionStoreError):
+                    client.post("/")
+            if not create_table:
+                DatabaseStore(url=server_url, table=table).close()  # as its DBA would
+            proxy.target = (parsed.host or "127.0.0.1", parsed.port or 0)
+            assert client.post("/").text == "1"
+            assert client.post("/").text == "2"
+        finally:
+            store.close()
+
+
+@pytest.mark.parametrize("server_url", ["postgresql", "mariadb"], indirect=True)
+def test_the_first_uses_create_the_table_once(server_url: str, table: str) -> None:
+    parsed = sa.make_url(server_url)
+    with TCPProxy(NOWHERE, lifetime=60, max_connections=500) as proxy:
+        store = DatabaseStore(url=proxied(server_url, proxy), table=table)
+        creations: list[threading.Thread] = []
+        create = store._keeper.create
+
+        def counted() -> None:
+            creations.append(threading.current_thread())
+            create()
+
+        store._keeper.create = counted  # type: ignore[method-assign]
+        proxy.target = (parsed.host or "127.0.0.1", parsed.port or 0)
+        barrier = threading.Barrier(8)
+        results: list[bool] = []
+
+        def first_request(number: int) -> None:
+            barrier.wait()
+            results.append(store.apply(f"{number:064x}", ChangeSet({"a": "1"}, created_at=1e9)))
+
+        threads = [threading.Thread(target=first_request, args=(n,)) for n in range(8)]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert results == [True] * 8
+            assert len(creations) == 1
+        finally:
+            store.close()
+
+
+@pytest.mark.parametrize("server_url", ["postgresql", "mariadb"], indirect=True)
+def test_requests_queued_for_a_silent_database_share_one_attempt(
+    server_url: str, table: str, proxy: TCPProxy
+) -> None:
+    # Each waiting its own connect timeout in turn, four requests would take
+    # four times as long as one.
+    proxy.silence()
+    store = DatabaseStore(
+        url=proxied(server_url, proxy), table=table, connect_timeout=2, statement_timeout=2
+    )
+    try:
+        alone = _timed(lambda: store.fetch(KEY))
+        failed: list[float] = []
+        started = time.monotonic()
+        threads = [
+            threading.Thread(target=lambda: failed.append(_timed(lambda: store.fetch(KEY))))
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(failed) == 4
+        assert time.monotonic() - started < 1.8 * alone
+    finally:
+        store.close()

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 
 from ...errors import ConfigurationError
+from .profiles import Pooler
 from .profiles import Profile
 from .profiles import PROFILES
 from .profiles import Timeouts
@@ -74,6 +75,7 @@ def create_engine(
     connection_check_threshold: float | None,
     timeouts: Timeouts,
     synchronous_commit: bool,
+    pooler: Pooler | None,
 ) -> tuple[sa.Engine, Profile]:
     """Return a new engine for ``url`` or the ``split`` options, and the
     profile of its database."""
@@ -105,9 +107,12 @@ def create_engine(
             query={"charset": split["charset"]} if "charset" in split else {},
         )
     backend = parsed.get_backend_name()
-    profile = check_dialect(backend, dialect, key)(timeouts)
+    kind = check_dialect(backend, dialect, key)
+    if pooler is not None and pooler not in kind.poolers:
+        raise ConfigurationError(f"does not apply to {backend}", "pooler")
+    profile = kind(timeouts, synchronous_commit, pooler)
     # The store's own run first: on_connect may override them.
-    statements = profile.configure(parsed, connect_args, synchronous_commit) + list(on_connect)
+    statements = profile.configure(parsed, connect_args) + list(on_connect)
     options = profile.engine_options()
     if connection_check_threshold is not None:
         options["pool_recycle"] = connection_check_threshold

@@ -76,11 +76,14 @@ class Runner:
     ) -> _T:
         """Run ``operation`` in a transaction on ``engine`` and return its
         result, retried as :meth:`retrying` says."""
+        settings = self.profile.transaction_settings
 
         def attempt() -> _T:
             with self._connect(engine) as connection:
                 dbapi_connection = connection.connection.dbapi_connection
                 with self.profile.deadline(dbapi_connection), connection.begin():
+                    if settings is not None:
+                        connection.exec_driver_sql(settings)
                     return operation(connection)
 
         return self.retrying(action, attempt)
@@ -102,6 +105,17 @@ class Runner:
         except engine.dialect.loaded_dbapi.Error as error:
             # A connection whose settings failed halfway is not reused either.
             raise self._driver_failure(error, pooled, None, invalidate=True) from None
+
+    def unreachable(self, action: str) -> SessionStoreError | None:
+        """Return the error of ``action`` if no connection to the database can
+        be made, or ``None`` (and the new connection is pooled)."""
+        try:
+            self.engine.raw_connection().close()
+        except self.engine.dialect.loaded_dbapi.Error as error:
+            return self.error(action, self._driver_failure(error, None, None))
+        except sa.exc.DBAPIError as error:
+            return self.error(action, error)
+        return None
 
     def run_statement(
         self,
@@ -125,7 +139,9 @@ class Runner:
             return self.run(action, lambda c: c.execute(statement, params).rowcount, engine)
         compiled = self._compiled.get(statement)
         if compiled is None:
-            compiled = self._compiled[statement] = _Compiled.of(statement, self.engine.dialect)
+            dialect = self.profile.direct_dialect(self.engine.dialect)
+            compiled = _Compiled.of(statement, dialect, self.profile.transaction_settings)
+            self._compiled[statement] = compiled
         return self.retrying(action, lambda: self._execute_direct(compiled, params, result))
 
     def _execute_direct(
@@ -135,9 +151,11 @@ class Runner:
         connection = cursor = None
         try:
             connection = self.engine.raw_connection()
-            cursor = connection.cursor()
+            cursor = self.profile.cursor(connection)
             with self.profile.deadline(connection.dbapi_connection):
                 cursor.execute(compiled.sql, compiled.parameters(params))
+                if compiled.after_settings:
+                    self.profile.skip_settings(cursor)
                 return cursor.fetchone() if result == "first" else cursor.rowcount
         except dialect.loaded_dbapi.Error as error:
             raise self._driver_failure(error, connection, cursor) from None
@@ -223,6 +241,7 @@ class Runner:
 class _Compiled(t.NamedTuple):
     """A statement compiled once for a dialect, to run on a DBAPI cursor."""
 
+    #: The statement's SQL, after the settings of its transaction if any.
     sql: str
     #: The parameters in the order of the SQL, for a positional paramstyle.
     order: tuple[str, ...] | None
@@ -230,9 +249,13 @@ class _Compiled(t.NamedTuple):
     fixed: dict[str, t.Any]
     #: Conversions of parameters the driver does not take as they are.
     conversions: dict[str, t.Callable[[t.Any], t.Any]]
+    #: Whether the SQL starts with the settings of its transaction.
+    after_settings: bool
 
     @classmethod
-    def of(cls, statement: sa.ClauseElement, dialect: sa.Dialect) -> _Compiled:
+    def of(
+        cls, statement: sa.ClauseElement, dialect: sa.Dialect, settings: str | None = None
+    ) -> _Compiled:
         compiled = t.cast(sa.sql.compiler.SQLCompiler, statement.compile(dialect=dialect))
         conversions: dict[str, t.Callable[[t.Any], t.Any]] = {}
         for name, bind in compiled.binds.items():
@@ -241,7 +264,10 @@ class _Compiled(t.NamedTuple):
                 conversions[name] = conversion
         fixed = {name: value for name, value in compiled.params.items() if value is not None}
         order = tuple(compiled.positiontup or ()) if compiled.positional else None
-        return cls(compiled.string, order, fixed, conversions)
+        # In one string, the statements run in one transaction (PostgreSQL's
+        # simple query protocol), in one round trip.
+        sql = compiled.string if settings is None else f"{settings}; {compiled.string}"
+        return cls(sql, order, fixed, conversions, settings is not None)
 
     def parameters(self, params: dict[str, t.Any]) -> t.Any:
         """Return ``params`` laid out for the driver."""

@@ -6,8 +6,8 @@ which of its errors mean a lost connection or a conflict worth retrying."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
-import logging
 import math
 import os
 import typing as t
@@ -18,9 +18,12 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite
 
 from ...changes import ChangeSet
+from ...errors import ConfigurationError
+from . import events
 from .watchdog import WATCHDOG
 
-logger = logging.getLogger(__package__ or __name__)
+#: The connection poolers the ``pooler`` option names, by their pooling mode.
+Pooler = t.Literal["session", "transaction"]
 
 #: Builds the assignments of an upsert's update from the row it would have
 #: inserted (``excluded`` or ``inserted``), in the order MySQL runs them.
@@ -62,6 +65,8 @@ class Engines(t.NamedTuple):
     bulk: sa.Engine
     #: Writes of one statement.
     single_writer: sa.Engine
+    #: Reads of several rows (``scan``, ``sessions_of``) and of the schema.
+    reader: sa.Engine
 
 
 class Profile:
@@ -69,6 +74,8 @@ class Profile:
     engine. The base class holds what most of them share.
 
     :param timeouts: the store's timeouts (none for an engine it was given).
+    :param synchronous_commit: the store's option.
+    :param pooler: the connection pooler between the store and the database.
     """
 
     #: The family's name in messages and the ``dialect`` option.
@@ -87,16 +94,21 @@ class Profile:
     bulk_isolation: t.ClassVar[str | None] = None
     #: Whether a purge's ``SELECT`` passes over rows that others hold.
     skip_locked: t.ClassVar[bool] = False
+    #: The connection poolers the database may be reached through.
+    poolers: t.ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, timeouts: Timeouts) -> None:
+    def __init__(
+        self, timeouts: Timeouts, synchronous_commit: bool = False, pooler: Pooler | None = None
+    ) -> None:
         self.timeouts = timeouts
+        self.synchronous_commit = synchronous_commit
+        self.pooler = pooler
+        #: A statement that applies the store's settings to the transaction it
+        #: runs in, where they cannot be set on each connection; it then
+        #: starts every transaction, and precedes each hot-path statement.
+        self.transaction_settings: str | None = None
 
-    def configure(
-        self,
-        url: sa.URL,
-        connect_args: dict[str, t.Any],
-        synchronous_commit: bool,
-    ) -> list[str]:
+    def configure(self, url: sa.URL, connect_args: dict[str, t.Any]) -> list[str]:
         """Fill in the DBAPI ``connect_args`` of an engine the store makes for
         ``url``, unless the URL sets them, and return the statements to run
         on each new connection."""
@@ -125,12 +137,28 @@ class Profile:
         purger = writer
         if self.bulk_isolation is not None:
             purger = engine.execution_options(isolation_level=self.bulk_isolation)
-        return Engines(engine, writer, purger, purger, engine)
+        # Settings of a transaction need one, where autocommit has none.
+        reader = engine if self.transaction_settings is None else writer
+        return Engines(engine, writer, purger, purger, engine, reader)
 
     def deadline(self, dbapi_connection: t.Any) -> t.ContextManager[object]:
         """Bound the time the block may talk to the server on
         ``dbapi_connection``, where the driver does not."""
         return contextlib.nullcontext()
+
+    def cursor(self, connection: sa.PoolProxiedConnection) -> t.Any:
+        """Return a DBAPI cursor for a hot-path statement, which
+        :attr:`transaction_settings` precede in the same string."""
+        return connection.cursor()
+
+    def direct_dialect(self, dialect: sa.Dialect) -> sa.Dialect:
+        """Return the dialect to compile hot-path statements with, for
+        :meth:`cursor`."""
+        return dialect
+
+    def skip_settings(self, cursor: t.Any) -> None:
+        """Move ``cursor`` past the result of :attr:`transaction_settings`, to
+        the statement's."""
 
     def lost(
         self, error: t.Any, dialect: sa.Dialect, dbapi_connection: t.Any, cursor: t.Any
@@ -193,9 +221,7 @@ class SQLiteProfile(Profile):
     name = "sqlite"
     autocommit = False
 
-    def configure(
-        self, url: sa.URL, connect_args: dict[str, t.Any], synchronous_commit: bool
-    ) -> list[str]:
+    def configure(self, url: sa.URL, connect_args: dict[str, t.Any]) -> list[str]:
         # pysqlite's busy timeout: how long a writer waits for another's lock.
         connect_args.setdefault("timeout", 15)
         if _file_of(url) is None:
@@ -204,20 +230,20 @@ class SQLiteProfile(Profile):
         # (a power cut may lose the last sessions written, never corrupt).
         return [
             "PRAGMA journal_mode = WAL",
-            f"PRAGMA synchronous = {'FULL' if synchronous_commit else 'NORMAL'}",
+            f"PRAGMA synchronous = {'FULL' if self.synchronous_commit else 'NORMAL'}",
         ]
 
     def prepare(self, engine: sa.Engine, url: sa.URL) -> None:
         path = _file_of(url)
         if path is not None:
-            _watch_file(engine, path)
+            events.watch_file(engine, path)
 
     def engines(self, engine: sa.Engine, own: bool) -> Engines:
         # Writers take the write lock at BEGIN and queue under the busy
         # timeout, where a deferred transaction could fail at once.
         writer = engine.execution_options()
-        sa.event.listen(writer, "begin", _begin_immediate)
-        return Engines(engine, writer, engine, writer, writer)
+        sa.event.listen(writer, "begin", events.begin_immediate)
+        return Engines(engine, writer, engine, writer, writer, engine)
 
     def is_conflict(self, error: sa.exc.DBAPIError) -> bool:
         # The lock still held after the busy timeout.
@@ -245,47 +271,103 @@ class SQLiteProfile(Profile):
 
 
 class PostgreSQLProfile(Profile):
+    """PostgreSQL, directly or through a pooler.
+
+    A pooler in transaction mode (PgBouncer's ``pool_mode = transaction``)
+    hands each transaction whichever server connection is free, shared with
+    other clients: a statement prepared on one is missing on the next, and a
+    ``SET`` applies to whoever gets that connection next. Then psycopg
+    prepares nothing, and the settings go with each transaction instead of
+    each connection (:attr:`transaction_settings`).
+    """
+
     name = "postgresql"
     name_limit = 63
     isolation = "READ COMMITTED"
     skip_locked = True
+    poolers = ("session", "transaction")
 
-    def configure(
-        self, url: sa.URL, connect_args: dict[str, t.Any], synchronous_commit: bool
-    ) -> list[str]:
-        statements = []
-        connect, statement = self.timeouts
-        if connect is not None:
-            _default(url, connect_args, "connect_timeout", math.ceil(connect))
-        if statement is not None:
+    def __init__(
+        self, timeouts: Timeouts, synchronous_commit: bool = False, pooler: Pooler | None = None
+    ) -> None:
+        super().__init__(timeouts, synchronous_commit, pooler)
+        self._client_cursor = False
+        settings = self._settings()
+        if pooler == "transaction" and settings:
+            values = ", ".join(f"set_config('{n}', '{v}', true)" for n, v in settings.items())
+            self.transaction_settings = f"SELECT {values}"
+
+    def _settings(self) -> dict[str, str]:
+        """Return the store's settings of each session or transaction."""
+        settings = {}
+        if self.timeouts.statement is not None:
             # The server's own limits; the client's is the watchdog.
-            statements += [
-                f"SET statement_timeout = {math.ceil(statement * 1000)}",
-                f"SET lock_timeout = {math.ceil(_lock_timeout(statement) * 1000)}",
-            ]
-        # psycopg prepares statements it sees often; a generic plan made
-        # while the table was small (a sequential scan) would otherwise stay
-        # cached as the table grows, at a millisecond per request.
-        statements.append("SET plan_cache_mode = force_custom_plan")
-        if not synchronous_commit:
+            statement = self.timeouts.statement
+            settings["statement_timeout"] = str(math.ceil(statement * 1000))
+            settings["lock_timeout"] = str(math.ceil(_lock_timeout(statement) * 1000))
+        if self.pooler != "transaction":
+            # psycopg prepares statements it sees often; a generic plan made
+            # while the table was small (a sequential scan) would otherwise
+            # stay cached as the table grows, at a millisecond per request.
+            # Through a transaction pooler it prepares none.
+            settings["plan_cache_mode"] = "force_custom_plan"
+        if not self.synchronous_commit:
             # A crash of the server may lose the last moments of session
             # writes, never corrupt them; each write then waits for no flush.
-            statements.append("SET synchronous_commit = off")
-        return statements
+            settings["synchronous_commit"] = "off"
+        return settings
+
+    def configure(self, url: sa.URL, connect_args: dict[str, t.Any]) -> list[str]:
+        if self.timeouts.connect is not None:
+            _default(url, connect_args, "connect_timeout", math.ceil(self.timeouts.connect))
+        if self.pooler != "transaction":
+            return [f"SET {name} = {value}" for name, value in self._settings().items()]
+        driver = url.get_driver_name()
+        if driver not in ("psycopg", "psycopg2"):
+            raise ConfigurationError("'transaction' needs psycopg or psycopg2", "pooler")
+        # psycopg2 never prepares; psycopg does once it saw a statement
+        # five times, unless told otherwise.
+        if driver == "psycopg":
+            _default(url, connect_args, "prepare_threshold", None)
+            # Binding the parameters itself, it sends the settings and the
+            # statement as one string, in one round trip (psycopg2 always does).
+            self._client_cursor = self.transaction_settings is not None
+        return []
 
     def watch(self, engine: sa.Engine) -> None:
-        if not sa.event.contains(engine, "handle_error", _flag_lost_socket):
-            sa.event.listen(engine, "handle_error", _flag_lost_socket)
+        if not sa.event.contains(engine, "handle_error", events.flag_lost_socket):
+            sa.event.listen(engine, "handle_error", events.flag_lost_socket)
 
     def deadline(self, dbapi_connection: t.Any) -> t.ContextManager[object]:
         if self.timeouts.statement is None:
             return contextlib.nullcontext()
         return WATCHDOG.guard(dbapi_connection, self.timeouts.statement)
 
+    def cursor(self, connection: sa.PoolProxiedConnection) -> t.Any:
+        if not self._client_cursor:
+            return connection.cursor()
+        import psycopg
+
+        return psycopg.ClientCursor(t.cast(psycopg.Connection[t.Any], connection.dbapi_connection))
+
+    def direct_dialect(self, dialect: sa.Dialect) -> sa.Dialect:
+        if not self._client_cursor:
+            return dialect
+        # psycopg 3.1.0's ClientCursor fails on a named parameter that the
+        # statement holds twice; positional ones it takes.
+        positional = copy.copy(dialect)
+        positional.paramstyle, positional.positional = "format", True
+        return positional
+
+    def skip_settings(self, cursor: t.Any) -> None:
+        # psycopg2 keeps the last result alone.
+        if self._client_cursor:
+            cursor.nextset()
+
     def lost(
         self, error: t.Any, dialect: sa.Dialect, dbapi_connection: t.Any, cursor: t.Any
     ) -> bool:
-        return super().lost(error, dialect, dbapi_connection, cursor) or _socket_lost(
+        return super().lost(error, dialect, dbapi_connection, cursor) or events.socket_lost(
             error, dialect
         )
 
@@ -326,9 +408,7 @@ class MySQLProfile(Profile):
     # Without gap locks a purge does not block requests creating sessions.
     bulk_isolation = "READ COMMITTED"
 
-    def configure(
-        self, url: sa.URL, connect_args: dict[str, t.Any], synchronous_commit: bool
-    ) -> list[str]:
+    def configure(self, url: sa.URL, connect_args: dict[str, t.Any]) -> list[str]:
         connect, statement = self.timeouts
         # Whole seconds: mysqlclient takes nothing else.
         if connect is not None:
@@ -340,7 +420,7 @@ class MySQLProfile(Profile):
         return [f"SET SESSION innodb_lock_wait_timeout = {math.ceil(_lock_timeout(statement))}"]
 
     def prepare(self, engine: sa.Engine, url: sa.URL) -> None:
-        _skip_autocommit_commits(engine.dialect)
+        events.skip_autocommit_commits(engine.dialect)
 
     def is_conflict(self, error: sa.exc.DBAPIError) -> bool:
         args: tuple[object, ...] = getattr(error.orig, "args", ())
@@ -435,68 +515,3 @@ def _file_of(url: sa.URL) -> str | None:
     if url.database and url.database != ":memory:" and "uri" not in url.query:
         return os.path.abspath(url.database)
     return None
-
-
-def _watch_file(engine: sa.Engine, path: str) -> None:
-    """Create the SQLite file readable by its owner only, and replace pooled
-    connections to a file that was since replaced (a restored backup)."""
-
-    def create_private(*args: t.Any) -> None:
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-
-    def remember(dbapi_connection: t.Any, record: t.Any) -> None:
-        with contextlib.suppress(OSError):
-            stat = os.stat(path)
-            record.info["prancer_file"] = stat.st_dev, stat.st_ino
-
-    def check(dbapi_connection: t.Any, record: t.Any, proxy: t.Any) -> None:
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return  # Let SQLite report it.
-        if record.info.get("prancer_file") != (stat.st_dev, stat.st_ino):
-            logger.warning("The SQLite file %s was replaced; reconnecting.", path)
-            raise sa.exc.DisconnectionError("the database file was replaced")
-
-    sa.event.listen(engine, "do_connect", create_private)
-    sa.event.listen(engine, "connect", remember)
-    sa.event.listen(engine, "checkout", check)
-
-
-def _begin_immediate(connection: sa.Connection) -> None:
-    if not connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _skip_autocommit_commits(dialect: sa.Dialect) -> None:
-    """Send no COMMIT or ROLLBACK on a PyMySQL connection in autocommit mode,
-    where they do nothing but cost a round trip (psycopg skips them itself)."""
-    commit, rollback = dialect.do_commit, dialect.do_rollback
-
-    def do_commit(dbapi_connection: t.Any) -> None:
-        if not dbapi_connection.get_autocommit():
-            commit(dbapi_connection)
-
-    def do_rollback(dbapi_connection: t.Any) -> None:
-        if not dbapi_connection.get_autocommit():
-            rollback(dbapi_connection)
-
-    dialect.do_commit = do_commit  # type: ignore[method-assign]
-    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
-
-
-def _socket_lost(error: BaseException, dialect: sa.Dialect) -> bool:
-    """Tell whether ``error`` says the connection's socket is gone although the
-    driver did not mark the connection broken, as psycopg 3 reports a reset
-    that its poll loop sees before libpq does."""
-    return isinstance(error, dialect.loaded_dbapi.OperationalError) and (
-        str(error) == "connection socket closed"
-    )
-
-
-def _flag_lost_socket(context: sa.engine.ExceptionContext) -> None:
-    """Have SQLAlchemy discard a connection whose socket :func:`_socket_lost`
-    says is gone, as it does for the disconnects it recognises."""
-    if _socket_lost(context.original_exception, context.dialect):
-        context.is_disconnect = True

@@ -93,7 +93,7 @@ class TableKeeper:
 
     def create(self) -> None:
         """Create the table, or add what a table of an earlier version lacks."""
-        engine = self.runner.engine
+        engine = self.runner.engines.reader
 
         def create(connection: sa.Connection) -> None:
             self.table.metadata.create_all(connection, checkfirst=True)
@@ -215,7 +215,7 @@ class TableKeeper:
             indexes = {index["name"] for index in inspector.get_indexes(name, schema=schema)}
             return Schema(True, columns, indexes)
 
-        return self.runner.run("inspect the session table", inspect, self.runner.engine)
+        return self.runner.run("inspect the session table", inspect, self.runner.engines.reader)
 
     @property
     def upgrade(self) -> tuple[sa.TextClause, sa.schema.CreateIndex]:

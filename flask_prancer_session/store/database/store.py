@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
+import time
 import typing as t
 
 import sqlalchemy as sa
@@ -30,6 +32,7 @@ from .engine import DRIVERNAMES
 from .engine import split_options
 from .execution import Runner
 from .profiles import dumps
+from .profiles import Pooler
 from .profiles import Timeouts
 from .schema import check_table_name
 from .schema import define_table
@@ -76,6 +79,7 @@ class DatabaseStore(StoreDriver):
         connect_timeout: Seconds = 5,
         statement_timeout: Seconds | None = 10,
         synchronous_commit: bool = False,
+        pooler: Pooler | None = None,
         expiration_timeout: Seconds = DEFAULT_EXPIRATION_TIMEOUT,
         permanent_timeout: Seconds | None = None,
         absolute_timeout: Seconds | None = None,
@@ -121,15 +125,28 @@ class DatabaseStore(StoreDriver):
             raise ConfigurationError("must be true or false", "synchronous_commit")
         if not isinstance(create_table, bool):
             raise ConfigurationError("must be true or false", "create_table")
+        if pooler not in (None, "session", "transaction"):
+            raise ConfigurationError("must be 'session', 'transaction' or none", "pooler")
+        if pooler == "transaction" and on_connect:
+            # A SET would reach the other clients of the pooled connection.
+            raise ConfigurationError(
+                "cannot be used through a transaction pooler: set the role's defaults"
+                " (ALTER ROLE ... SET) instead",
+                "on_connect",
+            )
         #: The name that keeps the sessions of apps sharing the table apart.
         self.application = application
         #: The session table.
         self.table = define_table(table)
 
         if engine is not None:
-            if on_connect or connection_check_threshold is not None:
-                name = "on_connect" if on_connect else "connection_check_threshold"
-                raise ConfigurationError("does not apply to a given engine; configure it", name)
+            given = {
+                "on_connect": on_connect,
+                "connection_check_threshold": connection_check_threshold,
+            }
+            for name, value in (given | {"pooler": pooler}).items():
+                if value:
+                    raise ConfigurationError("does not apply to a given engine; configure it", name)
             # Its owner configures it: none of the store's timeouts apply.
             profile = check_dialect(engine.dialect.name, dialect, "engine")(Timeouts(None, None))
             #: The engine the store runs its statements on.
@@ -143,6 +160,7 @@ class DatabaseStore(StoreDriver):
                 connection_check_threshold,
                 timeouts,
                 synchronous_commit,
+                pooler,
             )
         profile.watch(self.engine)
         check_table_name(self.table, profile, self.engine.dialect, create_table)
@@ -152,15 +170,36 @@ class DatabaseStore(StoreDriver):
         self._engines = self._runner.engines
         self._sql = Statements(self.table, application, profile)
         self._keeper = TableKeeper(self.table, self._runner, self._sql.purge_batch)
+        self._create_table = create_table
+        #: Whether the table was created or checked, which the first use does
+        #: if the database was down when the store started.
+        self._ready = False
+        self._failure: tuple[float, SessionStoreError] | None = None
+        self._ready_lock = threading.Lock()
         try:
-            if create_table:
-                self._keeper.create()
+            failure = self._runner.unreachable("inspect the session table")
+            if failure is None:
+                self._prepare_table()
             else:
-                self._check_table()
+                # Containers often start before their database: the app
+                # starts, and its requests fail until the database is up.
+                logger.warning(
+                    "The session table will be checked at its first use, as the database"
+                    " cannot be reached: %s",
+                    failure,
+                )
         finally:
             if self._own_engine:
                 # No pooled connection may outlive a store that failed to start.
                 self.engine.dispose()
+
+    def close(self) -> None:
+        """Wait for a purge running in the background, and close the pooled
+        connections of an engine the store made (one it was given belongs to
+        the caller). The store opens new ones at its next use."""
+        super().close()
+        if self._own_engine:
+            self.engine.dispose()
 
     def _after_fork(self) -> None:
         """Also give the child a pool of its own, if the engine is ours: a
@@ -168,9 +207,50 @@ class DatabaseStore(StoreDriver):
         The parent keeps its connections."""
         super()._after_fork()
         if getattr(self, "_own_engine", False):  # not set by a store that failed to start
+            self._ready_lock = threading.Lock()
             self.engine.dispose(close=False)
 
+    def _prepare_table(self) -> None:
+        """Create the table, or add what one of an earlier version lacks, or
+        check it, as ``create_table`` says."""
+        if self._create_table:
+            self._keeper.create()
+        else:
+            self._keeper.check()
+        self._ready = True
+
+    def _prepare_at_first_use(self) -> None:
+        """Prepare the table of a store that started while its database was
+        down, once; fail as :exc:`.SessionStoreError` until that works.
+
+        A request that waited for another's attempt gets its failure, rather
+        than waiting for an attempt of its own: a database gone silent would
+        otherwise hold each request queued here for its own timeout.
+        """
+        asked = time.monotonic()
+        with self._ready_lock:
+            if self._ready:
+                return
+            if self._failure is None or self._failure[0] < asked:
+                try:
+                    self._prepare_table()
+                except ConfigurationError as error:
+                    # A table of an earlier version, and create_table false.
+                    message = f"the session table cannot be used: {error}"
+                    self._failure = time.monotonic(), SessionStoreError(message, error)
+                except SessionStoreError as error:
+                    self._failure = time.monotonic(), error
+                else:
+                    logger.info("The session table %s is ready.", self.table.fullname)
+                    return
+            failure = self._failure[1]
+        raised = SessionStoreError(str(failure), failure.original_error)
+        raised.__cause__ = failure.original_error
+        raise raised
+
     def fetch(self, key: str) -> Record | None:
+        if not self._ready:
+            self._prepare_at_first_use()
         params = {"key": key, "now": self.clock()}
         row = self._runner.run_statement(
             "read a session", self._sql.fetch, params, "first", self.engine
@@ -182,6 +262,8 @@ class DatabaseStore(StoreDriver):
         return None if data is None else Record(data, created_at, expires_at)
 
     def apply(self, key: str, changes: ChangeSet) -> bool:
+        if not self._ready:
+            self._prepare_at_first_use()
         now = self.clock()
         timeout = self.expiration_timeout if changes.timeout is None else changes.timeout
         if changes.expected:
@@ -265,11 +347,15 @@ class DatabaseStore(StoreDriver):
         return self.apply(key, dataclasses.replace(changes, updated=others, expected={}))
 
     def touch(self, key: str, expires_at: float) -> None:
+        if not self._ready:
+            self._prepare_at_first_use()
         params = {"key": key, "now": self.clock(), "new_expiry": expires_at}
         engine = self._engines.single_writer
         self._runner.run_statement("touch a session", self._sql.touch, params, "rowcount", engine)
 
     def remove(self, key: str) -> bool:
+        if not self._ready:
+            self._prepare_at_first_use()
         params = {"key": key, "now": self.clock()}
         action = "remove a session"
         if not self._profile.autocommit:
@@ -291,6 +377,8 @@ class DatabaseStore(StoreDriver):
         """Delete expired sessions in batches of :data:`.PURGE_BATCH`, each in
         a short transaction that leaves alone rows a request holds, so that a
         purge does not deadlock with requests and holds little memory."""
+        if not self._ready:
+            self._prepare_at_first_use()
         deleted = 0
         now = self.clock()
 
@@ -312,6 +400,8 @@ class DatabaseStore(StoreDriver):
         :data:`.SCAN_BATCH` by key, each batch a short read of its own, so
         that a scan of many sessions holds neither a transaction nor much
         memory."""
+        if not self._ready:
+            self._prepare_at_first_use()
         batch = self._sql.scan_batch
 
         def read(after: str) -> t.Sequence[t.Any]:
@@ -332,6 +422,8 @@ class DatabaseStore(StoreDriver):
     def clear(self) -> int:
         """Delete this application's sessions in batches by key, each in a
         short transaction, and return how many live ones were deleted."""
+        if not self._ready:
+            self._prepare_at_first_use()
         deleted = 0
         now = self.clock()
         after = ""
@@ -353,6 +445,8 @@ class DatabaseStore(StoreDriver):
             after = ids[-1]
 
     def sessions_of(self, user_id: str) -> dict[str, Record]:
+        if not self._ready:
+            self._prepare_at_first_use()
         params = {"user": user_id, "now": self.clock()}
         rows = self._read("read the sessions of a user", self._sql.of_user, params)
         records = {}
@@ -363,6 +457,8 @@ class DatabaseStore(StoreDriver):
         return records
 
     def remove_user(self, user_id: str) -> int:
+        if not self._ready:
+            self._prepare_at_first_use()
         params = {"user": user_id, "now": self.clock()}
 
         def remove(connection: sa.Connection) -> int:
@@ -376,18 +472,9 @@ class DatabaseStore(StoreDriver):
         self, action: str, query: sa.Select[t.Any], params: dict[str, t.Any]
     ) -> t.Sequence[sa.Row[t.Any]]:
         """Return the rows of ``query``, read in a transaction of its own."""
-        return self._runner.run(action, lambda c: c.execute(query, params).all(), self.engine)
-
-    def _check_table(self) -> None:
-        """Refuse a table of an earlier version, without the user_id column.
-
-        A database that cannot be reached is let be: the app may start before
-        it, and each operation will report the failure.
-        """
-        try:
-            self._keeper.check()
-        except SessionStoreError as error:
-            logger.warning("Could not check the session table: %s", error)
+        return self._runner.run(
+            action, lambda c: c.execute(query, params).all(), self._engines.reader
+        )
 
     def _decode(self, key: str, raw: object) -> dict[str, str] | None:
         try:
