@@ -1299,6 +1299,20 @@ def test_a_write_between_the_statements_of_a_bulk_delete(
             store.clear()
 
 
+@pytest.mark.parametrize(
+    ("url", "milliseconds"),
+    [("sqlite:///{}", 15000), ("sqlite:///{}?timeout=2", 2000)],
+    ids=["default", "from the URL"],
+)
+def test_sqlite_busy_timeout(tmp_path: Path, url: str, milliseconds: int) -> None:
+    store = DatabaseStore(url=url.format(tmp_path / "s.db"))
+    try:
+        with store.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == milliseconds
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("durable", [False, True])
 def test_synchronous_commit_option(tmp_path: Path, durable: bool) -> None:
     store = DatabaseStore(url=f"sqlite:///{tmp_path / 's.db'}", synchronous_commit=durable)
@@ -1391,6 +1405,23 @@ def test_a_forked_worker_opens_its_own_connections(
             store.apply(KEY, ChangeSet({f"{prefix}{n % 5}": str(n)}))
 
     run_forked(lambda: write("c"), lambda: write("p"))
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.parametrize("url", ["sqlite", "postgresql"], indirect=True)
+def test_a_fork_while_a_first_use_prepares_the_table(
+    make_store: t.Callable[..., DatabaseStore],
+) -> None:
+    # A store that started while its database was down prepares its table
+    # at its first use, under a lock that a fork may copy held.
+    store = make_store()
+    store.apply(KEY, _new(x="1"))
+    store._ready = False
+
+    def fetch() -> None:
+        assert store.fetch(KEY) is not None
+
+    hold_while_forking([store._ready_lock], fetch)
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")

@@ -78,8 +78,6 @@ class Profile:
     :param pooler: the connection pooler between the store and the database.
     """
 
-    #: The family's name in messages and the ``dialect`` option.
-    name: t.ClassVar[str]
     #: The longest name of a table, index or schema, in bytes (PostgreSQL
     #: would cut a longer one short; MySQL refuses it).
     name_limit: t.ClassVar[int | None] = None
@@ -218,12 +216,13 @@ class Profile:
 
 
 class SQLiteProfile(Profile):
-    name = "sqlite"
+    """SQLite, in a file or in memory."""
+
     autocommit = False
 
     def configure(self, url: sa.URL, connect_args: dict[str, t.Any]) -> list[str]:
         # pysqlite's busy timeout: how long a writer waits for another's lock.
-        connect_args.setdefault("timeout", 15)
+        _default(url, connect_args, "timeout", 15)
         if _file_of(url) is None:
             return []
         # Readers do not block the writer, and a commit waits for no fsync
@@ -281,7 +280,6 @@ class PostgreSQLProfile(Profile):
     each connection (:attr:`transaction_settings`).
     """
 
-    name = "postgresql"
     name_limit = 63
     isolation = "READ COMMITTED"
     skip_locked = True
@@ -402,7 +400,6 @@ class PostgreSQLProfile(Profile):
 class MySQLProfile(Profile):
     """MySQL and MariaDB."""
 
-    name = "mysql"
     name_limit = 64
     isolation = "REPEATABLE READ"
     # Without gap locks a purge does not block requests creating sessions.

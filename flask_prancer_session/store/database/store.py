@@ -56,6 +56,8 @@ class DatabaseStore(StoreDriver):
     :param on_connect: SQL statements run on each new connection.
     :param connection_check_threshold: replace pooled connections older than
         this many seconds.
+    :param pooler: the pooling mode, ``"transaction"`` or ``"session"``, of a
+        pooler such as PgBouncer between the store and PostgreSQL.
     """
 
     def __init__(
@@ -206,8 +208,8 @@ class DatabaseStore(StoreDriver):
         connection shared by two processes hands one the other's replies.
         The parent keeps its connections."""
         super()._after_fork()
+        self._ready_lock = threading.Lock()
         if getattr(self, "_own_engine", False):  # not set by a store that failed to start
-            self._ready_lock = threading.Lock()
             self.engine.dispose(close=False)
 
     def _prepare_table(self) -> None:
