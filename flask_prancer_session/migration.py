@@ -53,11 +53,28 @@ data out of the pickle and runs no code, so an object that would need code
 to rebuild (a ``datetime``, a dataclass) is left out. Values are moved when
 they are ``str``, ``int``, ``float``, ``bool``, ``None``, ``bytes``, lists
 (tuples and sets become lists, as MessagePack makes them), dictionaries with
-string keys, and the time-zone-aware ``datetime`` that MessagePack carries;
-any other key is left out with a warning naming it.
+string keys, and the time-zone-aware ``datetime`` that MessagePack carries,
+as long as our session stores them (a key with a NUL character, or an integer
+of more than 4,300 digits, which JSON cannot write, is not); any other key is
+left out, and one warning per session counts the keys left out and names the
+first few.
+
+Whoever can write to Flask-Session's store chooses what is read, so reading
+an entry costs time and memory in proportion to its size. An entry larger than
+:data:`~.pickle_reader.MAX_ENTRY_BYTES` (1 MiB) is not read. Once read, its
+values are converted up to :data:`~.pickle_reader.MAX_VALUES` (100,000)
+values, counting a value shared by several references once per reference, of
+at most ``MAX_ENTRY_BYTES`` of strings, bytes and integers in all; a larger
+session is not moved. A value nested more than
+:data:`~flask_prancer_session.serializer.MAX_DEPTH` (64) levels deep is left
+out. A dictionary keyed by a list in a MessagePack entry is read with ``None``
+in place of that key (and so left out), since the hashes of tuples can be
+chosen to collide.
 
 A cookie that is forged, malformed or leads to no readable session gets a
-fresh session, and that cookie is expired. If the old store cannot be read
+fresh session, and that cookie is expired. An entry that is unreadable, or
+none of whose values can be moved, is deleted with it, so the visitor is not
+read again on every request. If the old store cannot be read
 (server down), the first use of the session fails with
 :class:`.SessionStoreError` rather than carrying on with a fresh session whose
 cookie would replace the visitor's real one: the visitor is moved over once
@@ -93,13 +110,20 @@ from itsdangerous import Signer
 from .config import CONFIG_KEY
 from .errors import ConfigurationError
 from .errors import SessionStoreError
+from .interface import PrancerSessionInterface
 from .interface import vary_on_cookie
-from .pickle_reader import Budget as Budget
+from .lifetime import EXPIRY_KEY
+from .pickle_reader import brief
+from .pickle_reader import MAX_ENTRY_BYTES as MAX_ENTRY_BYTES
 from .pickle_reader import MAX_VALUES as MAX_VALUES
 from .pickle_reader import Placeholder as Placeholder
 from .pickle_reader import read_pickle as read_pickle
 from .pickle_reader import Unreadable as Unreadable
+from .serializer import check_key
+from .serializer import dumps_value
+from .serializer import make_serializer
 from .serializer import MAX_DEPTH
+from .serializer import Serializer
 
 if t.TYPE_CHECKING:
     import sqlalchemy as sa
@@ -118,6 +142,10 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _MAX_COOKIE_LENGTH = 4096
 #: Flask's cookie settings, which Flask-Session used for its cookie.
 _FLASK_COOKIE = SessionInterface()
+#: Keys that only say how long to keep a session: a session holding nothing
+#: else is not stored (see :meth:`.PrancerSessionInterface.save_session`), so
+#: nothing would retire the old one.
+_LIFETIME_KEYS = frozenset({"_permanent", EXPIRY_KEY})
 
 
 class _Unsupported(Exception):
@@ -205,7 +233,11 @@ class FlaskSessionMigrator:
     ) -> tuple[dict[str, t.Any], t.Callable[[Response], None]] | None:
         """Return the data of the visitor's Flask-Session session and a
         function that deletes the old copy and expires the old cookie, or
-        ``None`` if the request leads to no session.
+        ``None`` if the request leads to no session to move.
+
+        With ``None`` the old cookie is expired all the same, and an old copy
+        that was unreadable, or held nothing that could be moved, is deleted,
+        so that it is not read again on every request.
 
         :raise SessionStoreError: if the old store cannot be read.
         """
@@ -213,16 +245,26 @@ class FlaskSessionMigrator:
         if value is None:
             return None
         key = self._key_from(app, value)
-        data: dict[str, t.Any] = {}
-        if key is not None:
-            try:
-                data = _session_values(self._fetch(key))
-            except Unreadable as error:
-                logger.warning("A Flask-Session session was not moved over: %s.", error)
-        if not data:
+        if key is None:
             self._when_responding(lambda response: self._expire_cookie(app, response))
             return None
-        assert key is not None
+        try:
+            entry = self._fetch(key)
+            found = entry is not None
+            data = _session_values(entry, _serializer_of(app))
+        except Unreadable as error:
+            logger.warning("A Flask-Session session was not moved over: %s.", error)
+            found, data = True, {}
+        if _LIFETIME_KEYS.issuperset(data):
+            if not found:  # No such session, or it has expired.
+                self._when_responding(lambda response: self._expire_cookie(app, response))
+            else:
+                # Nothing in it can be moved (a permanent session of
+                # Flask-Session's holds "_permanent" anyway, which our session
+                # does not store on its own): it goes, with its cookie, so it
+                # is not read again on every request.
+                self._when_responding(lambda response: self._retire(app, key, response))
+            return None
         done = False
 
         def finish(response: Response) -> None:
@@ -453,14 +495,18 @@ class _DataOnlySerializer(BaseSerializer):
     def loads(self, bvalue: bytes) -> t.Any:
         if bvalue is None:
             return None
+        # Refused before it is copied; cachelib's Redis-like caches put "!"
+        # before a pickle.
+        if len(bvalue) > MAX_ENTRY_BYTES + 1:
+            return Unreadable(f"it is larger than {MAX_ENTRY_BYTES} bytes")
         try:
-            # cachelib's Redis-like caches put "!" before a pickle.
             return read_pickle(bytes(bvalue).removeprefix(b"!"))
         except Unreadable as error:
             return error  # Not raised: cachelib takes some exceptions for a miss.
 
     def load(self, f: t.BinaryIO) -> t.Any:
-        return self.loads(f.read())
+        # One byte more than is read, so a larger file is refused unread.
+        return self.loads(f.read(MAX_ENTRY_BYTES + 1))
 
 
 def _cachelib_source(config: t.Mapping[str, t.Any]) -> _CachelibSource:
@@ -504,12 +550,22 @@ def _msgspec_decoder() -> t.Callable[[bytes], t.Any]:
             " pip install 'flask-prancer-session[migrate]'",
             f"{CONFIG_KEY}.migrate_from",
         ) from error
-    decoders = (msgspec.msgpack.Decoder(), msgspec.json.Decoder())
+    msgpack = msgspec.msgpack.Decoder()
+    json = msgspec.json.Decoder()
 
     def decode(raw: bytes) -> t.Any:
-        for decoder in decoders:
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            raise Unreadable("it is not bytes")
+        if len(raw) > MAX_ENTRY_BYTES:
+            raise Unreadable(f"it is larger than {MAX_ENTRY_BYTES} bytes")
+        raw = bytes(raw)
+        packed = _without_compound_keys(raw)
+        # JSON keys are strings; JSON is not one MessagePack value.
+        for decoder, data in ((msgpack, packed), (json, raw)):
+            if data is None:
+                continue
             try:
-                return decoder.decode(raw)
+                return decoder.decode(data)
             except (msgspec.DecodeError, RecursionError):
                 pass
         raise Unreadable(
@@ -520,36 +576,225 @@ def _msgspec_decoder() -> t.Callable[[bytes], t.Any]:
     return decode
 
 
-def _session_values(entry: t.Any) -> dict[str, t.Any]:
-    """Return the values of a Flask-Session entry that our sessions store
-    exactly, leaving out the others with a warning.
+# The MessagePack formats by their first byte, apart from the fixed ranges:
+# those of a fixed size, with the size after the first byte;
+_FIXED_SIZE = {
+    **dict.fromkeys((0xC0, 0xC2, 0xC3), 0),  # nil, false, true
+    **{0xCA: 4, 0xCB: 8},  # floats
+    **{0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8},  # integers
+    **{0xD4: 2, 0xD5: 3, 0xD6: 5, 0xD7: 9, 0xD8: 17},  # fixext: a type byte, the data
+}
+# those of a length-prefixed size: the length's bytes, and the bytes before the data;
+_SIZED = {
+    **{0xC4: (1, 0), 0xC5: (2, 0), 0xC6: (4, 0)},  # bin
+    **{0xC7: (1, 1), 0xC8: (2, 1), 0xC9: (4, 1)},  # ext, with its type byte
+    **{0xD9: (1, 0), 0xDA: (2, 0), 0xDB: (4, 0)},  # str
+}
+# and the arrays and maps: the count's bytes, and the items per count.
+_COUNTED = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}
 
-    :raise Unreadable: if ``entry`` is not a session.
+
+def _without_compound_keys(raw: bytes) -> bytes | None:
+    """Return the MessagePack value ``raw`` with nil in place of each map key
+    that is an array or a map, or ``None`` if ``raw`` is not one MessagePack
+    value.
+
+    msgspec makes such keys tuples, and a tuple's hash is a function of its
+    items' that can be inverted, so one entry could hold thousands of keys
+    with one hash, and building the dictionary would take time in proportion
+    to their square. A dictionary with a key that is not a string is never
+    moved anyway. This walks the items without building them, in a loop.
+
+    :raise Unreadable: if ``raw`` holds more than :data:`MAX_VALUES` values.
+    """
+    end = len(raw)
+    position = 0
+    # For each array or map being read, outermost first: the items left in
+    # it (a map's keys and values both count), and whether it is a map.
+    left = [1]
+    in_map = [False]
+    values = 0
+    spans: list[tuple[int, int]] = []  # where the compound keys are
+    key_level = -1  # how many were open when the compound key being read began
+    key_start = 0
+    while left:
+        if left[-1] == 0:
+            left.pop()
+            in_map.pop()
+            if len(left) == key_level:
+                spans.append((key_start, position))
+                key_level = -1
+            continue
+        is_key = in_map[-1] and left[-1] % 2 == 0
+        left[-1] -= 1
+        if position >= end:
+            return None
+        values += 1
+        if values > MAX_VALUES:
+            raise Unreadable(f"it holds more than {MAX_VALUES} values")
+        byte = raw[position]
+        start = position
+        position += 1
+        count = 0
+        if byte <= 0x7F or byte >= 0xE0:  # fixint
+            continue
+        if byte <= 0x8F:
+            count, per = byte & 0x0F, 2  # fixmap
+        elif byte <= 0x9F:
+            count, per = byte & 0x0F, 1  # fixarray
+        elif byte <= 0xBF:
+            position += byte & 0x1F  # fixstr
+            continue
+        elif byte in _FIXED_SIZE:
+            position += _FIXED_SIZE[byte]
+            continue
+        elif byte in _SIZED:
+            width, extra = _SIZED[byte]
+            size = int.from_bytes(raw[position : position + width], "big")
+            position += width + extra + size
+            continue
+        elif byte in _COUNTED:
+            width, per = _COUNTED[byte]
+            count = int.from_bytes(raw[position : position + width], "big")
+            position += width
+        else:
+            return None  # 0xc1, which is never used
+        if is_key and key_level < 0:
+            key_level, key_start = len(left), start
+        left.append(count * per)
+        in_map.append(per == 2)
+    if position != end:
+        return None
+    if not spans:
+        return raw
+    pieces = []
+    previous = 0
+    for start, stop in spans:
+        pieces.append(raw[previous:start])
+        previous = stop
+    pieces.append(raw[previous:])
+    return b"\xc0".join(pieces)
+
+
+def _serializer_of(app: Flask) -> Serializer:
+    """Return the serializer of the app's sessions, which says what they store."""
+    interface = app.session_interface
+    if isinstance(interface, PrancerSessionInterface):
+        return interface.serializer
+    return make_serializer()
+
+
+#: Integers of more digits than this are not moved: Python's default limit
+#: for ``int`` to ``str``, without which writing one takes time that grows
+#: faster than its length.
+_INT_LIMIT = 10**4300
+#: How many of the keys that were left out a warning names.
+_NAMED = 3
+
+
+class Budget:
+    """Counts the values converted from one entry, and the size of their
+    strings, bytes, names and integers, each shared value once per reference."""
+
+    def __init__(self, values: int = MAX_VALUES, size: int = MAX_ENTRY_BYTES) -> None:
+        self.values = values
+        self.size = size
+
+    def spend(self, size: int = 0) -> None:
+        """Count one value of ``size`` bytes (or characters).
+
+        :raise Unreadable: once past either limit.
+        """
+        self.values -= 1
+        self.size -= size
+        if self.values < 0:
+            raise Unreadable(f"it holds more than {MAX_VALUES} values")
+        if self.size < 0:
+            raise Unreadable(f"its values hold more than {MAX_ENTRY_BYTES} bytes")
+
+
+def _session_values(entry: t.Any, serializer: Serializer | None = None) -> dict[str, t.Any]:
+    """Return the values of a Flask-Session entry that our sessions store
+    exactly, leaving out the others with one warning.
+
+    :param serializer: the serializer of our sessions, which must accept each
+        value moved; the default one if not given.
+    :raise Unreadable: if ``entry`` is not a session, or is too large.
     """
     if entry is None:
         return {}
     if type(entry) is not dict:
         raise Unreadable("it is not a mapping")
-    budget = Budget(MAX_VALUES)
+    if serializer is None:
+        serializer = make_serializer()
+    budget = Budget()
     values: dict[str, t.Any] = {}
+    left_out: list[str] = []
+    count = 0
     for key, value in entry.items():
         try:
-            if type(key) is not str or not _is_text(key):
-                raise _Unsupported("its name is not a string")
-            values[key] = _plain(value, MAX_DEPTH, budget)
+            name = _session_key(key, budget)
+            plain = _plain(value, MAX_DEPTH, budget)
+            try:
+                dumps_value(serializer, name, plain)
+            except TypeError as error:
+                cause = error.__cause__ or error
+                raise _Unsupported(f"our sessions cannot store it ({brief(str(cause))})") from None
+            values[name] = plain
         except _Unsupported as error:
-            logger.warning("Flask-Session session key %r was not moved over: %s.", key, error)
+            count += 1
+            if len(left_out) < _NAMED:
+                what = repr(brief(key)) if type(key) is str else "a key"
+                left_out.append(f"{what} ({error})")
+    if count:
+        more = f", and {count - len(left_out)} more" if count > len(left_out) else ""
+        logger.warning(
+            "%d key(s) of a Flask-Session session were not moved over: %s%s.",
+            count,
+            ", ".join(left_out),
+            more,
+        )
     return values
+
+
+def _session_key(key: t.Any, budget: Budget) -> str:
+    """Return ``key`` if our sessions take it as a key.
+
+    :raise _Unsupported: if they do not.
+    """
+    if type(key) is not str:
+        budget.spend()
+        raise _Unsupported("its name is not a string")
+    budget.spend(len(key))
+    try:
+        check_key(key)
+    except TypeError:
+        raise _Unsupported("its name is not valid text without NUL characters") from None
+    return key
 
 
 def _plain(value: t.Any, depth: int, budget: Budget) -> t.Any:
     """Return ``value`` as the plain data our sessions store exactly.
 
+    Each value, string and dictionary key is counted before it is looked at,
+    so the work is bounded by ``budget`` however often the entry refers to
+    one value.
+
     :raise _Unsupported: if it holds anything else.
+    :raise Unreadable: once past the budget.
     """
-    budget.spend()
     kind = type(value)
-    if kind in (str, int, float, bool, bytes) or value is None:
+    if kind is str or kind is bytes:
+        budget.spend(len(value))
+        return value
+    if kind is int:
+        # Comparing costs little whatever its size; writing its digits does not.
+        if not -_INT_LIMIT < value < _INT_LIMIT:
+            raise _Unsupported("it holds an integer of more than 4300 digits")
+        budget.spend(value.bit_length() // 8)
+        return value
+    budget.spend()
+    if kind in (float, bool) or value is None:
         return value
     if kind is datetime and value.tzinfo is not None:
         return value  # MessagePack's timestamp, which the session stores exactly.
@@ -560,14 +805,20 @@ def _plain(value: t.Any, depth: int, budget: Budget) -> t.Any:
     if depth == 0:
         raise _Unsupported(f"it is nested more than {MAX_DEPTH} levels deep")
     if kind is dict:
-        if not all(type(name) is str and _is_text(name) for name in value):
-            raise _Unsupported("it holds a dictionary with a key that is not a string")
+        for name in value:
+            if type(name) is not str:
+                raise _Unsupported("it holds a dictionary with a key that is not a string")
+            budget.spend(len(name))
+            if not _is_text(name):
+                raise _Unsupported("it holds a dictionary key that is not valid text")
         return {name: _plain(item, depth - 1, budget) for name, item in value.items()}
     return [_plain(item, depth - 1, budget) for item in value]
 
 
 def _is_text(value: str) -> bool:
     """Whether ``value`` is valid Unicode (a pickle may hold lone surrogates)."""
+    if value.isascii():  # Known without looking at the characters.
+        return True
     try:
         value.encode()
     except UnicodeEncodeError:

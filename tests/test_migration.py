@@ -8,22 +8,26 @@ import datetime as dt
 import logging
 import os
 import pickle
+import struct
 import sys
+import time
 import typing as t
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask import session
-from hypothesis import assume
 from hypothesis import given
 from hypothesis import strategies as st
 
 from flask_prancer_session import ConfigurationError
 from flask_prancer_session import PrancerSession
 from flask_prancer_session import SessionStoreError
+from flask_prancer_session.migration import _msgspec_decoder
 from flask_prancer_session.migration import _session_values
-from flask_prancer_session.pickle_reader import read_pickle
+from flask_prancer_session.migration import _without_compound_keys
+from flask_prancer_session.pickle_reader import MAX_ENTRY_BYTES
+from flask_prancer_session.pickle_reader import MAX_VALUES
 from flask_prancer_session.pickle_reader import Unreadable
 
 from . import services
@@ -155,8 +159,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> t.Iterator[tuple[
         yield request.param, config
 
 
-def old_app(config: Config) -> Flask:
-    """An app on Flask-Session 0.8 that logs the visitor in."""
+def old_app(config: Config, values: t.Mapping[str, t.Any] = LOGGED_IN) -> Flask:
+    """An app on Flask-Session 0.8 that logs the visitor in, storing ``values``."""
     from flask_session import Session
 
     app = Flask("old_app")
@@ -167,7 +171,7 @@ def old_app(config: Config) -> Flask:
 
     @app.post("/login")
     def login() -> str:
-        session.update(LOGGED_IN)
+        session.update(values)
         return ""
 
     return app
@@ -201,9 +205,10 @@ def new_app(config: Config, seen: list[dict[str, t.Any]] | None = None) -> Flask
     return app
 
 
-def logged_in_cookie(config: Config) -> str:
-    """Log in on the Flask-Session app and return its cookie's value."""
-    client = old_app(config).test_client()
+def logged_in_cookie(config: Config, values: t.Mapping[str, t.Any] = LOGGED_IN) -> str:
+    """Log in on the Flask-Session app, storing ``values``, and return its
+    cookie's value."""
+    client = old_app(config, values).test_client()
     client.post("/login")
     cookie = client.get_cookie("session")
     assert cookie is not None
@@ -213,7 +218,8 @@ def logged_in_cookie(config: Config) -> str:
 def old_key(config: Config, cookie: str) -> str:
     """Where Flask-Session keeps the session of ``cookie``."""
     session_id = cookie.split(".")[0]  # Without the signature, if signed.
-    return config.get("SESSION_KEY_PREFIX", "session:") + session_id
+    prefix: str = config.get("SESSION_KEY_PREFIX", "session:")
+    return prefix + session_id
 
 
 def old_entry_exists(config: Config, key: str) -> bool:
@@ -233,9 +239,29 @@ def old_entry_exists(config: Config, key: str) -> bool:
 
 def plant(config: Config, key: str, value: dict[str, t.Any]) -> None:
     """Replace the entry under ``key`` by a pickle of ``value``."""
+    if config["SESSION_TYPE"] in ("redis", "sqlalchemy"):
+        plant_raw(config, key, pickle.dumps(value))
+    else:
+        cache_of(config).set(key, value)  # cachelib pickles it
+
+
+def plant_native(config: Config, key: str, value: dict[t.Any, t.Any]) -> None:
+    """Replace the entry under ``key`` by ``value`` in the format Flask-Session
+    0.8 writes there: MessagePack, or cachelib's pickle."""
+    if config["SESSION_TYPE"] in ("redis", "sqlalchemy"):
+        import msgspec
+
+        plant_raw(config, key, msgspec.msgpack.encode(value))
+    else:
+        cache_of(config).set(key, value)
+
+
+def plant_raw(config: Config, key: str, raw: bytes) -> None:
+    """Replace the entry under ``key`` by ``raw``: the MessagePack of the
+    redis and sqlalchemy backends, the pickle of the cachelib ones."""
     kind = config["SESSION_TYPE"]
     if kind == "redis":
-        config["SESSION_REDIS"].set(key, pickle.dumps(value))
+        config["SESSION_REDIS"].set(key, raw)
     elif kind == "sqlalchemy":
         import sqlalchemy as sa
 
@@ -244,11 +270,16 @@ def plant(config: Config, key: str, value: dict[str, t.Any]) -> None:
             config["SESSION_SQLALCHEMY_TABLE"], sa.column("session_id"), sa.column("data")
         )
         with engine.begin() as connection:
-            connection.execute(
-                table.update().where(table.c.session_id == key).values(data=pickle.dumps(value))
-            )
+            connection.execute(table.update().where(table.c.session_id == key).values(data=raw))
     else:
-        cache_of(config).set(key, value)  # cachelib pickles it
+        from cachelib import FileSystemCache
+
+        cache = cache_of(config)
+        if isinstance(cache, FileSystemCache):
+            # cachelib's file: the expiry (0 for never), then the pickle.
+            Path(cache._get_filename(key)).write_bytes(struct.pack("I", 0) + raw)
+        else:  # RedisCache: "!" before a pickle
+            cache._write_client.set(cache._get_prefix() + key, b"!" + raw)
 
 
 def cache_of(config: Config) -> t.Any:
@@ -374,6 +405,7 @@ def test_pickled_entry_is_never_unpickled(
     if name in MSGPACK_BACKENDS:  # a pickle where MessagePack belongs: no session
         assert seen == [{}]
         assert "neither MessagePack nor JSON" in record.getMessage()
+        assert not old_entry_exists(config, old_key(config, cookie))  # nor read again
     else:  # the plain data in cachelib's pickle is read, the object is not built
         assert seen == [{"theme": "dark"}]
         assert "'user'" in record.getMessage()
@@ -630,87 +662,326 @@ def test_refusal_without_prancer_session_mentions_migration(app: Flask) -> None:
         PrancerSession(app)
 
 
-# The pickle reader, on its own.
-
-TEXT = st.text(st.characters(blacklist_categories=["Cs"]))
-PLAIN = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT | st.binary(),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.tuples(inner, inner)
-        | st.dictionaries(TEXT, inner, max_size=4)
-    ),
-    max_leaves=20,
-)
+# Values our sessions refuse, and entries that are too much to read.
 
 
-def _as_lists(value: t.Any) -> t.Any:
-    if isinstance(value, (list, tuple)):
-        return [_as_lists(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _as_lists(item) for key, item in value.items()}
-    return value
+def retired(config: Config, cookie: str, headers: dict[str, str]) -> bool:
+    """Whether the response expired the old cookie and its entry is gone."""
+    return is_expired(headers["session"]) and not old_entry_exists(config, old_key(config, cookie))
 
 
-@given(st.dictionaries(TEXT, PLAIN, max_size=5), st.integers(0, 5))
-def test_pickle_reader_reads_plain_data_in_every_protocol(
-    data: dict[str, t.Any], protocol: int
+def test_key_our_session_refuses_is_left_out(
+    backend: tuple[str, Config], caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Before protocol 3, bytes are pickled as a call to _codecs.encode.
-    assume(protocol >= 3 or not _holds_bytes(data))
-    assert _session_values(read_pickle(pickle.dumps(data, protocol))) == _as_lists(data)
+    _, config = backend
+    # A NUL in a key: Flask-Session stores it, PostgreSQL (for one) cannot.
+    cookie = logged_in_cookie(config, {**LOGGED_IN, "bad\x00key": 1})
+    seen: list[dict[str, t.Any]] = []
+    client = new_app(config, seen).test_client()
+    client.set_cookie("session", cookie)
+
+    with caplog.at_level(logging.WARNING, LOGGER):
+        responses = [client.get("/") for _ in range(5)]
+
+    assert [response.status_code for response in responses] == [200] * 5
+    assert seen == [{**LOGGED_IN, "_permanent": True}] * 5
+    assert retired(config, cookie, cookie_headers(responses[0].headers))
+    [record] = caplog.records
+    assert "'bad\\x00key'" in record.getMessage()
+    assert "NUL" in record.getMessage()
 
 
-def _holds_bytes(value: t.Any) -> bool:
-    if isinstance(value, (list, tuple)):
-        return any(map(_holds_bytes, value))
-    if isinstance(value, dict):
-        return any(map(_holds_bytes, value.values()))
-    return isinstance(value, bytes)
+@pytest.mark.parametrize("name", ["filesystem", "cachelib-filesystem", "cachelib-redis"])
+def test_integer_json_cannot_write_is_left_out(
+    name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Only the pickled backends can hold it: MessagePack's integers are 64-bit.
+    with BACKENDS[name](tmp_path) as config:
+        cookie = logged_in_cookie(config, {**LOGGED_IN, "huge": 10**5000})
+        seen: list[dict[str, t.Any]] = []
+        client = new_app(config, seen).test_client()
+        client.set_cookie("session", cookie)
+        with caplog.at_level(logging.WARNING, LOGGER):
+            responses = [client.get("/") for _ in range(3)]
+        assert retired(config, cookie, cookie_headers(responses[0].headers))
+
+    assert [response.status_code for response in responses] == [200] * 3
+    assert seen == [{**LOGGED_IN, "_permanent": True}] * 3
+    [record] = caplog.records
+    assert "'huge'" in record.getMessage()
+    assert "4300 digits" in record.getMessage()
+
+
+@pytest.mark.parametrize("permanent", [True, False], ids=["permanent", "not-permanent"])
+def test_session_with_nothing_to_move_is_retired(
+    backend: tuple[str, Config], permanent: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    name, config = backend
+    # Permanent (the default), Flask-Session stores "_permanent" too, which
+    # our session does not store on its own.
+    config["SESSION_PERMANENT"] = permanent
+    values: dict[str, t.Any] = {"bad\x00key": 1}
+    if name not in MSGPACK_BACKENDS:
+        values["huge"] = 10**5000
+    cookie = logged_in_cookie(config, values)
+    assert old_entry_exists(config, old_key(config, cookie))
+    seen: list[dict[str, t.Any]] = []
+    client = new_app(config, seen).test_client()
+    client.set_cookie("session", cookie)
+
+    with caplog.at_level(logging.WARNING, LOGGER):
+        first = client.get("/")
+        second = client.get("/")
+
+    assert first.status_code == second.status_code == 200
+    headers = cookie_headers(first.headers)
+    assert retired(config, cookie, headers)
+    assert client.get_cookie("session") is None  # so the second request did not read it
+    assert seen == [{}, {}]
+    assert "PSESSION" not in headers  # nothing to store
+    [record] = caplog.records  # the first request only: the second has no old cookie
+    assert f"{len(values)} key(s)" in record.getMessage()
+
+
+def test_one_warning_counts_the_keys_left_out(
+    backend: tuple[str, Config], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, config = backend
+    cookie = logged_in_cookie(config)
+    # One line per key was 50,000 lines for a 300 KB entry.
+    plant_native(config, old_key(config, cookie), {"user": "ann", **dict.fromkeys(range(5000))})
+    seen: list[dict[str, t.Any]] = []
+    client = new_app(config, seen).test_client()
+    client.set_cookie("session", cookie)
+
+    with caplog.at_level(logging.WARNING, LOGGER):
+        client.get("/")
+
+    assert seen == [{"user": "ann"}]
+    [record] = caplog.records
+    assert record.getMessage().startswith("5000 key(s) of a Flask-Session session")
+    assert "and 4997 more" in record.getMessage()
+
+
+def test_entry_too_large_to_read_is_retired(
+    backend: tuple[str, Config], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, config = backend
+    cookie = logged_in_cookie(config)
+    plant_native(config, old_key(config, cookie), {"user": "x" * MAX_ENTRY_BYTES})
+    seen: list[dict[str, t.Any]] = []
+    client = new_app(config, seen).test_client()
+    client.set_cookie("session", cookie)
+
+    with caplog.at_level(logging.WARNING, LOGGER):
+        response = client.get("/")
+
+    assert response.status_code == 200
+    assert seen == [{}]
+    assert retired(config, cookie, cookie_headers(response.headers))
+    [record] = caplog.records
+    assert "larger than" in record.getMessage()
+
+
+def _shared_list_named(levels: int) -> bytes:
+    """A pickle of {"user": ...} whose value looks a global up with, as its
+    module, a list that refers twice to one list, ``levels`` deep: 237 bytes
+    once took 2 minutes and 3.5 GB to read, as the list was rendered whole."""
+    body = b"]\x940"
+    for level in range(levels):
+        body += b"(" + (b"j" + struct.pack("<I", level)) * 2 + b"l\x940"
+    body += b"j" + struct.pack("<I", levels)
+    return b"\x80\x05}\x8c\x04user" + body + b"\x8c\x01x\x93s."
+
+
+def _colliding_tuple_keys(count: int) -> bytes:
+    """MessagePack of {"user": "ann", "x": {...}}, with ``count`` keys that
+    are pairs of integers whose tuples all have one hash (CPython's tuple
+    hash, xxHash's round, inverted for the second item)."""
+    import msgspec
+
+    mask = 2**64 - 1
+    prime1, prime2, prime5 = 11400714785074694791, 14029467366897019727, 2870177450012600261
+
+    def round_(acc: int, lane: int) -> int:
+        acc = (acc + lane * prime2) & mask
+        return ((acc << 31 | acc >> 33) & mask) * prime1 & mask
+
+    target = round_(round_(prime5, 1), 0)
+    inverse1, inverse2 = pow(prime1, -1, 2**64), pow(prime2, -1, 2**64)
+    rotated = target * inverse1 & mask
+    wanted = (rotated >> 31 | rotated << 33) & mask
+    pairs = [(1, 0)]
+    first = 1
+    while len(pairs) < count:
+        first += 1
+        second = (wanted - round_(prime5, first)) * inverse2 & mask
+        if second >= 2**63:
+            second -= 2**64
+        if abs(second) < 2**61 - 1 and second != -1:  # an int whose hash is itself
+            pairs.append((first, second))
+    assert len({hash(pair) for pair in pairs[:100]}) == 1
+    # Written by hand: a dict of them would take the time this is about.
+    keys = b"".join(msgspec.msgpack.encode(pair) + b"\xc0" for pair in pairs)
+    return b"\x82\xa4user\xa3ann\xa1x\xdf" + struct.pack(">I", count) + keys
 
 
 @pytest.mark.parametrize(
-    "data",
+    "entry",
+    ["shared list as a name", "deep tuple as a name", "colliding integer keys"],
+)
+def test_hostile_pickle_answers_quickly(
+    entry: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    payloads = {
+        "shared list as a name": _shared_list_named(30),
+        # Rendering it raised RecursionError: every request answered 500.
+        "deep tuple as a name": b"\x80\x05}\x8c\x04user)"
+        + b"\x85" * 50_000
+        + b"\x8c\x01x\x93s\x8c\x02ok\x88s.",
+        # All hash to 0: 1 MB took 44 s.
+        "colliding integer keys": b"\x80\x05}\x8c\x04user}("
+        + b"".join(
+            b"\x8a\x0a" + (number * (2**61 - 1)).to_bytes(10, "little") + b"N"
+            for number in range(1, 40_000)
+        )
+        + b"us\x8c\x02ok\x88s.",
+    }
+    with _filesystem(tmp_path) as config:
+        cookie = logged_in_cookie(config)
+        plant_raw(config, old_key(config, cookie), payloads[entry])
+        seen: list[dict[str, t.Any]] = []
+        client = new_app(config, seen).test_client()
+        client.set_cookie("session", cookie)
+        start = time.thread_time()
+        with caplog.at_level(logging.WARNING, LOGGER):
+            response = client.get("/")
+        took = time.thread_time() - start
+        assert retired(config, cookie, cookie_headers(response.headers))
+
+    assert response.status_code == 200
+    assert took < 10  # 0.1 s here: a backstop, the reader's tests measure its work
+    assert seen == ([{}] if entry == "shared list as a name" else [{"ok": True}])
+    [record] = caplog.records
+    assert "'user'" in record.getMessage()
+
+
+def test_colliding_tuple_keys_in_messagepack_are_never_hashed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # msgspec makes array keys tuples, whose hashes can be made to collide:
+    # 20,000 took 4.5 s to decode, and the time grew with their square.
+    raw = _colliding_tuple_keys(20_000)
+    assert _msgspec_decoder()(raw)["x"] == {None: None}  # no tuple was a key
+    with _sqlite(tmp_path) as config:
+        cookie = logged_in_cookie(config)
+        plant_raw(config, old_key(config, cookie), raw)
+        seen: list[dict[str, t.Any]] = []
+        client = new_app(config, seen).test_client()
+        client.set_cookie("session", cookie)
+        start = time.thread_time()
+        with caplog.at_level(logging.WARNING, LOGGER):
+            response = client.get("/")
+        took = time.thread_time() - start
+        assert retired(config, cookie, cookie_headers(response.headers))
+
+    assert took < 5  # 0.2 s here
+    assert seen == [{"user": "ann"}]
+    [record] = caplog.records
+    assert "'x'" in record.getMessage()
+
+
+# Flask-Session's values, on every backend.
+
+WHEN = dt.datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=dt.timezone.utc)
+#: What Flask-Session stores, and what moves over from MessagePack and from a
+#: pickle (None where the key is left out).
+VALUE_SETS: dict[str, tuple[dict[str, t.Any], dict[str, t.Any], dict[str, t.Any]]] = {
+    "text": ({"s": "ann", "u": "é✓😀", "e": ""},) * 3,
+    "integers": ({"z": 0, "n": -7, "big": 2**64 - 1, "low": -(2**63)},) * 3,
+    "floats": ({"f": 1.5, "inf": float("inf"), "tiny": 5e-324},) * 3,
+    "constants": ({"t": True, "f": False, "n": None},) * 3,
+    "bytes": ({"b": b"\x00\xff", "empty": b""},) * 3,
+    "lists": ({"l": [1, "two", None, [3.5, []]]},) * 3,
+    "dictionaries": ({"d": {"a": {"b": [1]}, "e": {}}},) * 3,
+    "tuples": ({"t": (1, "x"), "e": ()}, {"t": [1, "x"], "e": []}, {"t": [1, "x"], "e": []}),
+    "sets": ({"s": {"a"}, "f": frozenset({1})}, {"s": ["a"], "f": [1]}, {"s": ["a"], "f": [1]}),
+    "datetime": ({"when": WHEN, "k": 1}, {"when": WHEN, "k": 1}, {"k": 1}),
+    "keys that are not strings": ({"m": {1: "one"}, "k": 1}, {"k": 1}, {"k": 1}),
+}
+
+
+@pytest.mark.parametrize("values", list(VALUE_SETS))
+def test_values_move_as_documented(backend: tuple[str, Config], values: str) -> None:
+    name, config = backend
+    config["SESSION_PERMANENT"] = False
+    stored, from_msgpack, from_pickle = VALUE_SETS[values]
+    cookie = logged_in_cookie(config, stored)
+    seen: list[dict[str, t.Any]] = []
+    client = new_app(config, seen).test_client()
+    client.set_cookie("session", cookie)
+    logging.disable(logging.WARNING)
+    try:
+        client.get("/")
+        client.get("/")  # as stored and loaded again
+    finally:
+        logging.disable(logging.NOTSET)
+
+    expected = from_msgpack if name in MSGPACK_BACKENDS else from_pickle
+    assert seen == [expected, expected]
+
+
+# Reading Flask-Session's MessagePack.
+
+
+def test_messagepack_keys_that_are_arrays_are_read_as_none() -> None:
+    decode = _msgspec_decoder()
+    # {"x": {[1, [2, {}]]: 3, "y": [{[4]: 5}]}, "z": 1}
+    raw = b"\x82\xa1x\x82\x92\x01\x92\x02\x80\x03\xa1y\x91\x81\x91\x04\x05\xa1z\x01"
+    assert decode(raw) == {"x": {None: 3, "y": [{None: 5}]}, "z": 1}
+    assert _session_values(decode(raw)) == {"z": 1}
+
+
+@given(
+    st.dictionaries(
+        st.text(),
+        st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers(-(2**63), 2**64 - 1)
+            | st.floats(allow_nan=False)
+            | st.text()
+            | st.binary(),
+            lambda inner: (
+                st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4)
+            ),
+            max_leaves=20,
+        ),
+    )
+)
+def test_messagepack_without_array_keys_is_read_as_it_is(data: dict[str, t.Any]) -> None:
+    import msgspec
+
+    raw = msgspec.msgpack.encode(data)
+    assert _without_compound_keys(raw) == raw
+    assert _msgspec_decoder()(raw) == msgspec.msgpack.decode(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
     [
-        b"",
-        b"garbage",
-        pickle.dumps({"a": 1})[:-3],  # truncated
-        b"\x80\x05s.",  # SETITEM on an empty stack
-        b"\x80\x05e.",  # APPENDS without a mark
-        b"\x80\x05h\x07.",  # a memo entry that does not exist
+        (b"\x81\xa1a", "neither"),  # truncated
+        (b"\xc1", "neither"),  # never used
+        (b"\x81\xa1a\xc0\xc0", "neither"),  # trailing data
+        (b"\xdd\xff\xff\xff\xff" + b"\xc0" * (MAX_VALUES + 1), f"more than {MAX_VALUES}"),
+        (b"\xc6" + struct.pack(">I", MAX_ENTRY_BYTES) + b"x" * MAX_ENTRY_BYTES, "larger than"),
+        ("{}", "not bytes"),
     ],
 )
-def test_pickle_reader_refuses_what_is_not_a_pickle(data: bytes) -> None:
-    with pytest.raises(Unreadable):
-        read_pickle(data)
+def test_messagepack_beyond_the_limits_is_unreadable(raw: t.Any, message: str) -> None:
+    with pytest.raises(Unreadable, match=message):
+        _msgspec_decoder()(raw)
 
 
-def test_shared_lists_cannot_blow_up() -> None:
-    # Each level refers twice to the one below: 2**40 values once expanded.
-    value: list[t.Any] = ["x"]
-    for _ in range(40):
-        value = [value, value]
-    with pytest.raises(Unreadable, match="more than"):
-        _session_values(read_pickle(pickle.dumps({"bomb": value}, 5)))
-
-
-def test_deep_values_are_left_out(caplog: pytest.LogCaptureFixture) -> None:
-    deep: list[t.Any] = []
-    for _ in range(100):
-        deep = [deep]
-    data = read_pickle(pickle.dumps({"deep": deep, "ok": 1}, 5))
-    with caplog.at_level(logging.WARNING, LOGGER):
-        assert _session_values(data) == {"ok": 1}
-    assert "levels deep" in caplog.records[0].getMessage()
-
-
-def test_deeply_nested_tuple_key_is_not_hashed() -> None:
-    # TUPLE1 a hundred thousand times, then used as a dictionary key.
-    data = b"\x80\x05}K\x01" + b"\x85" * 100_000 + b"K\x02s."
-    assert _session_values(read_pickle(data)) == {}
-
-
-def test_self_containing_list_is_left_out() -> None:
-    loop: list[t.Any] = []
-    loop.append(loop)
-    assert _session_values(read_pickle(pickle.dumps({"loop": loop, "ok": "yes"}))) == {"ok": "yes"}
+def test_flask_session_json_is_read() -> None:
+    assert _msgspec_decoder()(b'{"user": "ann", "n": [1]}') == {"user": "ann", "n": [1]}
