@@ -37,9 +37,7 @@ class StateDriver(abc.ABC):
         session, and the store is never asked about an id the client chose.
         """
 
-    def extract_lazily(
-        self, app: Flask, request: Request
-    ) -> t.Callable[[], str | None] | None:
+    def extract_lazily(self, app: Flask, request: Request) -> t.Callable[[], str | None] | None:
         """Return ``None`` if the request carries no id, else a function that
         returns what :meth:`extract` would, to be called when the session is
         first used. The default calls :meth:`extract` now; a driver whose

@@ -93,9 +93,7 @@ class SignedIdState(StateDriver):
         value = self.carried(request)
         return None if value is None else self.id_from(app, value)
 
-    def extract_lazily(
-        self, app: Flask, request: Request
-    ) -> t.Callable[[], str | None] | None:
+    def extract_lazily(self, app: Flask, request: Request) -> t.Callable[[], str | None] | None:
         value = self.carried(request)
         return None if value is None else functools.partial(self.id_from, app, value)
 
