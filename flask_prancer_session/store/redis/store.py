@@ -4,17 +4,14 @@ everywhere". The manual's Redis page says what it guarantees."""
 
 from __future__ import annotations
 
-import codecs
 import functools
 import inspect
 import itertools
 import logging
 import math
-import re
 import secrets
 import typing as t
 from importlib import resources
-from urllib.parse import urlsplit
 
 from ...changes import ChangeSet
 from ...changes import Record
@@ -29,19 +26,20 @@ from ..base import Seconds
 from ..base import StoreDriver
 from ..common import glob_escape
 from ..common import user_digest
+from .client import client_from_url
+from .client import hiredis_packer
+from .records import DATA
+from .records import decode_record
+from .records import field
+from .records import text
+from .users import bulk_failure
+from .users import SCAN_BATCH
+from .users import UserIndex
 
 if t.TYPE_CHECKING:
     from redis.commands.core import Script
 
 logger = logging.getLogger(__package__ or __name__)
-
-#: Connection options used with ``url`` unless given.
-DEFAULT_CONNECTION_OPTIONS: dict[str, t.Any] = {
-    "socket_timeout": 5.0,
-    "socket_connect_timeout": 5.0,
-}
-
-_DATA = "d:"
 
 
 @functools.cache
@@ -52,15 +50,12 @@ def _lua(name: str) -> str:
     return (folder / "common.lua").read_text("utf-8") + (folder / f"{name}.lua").read_text("utf-8")
 
 
-#: How many keys one ``SCAN`` step asks for, and one pipeline fetches.
-SCAN_BATCH = 500
-
 # The most fields the short script for the common write takes, whose single
 # HSET passes them through Lua's unpack() (some 8000 values at most).
 _UPDATE_FIELDS = 1000
 
 
-class RedisStore(StoreDriver):
+class RedisStore(UserIndex, StoreDriver):
     """Keep each session in a Redis hash, changed atomically by Lua scripts.
 
     :param url: where the server is, for a client made here.
@@ -127,7 +122,7 @@ class RedisStore(StoreDriver):
         elif url is None:
             raise ConfigurationError("a redis://, rediss:// or unix:// URL is required", "url")
         else:
-            self.client = _client_from_url(redis, url, connection_options)
+            self.client = client_from_url(redis, url, connection_options)
         self._owns_client = client is None
         # A cluster keeps a user's index set in another slot than the session,
         # out of reach of the session's scripts.
@@ -149,7 +144,7 @@ class RedisStore(StoreDriver):
 
         def register(name: str) -> Script:
             script = _lua(name).replace("IN_REACH", in_reach)
-            script = script.replace("USER_FIELD", f"'{_DATA}{USER_KEY}'")
+            script = script.replace("USER_FIELD", f"'{DATA}{USER_KEY}'")
             return self.client.register_script(script)  # type: ignore[no-any-return]
 
         self._apply_script = register("apply")
@@ -177,7 +172,7 @@ class RedisStore(StoreDriver):
             parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
             if parameter is not None and parameter.default is inspect.Parameter.empty:
                 self._connection_args = ("_",)
-            self._pack = _hiredis_packer(pool.connection_kwargs)
+            self._pack = hiredis_packer(pool.connection_kwargs)
 
     def name_for(self, key: str) -> str:
         """Return the Redis key name of the session stored under ``key``.
@@ -253,7 +248,7 @@ class RedisStore(StoreDriver):
             raise _failure("read", key, error) from error
         if not fields:
             return None
-        record = _decode(key, fields)
+        record = decode_record(key, fields)
         if record is None or record.expires_at <= self.clock():
             return None
         return record
@@ -283,7 +278,7 @@ class RedisStore(StoreDriver):
                 "" if self.absolute_timeout is None else repr(self.absolute_timeout),
             ]
             for name, value in changes.updated.items():
-                args.extend((_DATA + name, value))
+                args.extend((DATA + name, value))
             try:
                 if self._write(self._update_script, self.name_for(key), args) == 1:
                     return True
@@ -312,7 +307,7 @@ class RedisStore(StoreDriver):
             # binding ends can never drop the member of a later one.
             member = f"{key}:{secrets.token_hex(8)}"
         expected = [
-            (_DATA + name, value)
+            (DATA + name, value)
             for name, value in changes.expected.items()
             if name in changes.updated
         ]
@@ -327,11 +322,11 @@ class RedisStore(StoreDriver):
             len(changes.removed),
             len(expected),
         ]
-        args.extend(_DATA + name for name in changes.removed)
+        args.extend(DATA + name for name in changes.removed)
         for pair in expected:
             args.extend(pair)
         for name, value in changes.updated.items():
-            args.extend((_DATA + name, value))
+            args.extend((DATA + name, value))
         try:
             if self._cluster and binding not in ("", "-"):
                 # Listed before it is bound, so remove_user() never misses it.
@@ -373,7 +368,7 @@ class RedisStore(StoreDriver):
     def _follow_up(self, reply: list[t.Any], now: float) -> None:
         """Make the changes to the user sets that a cluster's script asks
         for: move a member's horizon, then drop the members it names."""
-        digest, until, member, *unlisted = (_text(part) for part in reply)
+        digest, until, member, *unlisted = (text(part) for part in reply)
         if digest:
             self._index_script(
                 keys=[self._index_name(digest)], args=[member, until, repr(float(now))]
@@ -393,7 +388,7 @@ class RedisStore(StoreDriver):
         args = [repr(float(self.clock()))]
         try:
             outcome, *unlisted = self._write(self._remove_script, self.name_for(key), args)
-            self._unlist([_text(part) for part in unlisted])
+            self._unlist([text(part) for part in unlisted])
         except self._errors as error:
             raise _failure("delete", key, error) from error
         return bool(outcome)
@@ -405,11 +400,11 @@ class RedisStore(StoreDriver):
             for batch in self._batches():
                 now = self.clock()
                 for key, raw in batch:
-                    record = _decode(key, raw)
+                    record = decode_record(key, raw)
                     if record is not None and record.expires_at > now:
                         yield key, record
         except self._errors as error:
-            raise _bulk_failure("list the sessions", error) from error
+            raise bulk_failure("list the sessions", error) from error
 
     def clear(self) -> int:
         deleted = 0
@@ -418,18 +413,18 @@ class RedisStore(StoreDriver):
                 now = self.clock()
                 pipe = self.client.pipeline(transaction=False)
                 for key, raw in batch:
-                    record = _decode(key, raw)
+                    record = decode_record(key, raw)
                     deleted += record is not None and record.expires_at > now
                     pipe.delete(self.name_for(key))
                     # A deleted session never comes back (keys are not reused,
                     # and only a new session's first write creates one), so
                     # its index entry can go.
-                    digest = _field(raw, "user")
+                    digest = field(raw, "user")
                     if digest:
-                        pipe.zrem(self._index_name(digest), _field(raw, "listed") or key)
+                        pipe.zrem(self._index_name(digest), field(raw, "listed") or key)
                 pipe.execute()
         except self._errors as error:
-            raise _bulk_failure("delete the sessions", error) from error
+            raise bulk_failure("delete the sessions", error) from error
         return deleted
 
     def _batches(self) -> t.Iterator[list[tuple[str, t.Mapping[t.Any, t.Any]]]]:
@@ -442,7 +437,7 @@ class RedisStore(StoreDriver):
             keys = []
             for name in batch:
                 try:
-                    key = _text(name)[len(prefix) : -1]
+                    key = text(name)[len(prefix) : -1]
                 except ValueError:
                     continue
                 if is_store_key(key):
@@ -473,188 +468,7 @@ class RedisStore(StoreDriver):
                 return {}
             raise
 
-    def _members(self, name: str, now: float) -> list[tuple[str, str]]:
-        """Return the store keys and members listed in the user set
-        ``name``, dropping first the members whose horizon has passed."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zremrangebyscore(name, "-inf", repr(float(now)))
-        pipe.zrange(name, 0, -1)
-        members = []
-        for raw in pipe.execute()[1]:
-            member = _text(raw)
-            key = _key_of(member)
-            if key is not None:
-                members.append((key, member))
-        return members
-
-    def _run_many(self, script: Script, calls: list[tuple[str, list[str]]]) -> list[t.Any]:
-        """Run ``script`` once per key and arguments in ``calls``, all in one
-        pipeline (on a cluster, one per node), and return the replies."""
-        replies: list[t.Any] = [None] * len(calls)
-        pending = list(range(len(calls)))
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for n in pending:
-                name, args = calls[n]
-                # A cluster pipeline of redis-py 5.0 refuses evalsha() but
-                # routes the command by its key.
-                pipe.execute_command("EVALSHA", script.sha, 1, name, *args)
-            missing = []
-            for n, reply in zip(pending, pipe.execute(raise_on_error=False), strict=True):
-                if isinstance(reply, self._no_script) and not attempt:
-                    missing.append(n)
-                elif isinstance(reply, BaseException):
-                    raise reply
-                else:
-                    replies[n] = reply
-            if not missing:
-                break
-            # The server restarted or its scripts were flushed: load it again
-            # (on every primary of a cluster).
-            script.sha = self.client.script_load(script.script)
-            pending = missing
-        return replies
-
-    def sessions_of(self, user_id: str) -> dict[str, Record]:
-        name = self.index_name_for(user_id)
-        now = self.clock()
-        sessions = {}
-        try:
-            # Entries past their horizon belong to sessions that are gone; a
-            # cluster may list a session twice for a moment.
-            keys = list(dict.fromkeys(key for key, _ in self._members(name, now)))
-            for first in range(0, len(keys), SCAN_BATCH):
-                batch = keys[first : first + SCAN_BATCH]
-                for key, raw in zip(batch, self._fetch_many(batch), strict=True):
-                    record = _decode(key, raw) if raw else None
-                    # The set may still list sessions that ended or changed
-                    # hands (on a cluster, or when Redis expired them).
-                    if (
-                        record is not None
-                        and record.expires_at > now
-                        and user_id_of(record.data.get(USER_KEY, "null")) == user_id
-                    ):
-                        sessions[key] = record
-        except self._errors as error:
-            raise _bulk_failure("read the sessions of a user", error) from error
-        return sessions
-
-    def remove_user(self, user_id: str) -> int:
-        digest = user_digest(user_id)
-        name = self._index_name(digest)
-        removed = 0
-        try:
-            members = self._members(name, self.clock())
-            for first in range(0, len(members), SCAN_BATCH):
-                now = repr(float(self.clock()))
-                # Only if still bound to this user: the set may list sessions
-                # that changed hands, or (on a cluster) that are about to be
-                # created. A deleted session never comes back, so its members
-                # go (by the script itself on a single server).
-                calls = [
-                    (self.name_for(key), [now, digest, member])
-                    for key, member in members[first : first + SCAN_BATCH]
-                ]
-                unlisted: list[str] = []
-                for outcome, *pairs in self._run_many(self._remove_script, calls):
-                    removed += outcome > 0
-                    unlisted.extend(_text(part) for part in pairs)
-                self._unlist(unlisted)
-        except self._errors as error:
-            raise _bulk_failure("delete the sessions of a user", error) from error
-        return removed
-
-
-def _client_from_url(redis: t.Any, url: str, options: dict[str, t.Any]) -> t.Any:
-    if not isinstance(url, str) or urlsplit(url).scheme not in {"redis", "rediss", "unix"}:
-        raise ConfigurationError("must be a redis://, rediss:// or unix:// URL", "url")
-    try:
-        client = redis.Redis.from_url(url, **{**DEFAULT_CONNECTION_OPTIONS, **options})
-        # redis-py connects lazily and only then rejects unknown options; make
-        # (without connecting) one connection now so a typo stops the app.
-        pool = client.connection_pool
-        pool.connection_class(**pool.connection_kwargs)
-    except TypeError as error:
-        match = re.search(r"keyword argument '(\w+)'", str(error))
-        raise ConfigurationError(
-            f"not a redis-py connection option: {error}", match.group(1) if match else "url"
-        ) from error
-    except ValueError as error:
-        raise ConfigurationError(str(error), "url") from error
-    return client
-
-
-def _hiredis_packer(
-    options: t.Mapping[str, t.Any],
-) -> t.Callable[[tuple[t.Any, ...]], bytes] | None:
-    """Return hiredis's command packer if redis-py packs with it and encodes
-    the arguments as it does (UTF-8, strict): redis-py's wrapper around it
-    costs ten times as much."""
-    from redis.utils import HIREDIS_AVAILABLE
-
-    encoding = codecs.lookup(options.get("encoding", "utf-8")).name
-    if (
-        not HIREDIS_AVAILABLE
-        or options.get("command_packer") is not None
-        or encoding != "utf-8"
-        or options.get("encoding_errors", "strict") != "strict"
-    ):
-        return None
-    import hiredis
-
-    return hiredis.pack_command
-
-
-def _decode(key: str, raw: t.Mapping[t.Any, t.Any]) -> Record | None:
-    try:
-        fields = {_text(name): _text(value) for name, value in raw.items()}
-        created_at = _seconds(fields.pop("created"))
-        expires_at = _seconds(fields.pop("expires"))
-    except (KeyError, ValueError) as error:
-        # UnicodeDecodeError is a ValueError too.
-        logger.warning("Session %.8s... in Redis cannot be decoded (%r); ignoring it", key, error)
-        return None
-    data = {name[len(_DATA) :]: value for name, value in fields.items() if name.startswith(_DATA)}
-    return Record(data, created_at, expires_at)
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, str):
-        return value
-    raise ValueError(f"unexpected {type(value).__name__} from Redis")
-
-
-def _seconds(value: str) -> float:
-    seconds = float(value)
-    if not math.isfinite(seconds):
-        raise ValueError(f"{value!r} is not a time")
-    return seconds
-
-
-def _key_of(member: str) -> str | None:
-    """Return the store key a user set's member names: the key itself, or on
-    a cluster the key, a colon and its binding's token."""
-    key = member[:64]
-    if is_store_key(key) and member[64:65] in ("", ":"):
-        return key
-    return None
-
-
-def _field(raw: t.Mapping[t.Any, t.Any], name: str) -> str | None:
-    value = raw.get(name, raw.get(name.encode()))
-    try:
-        return None if value is None else _text(value)
-    except ValueError:
-        return None
-
 
 def _failure(action: str, key: str, error: BaseException) -> SessionStoreError:
     logger.error("Redis could not %s session %.8s...: %s", action, key, error)
     return SessionStoreError(f"Redis could not {action} the session: {error}", error)
-
-
-def _bulk_failure(action: str, error: BaseException) -> SessionStoreError:
-    logger.error("Redis could not %s: %s", action, error)
-    return SessionStoreError(f"Redis could not {action}: {error}", error)
