@@ -23,12 +23,12 @@ from hypothesis import strategies as st
 from flask_prancer_session import ConfigurationError
 from flask_prancer_session import PrancerSession
 from flask_prancer_session import SessionStoreError
-from flask_prancer_session.migration import _msgspec_decoder
-from flask_prancer_session.migration import _session_values
-from flask_prancer_session.migration import _without_compound_keys
-from flask_prancer_session.pickle_reader import MAX_ENTRY_BYTES
-from flask_prancer_session.pickle_reader import MAX_VALUES
-from flask_prancer_session.pickle_reader import Unreadable
+from flask_prancer_session.migration.msgpack import msgspec_decoder
+from flask_prancer_session.migration.msgpack import without_compound_keys
+from flask_prancer_session.migration.pickle_reader import MAX_ENTRY_BYTES
+from flask_prancer_session.migration.pickle_reader import MAX_VALUES
+from flask_prancer_session.migration.pickle_reader import Unreadable
+from flask_prancer_session.migration.values import session_values
 
 from . import services
 
@@ -872,7 +872,7 @@ def test_colliding_tuple_keys_in_messagepack_are_never_hashed(
     # msgspec makes array keys tuples, whose hashes can be made to collide:
     # 20,000 took 4.5 s to decode, and the time grew with their square.
     raw = _colliding_tuple_keys(20_000)
-    assert _msgspec_decoder()(raw)["x"] == {None: None}  # no tuple was a key
+    assert msgspec_decoder()(raw)["x"] == {None: None}  # no tuple was a key
     with _sqlite(tmp_path) as config:
         cookie = logged_in_cookie(config)
         plant_raw(config, old_key(config, cookie), raw)
@@ -935,11 +935,11 @@ def test_values_move_as_documented(backend: tuple[str, Config], values: str) -> 
 
 
 def test_messagepack_keys_that_are_arrays_are_read_as_none() -> None:
-    decode = _msgspec_decoder()
+    decode = msgspec_decoder()
     # {"x": {[1, [2, {}]]: 3, "y": [{[4]: 5}]}, "z": 1}
     raw = b"\x82\xa1x\x82\x92\x01\x92\x02\x80\x03\xa1y\x91\x81\x91\x04\x05\xa1z\x01"
     assert decode(raw) == {"x": {None: 3, "y": [{None: 5}]}, "z": 1}
-    assert _session_values(decode(raw)) == {"z": 1}
+    assert session_values(decode(raw)) == {"z": 1}
 
 
 @given(
@@ -963,8 +963,8 @@ def test_messagepack_without_array_keys_is_read_as_it_is(data: dict[str, t.Any])
     import msgspec
 
     raw = msgspec.msgpack.encode(data)
-    assert _without_compound_keys(raw) == raw
-    assert _msgspec_decoder()(raw) == msgspec.msgpack.decode(raw)
+    assert without_compound_keys(raw) == raw
+    assert msgspec_decoder()(raw) == msgspec.msgpack.decode(raw)
 
 
 @pytest.mark.parametrize(
@@ -980,8 +980,8 @@ def test_messagepack_without_array_keys_is_read_as_it_is(data: dict[str, t.Any])
 )
 def test_messagepack_beyond_the_limits_is_unreadable(raw: t.Any, message: str) -> None:
     with pytest.raises(Unreadable, match=message):
-        _msgspec_decoder()(raw)
+        msgspec_decoder()(raw)
 
 
 def test_flask_session_json_is_read() -> None:
-    assert _msgspec_decoder()(b'{"user": "ann", "n": [1]}') == {"user": "ann", "n": [1]}
+    assert msgspec_decoder()(b'{"user": "ann", "n": [1]}') == {"user": "ann", "n": [1]}

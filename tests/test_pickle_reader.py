@@ -25,14 +25,14 @@ from hypothesis import HealthCheck
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from flask_prancer_session import migration
-from flask_prancer_session.migration import _session_values
-from flask_prancer_session.pickle_reader import MAX_DIGITS
-from flask_prancer_session.pickle_reader import MAX_ENTRY_BYTES
-from flask_prancer_session.pickle_reader import MAX_VALUES
-from flask_prancer_session.pickle_reader import Placeholder
-from flask_prancer_session.pickle_reader import read_pickle
-from flask_prancer_session.pickle_reader import Unreadable
+from flask_prancer_session.migration import values as migration
+from flask_prancer_session.migration.pickle_reader import MAX_DIGITS
+from flask_prancer_session.migration.pickle_reader import MAX_ENTRY_BYTES
+from flask_prancer_session.migration.pickle_reader import MAX_VALUES
+from flask_prancer_session.migration.pickle_reader import Placeholder
+from flask_prancer_session.migration.pickle_reader import read_pickle
+from flask_prancer_session.migration.pickle_reader import Unreadable
+from flask_prancer_session.migration.values import session_values
 from flask_prancer_session.serializer import make_serializer
 
 LOGGER = "flask_prancer_session.migration"
@@ -106,7 +106,7 @@ def colliding_keys(count: int, how: str) -> bytes:
 def read_session(data: bytes) -> dict[str, t.Any] | None:
     """Read ``data`` as the migration does; ``None`` if it is unreadable."""
     try:
-        return _session_values(read_pickle(data))
+        return session_values(read_pickle(data))
     except Unreadable:
         return None
 
@@ -149,7 +149,7 @@ def test_pickle_reader_reads_plain_data_in_every_protocol(
 ) -> None:
     # Before protocol 3, bytes are pickled as a call to _codecs.encode.
     assume(protocol >= 3 or not _holds_bytes(data))
-    assert _session_values(read_pickle(pickle.dumps(data, protocol))) == _as_lists(data)
+    assert session_values(read_pickle(pickle.dumps(data, protocol))) == _as_lists(data)
 
 
 @pytest.mark.parametrize("protocol", range(6))
@@ -486,7 +486,7 @@ def test_hostile_pickles_cost_in_proportion_to_their_size(values: list[bytes]) -
             mock.patch.object(migration, "_plain", plain),
             mock.patch.object(migration, "_is_text", is_text),
         ):
-            within_the_limits(lambda: _session_values(read, Counting()))
+            within_the_limits(lambda: session_values(read, Counting()))
     finally:
         logging.disable(logging.NOTSET)
     # Over the two runs, however often the pickle refers to one value: a
@@ -552,7 +552,7 @@ def test_shared_lists_cannot_blow_up() -> None:
     for _ in range(40):
         value = [value, value]
     with pytest.raises(Unreadable, match="more than"):
-        _session_values(read_pickle(pickle.dumps({"bomb": value}, 5)))
+        session_values(read_pickle(pickle.dumps({"bomb": value}, 5)))
 
 
 def test_a_shared_long_key_is_checked_once_per_budget() -> None:
@@ -568,7 +568,7 @@ def test_a_shared_long_key_is_checked_once_per_budget() -> None:
     # Before, every reference checked the key again: 15 billion characters.
     with mock.patch.object(migration, "_is_text", is_text):
         with pytest.raises(Unreadable, match="bytes"):
-            _session_values(read_pickle(data))
+            session_values(read_pickle(data))
     assert checked <= 2 * MAX_ENTRY_BYTES
 
 
@@ -578,20 +578,20 @@ def test_deep_values_are_left_out(caplog: pytest.LogCaptureFixture) -> None:
         deep = [deep]
     data = read_pickle(pickle.dumps({"deep": deep, "ok": 1}, 5))
     with caplog.at_level(logging.WARNING, LOGGER):
-        assert _session_values(data) == {"ok": 1}
+        assert session_values(data) == {"ok": 1}
     assert "levels deep" in caplog.records[0].getMessage()
 
 
 def test_deeply_nested_tuple_key_is_not_hashed() -> None:
     # TUPLE1 ninety thousand times, then used as a dictionary key.
     data = b"\x80\x05}K\x01" + b"\x85" * 90_000 + b"K\x02s."
-    assert _session_values(read_pickle(data)) == {}
+    assert session_values(read_pickle(data)) == {}
 
 
 def test_self_containing_list_is_left_out() -> None:
     loop: list[t.Any] = []
     loop.append(loop)
-    assert _session_values(read_pickle(pickle.dumps({"loop": loop, "ok": "yes"}))) == {"ok": "yes"}
+    assert session_values(read_pickle(pickle.dumps({"loop": loop, "ok": "yes"}))) == {"ok": "yes"}
 
 
 # Real pickles, damaged.

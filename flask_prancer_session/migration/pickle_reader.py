@@ -186,7 +186,7 @@ def read_pickle(data: bytes) -> t.Any:
     Nothing is imported or called: an instruction that would look up a class
     or function, or call one, leaves a :class:`Placeholder` instead, which the
     value check refuses. The work is in proportion to ``len(data)``; see the
-    module documentation for the limits.
+    module docstring for the limits.
 
     :raise Unreadable: if ``data`` is not a well-formed pickle, or goes past
         a limit.
