@@ -628,3 +628,11 @@ def test_damaged_real_pickles_are_refused_quickly(
         read_session(bytes(damaged))
     finally:
         logging.disable(logging.NOTSET)
+
+
+@pytest.mark.parametrize("data", [b"(dp0\nV\\u01\np1\nNs.", b"(dp0\nS'\\q'\np1\nNs."])
+def test_a_bad_escape_in_an_old_protocol_string_is_unreadable(data: bytes) -> None:
+    # pickletools warns of the escape: under -W error, as in this suite, the
+    # warning is raised, and must read as a damaged entry like any other.
+    with pytest.raises(Unreadable):
+        read_pickle(data)

@@ -197,8 +197,9 @@ def read_pickle(data: bytes) -> t.Any:
         return _read(data)
     except _TooMany:
         raise Unreadable(f"it holds more than {MAX_VALUES} values") from None
-    except (ValueError, IndexError, KeyError, TypeError, struct.error) as error:
-        # The message may quote the pickle: it is cut short.
+    except (ValueError, IndexError, KeyError, TypeError, struct.error, DeprecationWarning) as error:
+        # The message may quote the pickle: it is cut short. A string with a
+        # bad escape makes pickletools warn, an error where warnings are.
         raise Unreadable(f"it is not a well-formed pickle ({brief(str(error))})") from None
     except (RecursionError, MemoryError) as error:
         # Neither can happen within the limits; should one all the same, the
