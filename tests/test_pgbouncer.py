@@ -190,7 +190,7 @@ def test_nothing_of_the_store_reaches_another_client(
     store.clock = clock
     query = (
         "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'),"
-        " current_setting('plan_cache_mode'), current_setting('synchronous_commit'),"
+        " current_setting('enable_seqscan'), current_setting('synchronous_commit'),"
         " (SELECT count(*) FROM pg_prepared_statements)"
     )
     direct = sa.create_engine(services.POSTGRES_PSYCOPG2_URL, poolclass=sa.NullPool)
@@ -220,12 +220,13 @@ def test_the_store_s_settings_hold_for_each_of_its_writes(
         with admin.begin() as connection:
             connection.exec_driver_sql(
                 f"CREATE TABLE {log} (op TEXT, statement_timeout TEXT, lock_timeout TEXT,"
-                " synchronous_commit TEXT)"
+                " synchronous_commit TEXT, enable_seqscan TEXT)"
             )
             connection.exec_driver_sql(
                 f"CREATE FUNCTION {log}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
                 f" INSERT INTO {log} VALUES (TG_OP, current_setting('statement_timeout'),"
-                " current_setting('lock_timeout'), current_setting('synchronous_commit'));"
+                " current_setting('lock_timeout'), current_setting('synchronous_commit'),"
+                " current_setting('enable_seqscan'));"
                 " RETURN NULL; END $$"
             )
             connection.exec_driver_sql(
@@ -236,7 +237,7 @@ def test_the_store_s_settings_hold_for_each_of_its_writes(
         with admin.connect() as connection:
             rows = connection.exec_driver_sql(f"SELECT * FROM {log}").all()
         assert {row.op for row in rows} == {"INSERT", "UPDATE", "DELETE"}
-        assert {tuple(row)[1:] for row in rows} == {("3s", "3s", "off")}
+        assert {tuple(row)[1:] for row in rows} == {("3s", "3s", "off", "off")}
     finally:
         store.close()
         with admin.begin() as connection:

@@ -4,6 +4,7 @@ store shares is in ``test_store_contract.py``."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import logging
@@ -34,6 +35,7 @@ from flask_prancer_session.registry import resolve
 from flask_prancer_session.registry import STORE_DRIVERS
 from flask_prancer_session.store.database import DatabaseStore
 from flask_prancer_session.store.database import DriverError
+from flask_prancer_session.store.database import execution
 from flask_prancer_session.store.database import profiles
 from flask_prancer_session.store.database import statements
 from flask_prancer_session.store.database import watchdog
@@ -1001,6 +1003,29 @@ def test_clear_deletes_in_batches(
         assert connection.execute(sa.select(sa.func.count()).select_from(store.table)).scalar() == 0
 
 
+def test_application_names_that_sql_quotes_keep_their_sessions_apart(
+    make_store: t.Callable[..., DatabaseStore],
+) -> None:
+    # The statements hold the application's name as a literal, quoted once
+    # for all: quotes, backslashes and percent signs stay what they are.
+    names = ["it's", "it\\'s", "100%", "%(key)s", "\\", "a\\%s", ""]
+    stores = [make_store(application=name) for name in names]
+    for store in stores:
+        store.apply(KEY, _new(app=store.application))
+        store.apply(KEY, ChangeSet({"n": "1"}))
+        store.touch(KEY, store.clock() + 5000)
+    with stores[0].engine.connect() as connection:
+        rows = connection.execute(sa.select(stores[0].table.c.application)).scalars().all()
+    assert sorted(rows) == sorted(names)
+    for store in stores:
+        record = store.fetch(KEY)
+        assert record is not None and record.data == {"app": store.application, "n": "1"}
+        assert record.expires_at == store.clock() + 5000
+    assert stores[1].remove(KEY)
+    assert stores[1].fetch(KEY) is None
+    assert all(store.fetch(KEY) is not None for store in stores if store is not stores[1])
+
+
 def test_applications_sharing_a_table_keep_their_users_apart(
     make_store: t.Callable[..., DatabaseStore],
 ) -> None:
@@ -1335,16 +1360,75 @@ def test_postgresql_synchronous_commit_follows_the_option(durable: bool) -> None
     assert level == ("on" if durable else "off")
 
 
-def test_postgresql_plans_each_statement_for_its_key() -> None:
-    services.require_module("psycopg", "postgres")
-    services.require_server("PostgreSQL", "127.0.0.1", 5432)
-    store = DatabaseStore(url=services.POSTGRES_URL, create_table=False)
-    try:
-        with store.engine.connect() as connection:
-            mode = connection.exec_driver_sql("SHOW plan_cache_mode").scalar()
-    finally:
-        store.engine.dispose()
-    assert mode == "force_custom_plan"
+@pytest.mark.parametrize("url", ["postgresql", "postgresql-psycopg2"], indirect=True)
+def test_postgresql_plans_stay_on_the_primary_key_with_stale_statistics(
+    make_store: t.Callable[..., DatabaseStore],
+) -> None:
+    # A plan PostgreSQL keeps for a prepared statement (a generic plan, which
+    # it may pick after five executions), made while the table held one
+    # session, and still used once it holds thousands: it scanned the table
+    # or the expires_at index, at milliseconds per request.
+    store = make_store(autopurge=False)
+    name = store.table.name
+    store.apply(KEY, _new(x="1"))
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(f"ALTER TABLE {name} SET (autovacuum_enabled = false)")
+        connection.exec_driver_sql(f"ANALYZE {name}")
+    sql = store._sql
+    hot = {
+        "fetch": sql.fetch,
+        "fetch_for_update": sql.fetch_for_update,
+        "touch": sql.touch,
+        "delete_live": sql.delete_live,
+        "delete_empty": sql.delete_empty,
+        "merge": sql.merges(0, False)[0],
+        "merge_binding": sql.merges(0, True)[0],
+    }
+    numbered = copy.copy(store.engine.dialect)
+    numbered.paramstyle, numbered.positional = "numeric_dollar", True
+    values = {
+        "key": KEY,
+        "now": 1.0,
+        "new_expiry": 2.0,
+        "idle": 2.0,
+        "absolute": None,
+        "user": None,
+        "removed": [],
+        "patch": "{}",
+    }
+    executions = {}
+    plans = {}
+    # The store's own connection, under its settings.
+    with store.engine.connect() as connection:
+        connection.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        for label, statement in hot.items():
+            compiled = execution._Compiled.of(statement, numbered)
+            arguments = ", ".join(_pg_literal(values[n]) for n in compiled.order or ())
+            connection.exec_driver_sql(f"PREPARE prancer_{label} AS {compiled.sql}")
+            executions[label] = f"EXPLAIN EXECUTE prancer_{label}({arguments})"
+            connection.exec_driver_sql(executions[label])  # plans it, while the table is small
+        connection.rollback()
+        with store.engine.begin() as other:
+            other.exec_driver_sql(
+                f"INSERT INTO {name} (id, application, created_at, expires_at, data)"
+                " SELECT md5(n::text) || md5(n::text), '', 0, 1e12, '{}'"
+                " FROM generate_series(1, 20000) AS n"
+            )
+        for label, explain in executions.items():
+            plan = connection.exec_driver_sql(explain).scalars().all()
+            plans[label] = "\n".join(plan)
+        connection.invalidate()  # not back to the pool with that setting
+    for label, plan in plans.items():
+        assert f"Index Scan using {name}_pkey" in plan, f"{label}:\n{plan}"
+        assert "Seq Scan" not in plan and f"{name}_expires_at" not in plan, f"{label}:\n{plan}"
+
+
+def _pg_literal(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, list):
+        return "ARRAY[]::text[]"
+    return f"'{value}'"
 
 
 @pytest.mark.parametrize("url", list(URLS), indirect=True)
@@ -1426,14 +1510,15 @@ def test_a_fork_while_a_first_use_prepares_the_table(
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.parametrize("url", ["postgresql", "postgresql-psycopg2"], indirect=True)
-def test_a_fork_while_the_watchdog_holds_its_lock(
+def test_a_fork_while_the_watchdog_holds_its_locks(
     make_store: t.Callable[..., DatabaseStore],
 ) -> None:
-    # The child gets a copy of the lock, held by a thread it does not have.
+    # The child gets a copy of the locks, held by a thread it does not have.
     store = make_store()
     store.apply(KEY, _new(x="1"))
 
     def fetch() -> None:
         assert store.fetch(KEY) is not None
 
-    hold_while_forking([watchdog.WATCHDOG._condition], fetch)
+    dog = watchdog.WATCHDOG
+    hold_while_forking([dog._start_lock, dog._shut_lock, dog._wake._cond], fetch)

@@ -24,6 +24,9 @@ _T = t.TypeVar("_T")
 #: How many times an operation is retried after a deadlock.
 CONFLICT_RETRIES = 3
 
+#: The key of a pooled connection's hot-path cursor in its ``info``.
+_CURSOR = "prancer_cursor"
+
 #: A statement the hot path runs.
 Statement: t.TypeAlias = "sa.Select[t.Any] | sa.Update | sa.Insert | sa.Delete"
 
@@ -151,20 +154,35 @@ class Runner:
         connection = cursor = None
         try:
             connection = self.engine.raw_connection()
-            cursor = self.profile.cursor(connection)
+            cursor = self._cursor(connection)
             with self.profile.deadline(connection.dbapi_connection):
                 cursor.execute(compiled.sql, compiled.parameters(params))
                 if compiled.after_settings:
                     self.profile.skip_settings(cursor)
                 return cursor.fetchone() if result == "first" else cursor.rowcount
         except dialect.loaded_dbapi.Error as error:
-            raise self._driver_failure(error, connection, cursor) from None
-        finally:
-            if cursor is not None:
+            failure = self._driver_failure(error, connection, cursor)
+            kept = None if connection is None else connection.info.pop(_CURSOR, None)
+            if kept is not None:
+                # A cursor whose statement failed is not reused.
                 with contextlib.suppress(Exception):
-                    cursor.close()
+                    kept[1].close()
+            raise failure from None
+        finally:
             if connection is not None:
                 connection.close()
+
+    def _cursor(self, connection: sa.PoolProxiedConnection) -> t.Any:
+        """Return the hot path's cursor of the pooled ``connection``, made at
+        its first use: a new one per statement costs more than decoding the
+        row. The pool forgets it with the DBAPI connection it belongs to."""
+        info = connection.info
+        kept = info.get(_CURSOR)
+        if kept is not None and kept[0] is connection.dbapi_connection:
+            return kept[1]
+        cursor = self.profile.cursor(connection)
+        info[_CURSOR] = connection.dbapi_connection, cursor
+        return cursor
 
     def _driver_failure(
         self,
@@ -243,7 +261,10 @@ class _Compiled(t.NamedTuple):
 
     #: The statement's SQL, after the settings of its transaction if any.
     sql: str
-    #: The parameters in the order of the SQL, for a positional paramstyle.
+    #: The names of its parameters.
+    names: tuple[str, ...]
+    #: Their order in the SQL (a name may be there more than once), for a
+    #: positional paramstyle.
     order: tuple[str, ...] | None
     #: The parameters the statement holds itself (literal values).
     fixed: dict[str, t.Any]
@@ -257,22 +278,37 @@ class _Compiled(t.NamedTuple):
         cls, statement: sa.ClauseElement, dialect: sa.Dialect, settings: str | None = None
     ) -> _Compiled:
         compiled = t.cast(sa.sql.compiler.SQLCompiler, statement.compile(dialect=dialect))
+        sql = compiled.string
+        names: list[str] = []
+        for name in compiled.params:
+            bind = compiled.binds[name]
+            if bind.literal_execute:
+                # Rendered as SQLAlchemy renders it when it runs the statement.
+                literal = compiled.render_literal_value(bind.value, bind.type)
+                sql = sql.replace(f"__[POSTCOMPILE_{name}]", literal)
+            else:
+                names.append(name)
+        order = None
+        if compiled.positional:
+            order = tuple(n for n in compiled.positiontup or () if n in names)
         conversions: dict[str, t.Callable[[t.Any], t.Any]] = {}
-        for name, bind in compiled.binds.items():
-            conversion = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        for name in names:
+            conversion = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
             if conversion is not None:
                 conversions[name] = conversion
-        fixed = {name: value for name, value in compiled.params.items() if value is not None}
-        order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        fixed = {name: compiled.params[name] for name in names if compiled.params[name] is not None}
         # In one string, the statements run in one transaction (PostgreSQL's
         # simple query protocol), in one round trip.
-        sql = compiled.string if settings is None else f"{settings}; {compiled.string}"
-        return cls(sql, order, fixed, conversions, settings is not None)
+        sql = sql if settings is None else f"{settings}; {sql}"
+        return cls(sql, tuple(names), order, fixed, conversions, settings is not None)
 
     def parameters(self, params: dict[str, t.Any]) -> t.Any:
-        """Return ``params`` laid out for the driver."""
-        values = self.fixed | params
+        """Return those of ``params`` the statement takes, laid out for the
+        driver: a driver that binds them in the client (PyMySQL) quotes
+        every value it is given."""
+        fixed = self.fixed
+        values = {name: fixed[name] if name in fixed else params[name] for name in self.names}
         for name, conversion in self.conversions.items():
-            if values.get(name) is not None:
+            if values[name] is not None:
                 values[name] = conversion(values[name])
         return values if self.order is None else tuple(values[name] for name in self.order)
