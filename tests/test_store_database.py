@@ -1508,6 +1508,33 @@ def test_a_fork_while_a_first_use_prepares_the_table(
     hold_while_forking([store._ready_lock], fetch)
 
 
+def test_the_watchdog_shuts_the_sockets_of_operations_past_their_deadline_only() -> None:
+    import socket
+
+    ended, ended_peer = socket.socketpair()
+    late, late_peer = socket.socketpair()
+    try:
+        # Operations of many threads at once, each ended in time.
+        def operate() -> None:
+            for _ in range(200):
+                with watchdog.WATCHDOG.guard(ended, 30):
+                    pass
+
+        threads = [threading.Thread(target=operate) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        with watchdog.WATCHDOG.guard(late, 0.05):
+            late.settimeout(10)
+            assert late.recv(1) == b""  # shut while it waited for a reply
+        ended.sendall(b"x")
+        assert ended_peer.recv(1) == b"x"
+    finally:
+        for sock in (ended, ended_peer, late, late_peer):
+            sock.close()
+
+
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.parametrize("url", ["postgresql", "postgresql-psycopg2"], indirect=True)
 def test_a_fork_while_the_watchdog_holds_its_locks(
