@@ -21,13 +21,13 @@ from .config import store_error_policy
 from .errors import ConfigurationError
 from .interface import PrancerSessionInterface
 from .migration import FlaskSessionMigrator
-from .session import FINGERPRINT_LENGTH
 from .session import ServerSession
 from .session import session
 from .state.cookie import CookieState
 from .state.signed import SignedIdState
 from .store.base import StoreDriver
 from .store.memory import MemoryStore
+from .users import FINGERPRINT_LENGTH
 
 if t.TYPE_CHECKING:
     from flask import Flask

@@ -17,12 +17,12 @@ from .changes import USER_KEY
 from .devices import DEVICE_KEY
 from .errors import SessionStoreError
 from .ids import new_id
-from .ids import store_key
 from .lifetime import EXPIRY_KEY
 from .lifetime import expiry_override_for
 from .serializer import check_key
 from .serializer import dumps_value
 from .serializer import Serializer
+from .users import UserBinding
 
 if t.TYPE_CHECKING:
     from flask import Response
@@ -40,13 +40,9 @@ _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
 
 #: The keys only :meth:`ServerSession.bind_user` (and the interface) write.
 _BINDING_KEYS = frozenset({USER_KEY, DEVICE_KEY})
-#: The longest user id :meth:`ServerSession.bind_user` takes (what SQL stores index).
-MAX_USER_ID_LENGTH = 255
-#: How many hex digits of the store key make a :attr:`ServerSession.fingerprint`.
-FINGERPRINT_LENGTH = 12
 
 
-class ServerSession(SessionMixin):
+class ServerSession(UserBinding, SessionMixin):
     """A session whose data lives in a store and whose id travels in the cookie.
 
     It is a full Flask session (a mutable mapping with ``permanent``,
@@ -460,37 +456,6 @@ class ServerSession(SessionMixin):
             self.pop(EXPIRY_KEY, None)
         else:
             self[EXPIRY_KEY] = override
-
-    def bind_user(self, user_id: str | int) -> None:
-        """Bind the session to a user, so that
-        :meth:`.PrancerSession.end_user_sessions` can end it with the user's
-        other sessions ("log out everywhere").
-
-        :param user_id: the user's id, as a string or an int.
-        """
-        if isinstance(user_id, bool) or not isinstance(user_id, (str, int)) or user_id == "":
-            raise TypeError(f"A user id must be a non-empty string or an int, not {user_id!r}.")
-        if len(str(user_id)) > MAX_USER_ID_LENGTH:
-            raise ValueError(f"A user id may have at most {MAX_USER_ID_LENGTH} characters.")
-        self._put(USER_KEY, str(user_id), private=True, binding=True)
-
-    def unbind_user(self) -> None:
-        """Undo :meth:`bind_user`, at logout say."""
-        self.pop(USER_KEY, None)
-        self.pop(DEVICE_KEY, None)
-
-    @property
-    def user_id(self) -> str | None:
-        """The user :meth:`bind_user` bound the session to, or ``None``."""
-        value = self.get(USER_KEY)
-        return value if isinstance(value, str) else None
-
-    @property
-    def fingerprint(self) -> str:
-        """A short, harmless name for the session, to show people instead of
-        its id: the id is the visitor's credential, this cannot be turned back
-        into it. :meth:`.PrancerSession.user_sessions` uses the same names."""
-        return store_key(self.id)[:FINGERPRINT_LENGTH]
 
     # For the session interface.
 
