@@ -18,7 +18,7 @@ from flask_prancer_session.ids import store_key
 from .clock import FakeClock
 
 
-def make_store(kind: str, tmp_path: Path, **options: t.Any) -> StoreDriver:
+def store_of_kind(kind: str, tmp_path: Path, **options: t.Any) -> StoreDriver:
     if kind == "memory":
         return MemoryStore(expiration_timeout=60, **options)
     return StorableStore(dir=str(tmp_path / "sessions"), expiration_timeout=60, **options)
@@ -64,7 +64,7 @@ def purge(app: Flask) -> str:
 def test_purge_removes_expired_sessions_and_reports_the_count(
     app: Flask, tmp_path: Path, clock: FakeClock, kind: str
 ) -> None:
-    store = make_store(kind, tmp_path)
+    store = store_of_kind(kind, tmp_path)
     session_app(app, store, clock)
     expired = [new_visitor(app) for _ in range(3)]
     clock.advance(40)
@@ -110,7 +110,7 @@ def test_session_command_group_is_listed(app: Flask) -> None:
 def test_autopurge_with_probability_one_purges_during_a_request(
     app: Flask, tmp_path: Path, clock: FakeClock, kind: str
 ) -> None:
-    store = make_store(kind, tmp_path, autopurge=True, autopurge_probability=1.0)
+    store = store_of_kind(kind, tmp_path, autopurge=True, autopurge_probability=1.0)
     session_app(app, store, clock)
     new_visitor(app)
     new_visitor(app)
@@ -133,7 +133,7 @@ def test_autopurge_with_probability_one_purges_during_a_request(
 def test_no_autopurge_never_purges(
     app: Flask, tmp_path: Path, clock: FakeClock, kind: str, options: dict[str, t.Any]
 ) -> None:
-    store = make_store(kind, tmp_path, **options)
+    store = store_of_kind(kind, tmp_path, **options)
     session_app(app, store, clock)
     new_visitor(app)
     new_visitor(app)
@@ -172,7 +172,7 @@ def test_autopurge_from_config(app: Flask, clock: FakeClock) -> None:
 
 
 def test_autopurge_runs_at_most_once_a_minute(app: Flask, tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store("memory", tmp_path, autopurge=True, autopurge_probability=1.0)
+    store = store_of_kind("memory", tmp_path, autopurge=True, autopurge_probability=1.0)
     session_app(app, store, clock)
     new_visitor(app)
     first = store.purge_thread

@@ -89,7 +89,7 @@ def prefix(admin: redis.Redis) -> t.Iterator[str]:
         admin.delete(*keys)
 
 
-def make_store(url: str, prefix: str, **options: t.Any) -> RedisStore:
+def redis_store(url: str, prefix: str, **options: t.Any) -> RedisStore:
     from flask_prancer_session.store.redis import RedisStore
 
     return RedisStore(url=url, key_prefix=prefix, **options)
@@ -98,7 +98,7 @@ def make_store(url: str, prefix: str, **options: t.Any) -> RedisStore:
 def test_a_paused_server_fails_fast_and_the_store_recovers(
     redis_url: str, admin: redis.Redis, prefix: str
 ) -> None:
-    store = make_store(redis_url, prefix, socket_timeout=1)
+    store = redis_store(redis_url, prefix, socket_timeout=1)
     key = store_key(new_id())
     assert store.apply(key, ChangeSet(updated={"a": "1"}, created_at=store.clock()))
     admin.execute_command("CLIENT", "PAUSE", 3000, "ALL")
@@ -120,7 +120,7 @@ def test_a_paused_server_fails_fast_and_the_store_recovers(
 
 
 def test_a_killed_connection_loses_nothing(redis_url: str, admin: redis.Redis, prefix: str) -> None:
-    store = make_store(redis_url, prefix, socket_timeout=2)
+    store = redis_store(redis_url, prefix, socket_timeout=2)
     key = store_key(new_id())
     store.apply(key, ChangeSet(updated={"a": "1"}, created_at=store.clock()))
     expected = {"a": "1"}
@@ -152,7 +152,7 @@ def test_a_killed_connection_loses_nothing(redis_url: str, admin: redis.Redis, p
 def _write_until_stopped(
     url: str, prefix: str, key: str, writer: int, count: Synchronized[int], stop: Event
 ) -> None:
-    store = make_store(url, prefix)
+    store = redis_store(url, prefix)
     n = 0
     while not stop.is_set():
         store.apply(key, ChangeSet(updated={f"w{writer}": str(n)}))
@@ -172,7 +172,7 @@ def _wait_for(count: Synchronized[int], target: int) -> None:
 def test_writers_in_other_processes_never_revive_a_session(
     redis_url: str, admin: redis.Redis, prefix: str, ending: str
 ) -> None:
-    store = make_store(redis_url, prefix)
+    store = redis_store(redis_url, prefix)
     key = store_key(new_id())
     store.apply(key, ChangeSet(updated={"a": "1"}, created_at=store.clock()))
     # spawn, not fork: fresh interpreters, as separate workers would be.
@@ -211,7 +211,7 @@ def test_writers_in_other_processes_never_revive_a_session(
 def _log_in_and_out_until_stopped(
     url: str, prefix: str, writer: int, count: Synchronized[int], stop: Event
 ) -> None:
-    store = make_store(url, prefix)
+    store = redis_store(url, prefix)
     ann = json.dumps("ann")
     n = 0
     while not stop.is_set():
@@ -232,7 +232,7 @@ def _log_in_and_out_until_stopped(
 def test_a_final_remove_user_leaves_no_session_and_no_entry(
     redis_url: str, admin: redis.Redis, prefix: str
 ) -> None:
-    store = make_store(redis_url, prefix)
+    store = redis_store(redis_url, prefix)
     context = multiprocessing.get_context("spawn")
     count = context.Value("i", 0)
     stop = context.Event()
@@ -267,7 +267,7 @@ def test_a_final_remove_user_leaves_no_session_and_no_entry(
 def test_a_server_that_lost_its_scripts_still_ends_a_users_sessions(
     redis_url: str, admin: redis.Redis, prefix: str
 ) -> None:
-    store = make_store(redis_url, prefix)
+    store = redis_store(redis_url, prefix)
     keys = [store_key(new_id()) for _ in range(5)]
     for key in keys:
         store.apply(key, ChangeSet(updated={USER_KEY: json.dumps("ann")}, created_at=store.clock()))
@@ -282,7 +282,7 @@ def test_a_server_that_lost_its_scripts_still_ends_a_users_sessions(
 def test_scripts_lost_between_requests_cost_no_error(
     redis_url: str, admin: redis.Redis, prefix: str
 ) -> None:
-    store = make_store(redis_url, prefix)
+    store = redis_store(redis_url, prefix)
     key = store_key(new_id())
     operations: list[tuple[str, t.Callable[[], object], object]] = [
         ("create", lambda: store.apply(key, ChangeSet({"a": "1"}, created_at=store.clock())), True),
@@ -305,7 +305,7 @@ def test_a_connection_the_server_closed_between_requests_costs_no_error(
 ) -> None:
     # Without retries, the pool's check of the connection it hands out is
     # what replaces it.
-    store = make_store(redis_url, prefix, **({} if retry == "default" else {"retry": None}))
+    store = redis_store(redis_url, prefix, **({} if retry == "default" else {"retry": None}))
     key = store_key(new_id())
     store.apply(key, ChangeSet(updated={"a": "1"}, created_at=store.clock()))
 

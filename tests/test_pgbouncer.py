@@ -101,8 +101,16 @@ def _suite(module: object) -> dict[str, t.Callable[..., None]]:
 globals().update(_suite(test_store_contract))
 globals().update(_suite(test_concurrency))
 cookie = test_concurrency.cookie
+
+
 # Keys of every kind, in the parameters psycopg binds itself in transaction
 # pooling mode.
+@pytest.fixture
+def make_database_store(make_store: StoreMaker) -> StoreMaker:
+    """What the tests taken from test_store_database make their stores with."""
+    return make_store
+
+
 test_odd_key_names = test_store_database.test_odd_key_names
 test_keys_are_set_and_removed_as_in_a_dict = (
     test_store_database.test_keys_are_set_and_removed_as_in_a_dict

@@ -74,7 +74,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def make_store(url: str, clock: Clock) -> t.Iterator[t.Callable[..., DatabaseStore]]:
+def make_database_store(url: str, clock: Clock) -> t.Iterator[t.Callable[..., DatabaseStore]]:
     """Build stores on :func:`url` and the fake clock, by default all on one
     new table, and drop their tables afterwards."""
     table = services.unique_name("sessions")
@@ -238,14 +238,14 @@ def test_app_config(app: Flask, tmp_path: Path) -> None:
 
 
 def test_a_given_engine_keeps_the_binding_through_later_writes(
-    make_store: t.Callable[..., DatabaseStore], url: str
+    make_database_store: t.Callable[..., DatabaseStore], url: str
 ) -> None:
     # An engine the app made (Flask-SQLAlchemy's) runs the statements through
     # SQLAlchemy's execution layer, where a parameter named after a column
     # would join an UPDATE's SET clause.
     engine = sa.create_engine(url)
     try:
-        store = make_store(engine=engine)
+        store = make_database_store(engine=engine)
         store.apply(KEY, _bind("ann", a="1"))
         store.apply(KEY, ChangeSet({"b": "2"}))
         store.apply(KEY, ChangeSet(removed=frozenset({"a"})))
@@ -255,10 +255,10 @@ def test_a_given_engine_keeps_the_binding_through_later_writes(
         engine.dispose()
 
 
-def test_given_engine(make_store: t.Callable[..., DatabaseStore], url: str) -> None:
+def test_given_engine(make_database_store: t.Callable[..., DatabaseStore], url: str) -> None:
     engine = sa.create_engine(url)
     try:
-        store = make_store(engine=engine)
+        store = make_database_store(engine=engine)
         assert store.engine is engine
         store.apply(KEY, _new(x="1"))
         assert store.fetch(KEY) is not None
@@ -341,9 +341,11 @@ def test_defaults() -> None:
     store.engine.dispose()
 
 
-def test_application_isolation(make_store: t.Callable[..., DatabaseStore], clock: Clock) -> None:
-    short = make_store(application="shop", expiration_timeout=100)
-    long = make_store(application="blog", expiration_timeout=10_000)
+def test_application_isolation(
+    make_database_store: t.Callable[..., DatabaseStore], clock: Clock
+) -> None:
+    short = make_database_store(application="shop", expiration_timeout=100)
+    long = make_database_store(application="blog", expiration_timeout=10_000)
     short.apply(KEY, _new(app="shop"))
     long.apply(KEY, _new(app="blog"))
     assert short.fetch(KEY).data == {"app": "shop"}  # type: ignore[union-attr]
@@ -358,8 +360,8 @@ def test_application_isolation(make_store: t.Callable[..., DatabaseStore], clock
     assert long.fetch(KEY) is not None
 
 
-def test_missing_table_without_create(make_store: t.Callable[..., DatabaseStore]) -> None:
-    store = make_store(create_table=False)
+def test_missing_table_without_create(make_database_store: t.Callable[..., DatabaseStore]) -> None:
+    store = make_database_store(create_table=False)
     for call in (lambda: store.fetch(KEY), lambda: store.apply(KEY, _new(x="1"))):
         with pytest.raises(SessionStoreError) as info:
             call()
@@ -370,13 +372,15 @@ def test_missing_table_without_create(make_store: t.Callable[..., DatabaseStore]
 
 
 @pytest.mark.parametrize("url", ["postgresql"], indirect=True)
-def test_schema_qualified_table(make_store: t.Callable[..., DatabaseStore], url: str) -> None:
+def test_schema_qualified_table(
+    make_database_store: t.Callable[..., DatabaseStore], url: str
+) -> None:
     schema = services.unique_name("prancer")
     engine = sa.create_engine(url)
     try:
         with engine.begin() as connection:
             connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-        store = make_store(table=f"{schema}.sessions")
+        store = make_database_store(table=f"{schema}.sessions")
         store.apply(KEY, _new(x="1"))
         assert store.fetch(KEY).data == {"x": "1"}  # type: ignore[union-attr]
         assert sa.inspect(engine).has_table("sessions", schema=schema)
@@ -388,9 +392,9 @@ def test_schema_qualified_table(make_store: t.Callable[..., DatabaseStore], url:
 
 @pytest.mark.parametrize("url", list(URLS), indirect=True)
 def test_pool_replaces_killed_connections(
-    make_store: t.Callable[..., DatabaseStore], url: str
+    make_database_store: t.Callable[..., DatabaseStore], url: str
 ) -> None:
-    store = make_store()
+    store = make_database_store()
     store.apply(KEY, _new(x="1"))
     # Used one request at a time, the pool holds a single connection.
     assert store.engine.pool.checkedin() == 1  # type: ignore[attr-defined]
@@ -413,9 +417,11 @@ def test_pool_replaces_killed_connections(
 
 @pytest.mark.parametrize("garbage", ["not json", "[1, 2]", '{"x": 1}', '"text"'])
 def test_corrupt_row_is_logged_and_ignored(
-    make_store: t.Callable[..., DatabaseStore], caplog: pytest.LogCaptureFixture, garbage: str
+    make_database_store: t.Callable[..., DatabaseStore],
+    caplog: pytest.LogCaptureFixture,
+    garbage: str,
 ) -> None:
-    store = make_store()
+    store = make_database_store()
     store.apply(KEY, _new(x="1"))
     with store.engine.begin() as connection:
         connection.execute(sa.update(store.table).values(data=garbage))
@@ -463,12 +469,12 @@ def test_unreachable_database(
 
 
 def test_a_table_of_an_earlier_version_found_at_first_use(
-    make_store: t.Callable[..., DatabaseStore], url: str
+    make_database_store: t.Callable[..., DatabaseStore], url: str
 ) -> None:
     # With create_table false, a table the database (down at start) turns
     # out to hold without user_id fails every request until it is upgraded.
-    store = make_store()
-    late = make_store(create_table=False)
+    store = make_database_store()
+    late = make_database_store(create_table=False)
     _create_old_table(store)
     late._ready = False  # as if the database had been down when it started
     for _ in range(2):
@@ -476,14 +482,14 @@ def test_a_table_of_an_earlier_version_found_at_first_use(
             late.fetch(KEY)
         assert isinstance(info.value.original_error, ConfigurationError)
         assert "ADD COLUMN user_id" in str(info.value)
-    make_store()  # upgrades it
+    make_database_store()  # upgrades it
     assert late.fetch(KEY).data == {"x": "1"}  # type: ignore[union-attr]
 
 
 def test_close_closes_the_pool_of_its_own_engine(
-    make_store: t.Callable[..., DatabaseStore], url: str
+    make_database_store: t.Callable[..., DatabaseStore], url: str
 ) -> None:
-    store = make_store()
+    store = make_database_store()
     store.apply(KEY, _new(x="1"))
     assert store.engine.pool.checkedin() == 1  # type: ignore[attr-defined]
     store.close()
@@ -493,7 +499,7 @@ def test_close_closes_the_pool_of_its_own_engine(
     store.close()
     engine = sa.create_engine(url)
     try:
-        given = make_store(engine=engine)
+        given = make_database_store(engine=engine)
         given.fetch(KEY)
         given.close()
         # A given engine belongs to the caller.
@@ -503,9 +509,9 @@ def test_close_closes_the_pool_of_its_own_engine(
 
 
 def test_purge_deletes_only_expired(
-    make_store: t.Callable[..., DatabaseStore], clock: Clock
+    make_database_store: t.Callable[..., DatabaseStore], clock: Clock
 ) -> None:
-    store = make_store(expiration_timeout=1000)
+    store = make_database_store(expiration_timeout=1000)
     store.apply(KEY, _new(x="1"))
     clock.advance(600)
     store.apply(OTHER_KEY, _new(x="2"))
@@ -522,9 +528,9 @@ def test_purge_deletes_only_expired(
 
 
 def test_touch_changes_only_expiry(
-    make_store: t.Callable[..., DatabaseStore], clock: Clock
+    make_database_store: t.Callable[..., DatabaseStore], clock: Clock
 ) -> None:
-    store = make_store()
+    store = make_database_store()
     store.apply(KEY, _new(x="1"))
     before = _row(store, KEY)
     assert before is not None
@@ -560,8 +566,10 @@ def _run_threads(count: int, target: t.Callable[[int], None]) -> None:
     assert errors == []
 
 
-def test_concurrent_creates_lose_nothing(make_store: t.Callable[..., DatabaseStore]) -> None:
-    store = make_store()
+def test_concurrent_creates_lose_nothing(
+    make_database_store: t.Callable[..., DatabaseStore],
+) -> None:
+    store = make_database_store()
     keys = [f"{n:064x}" for n in range(5)]
 
     def create(number: int) -> None:
@@ -594,8 +602,8 @@ ODD_KEYS = [
 ]
 
 
-def test_odd_key_names(make_store: t.Callable[..., DatabaseStore]) -> None:
-    store = make_store()
+def test_odd_key_names(make_database_store: t.Callable[..., DatabaseStore]) -> None:
+    store = make_database_store()
     created = {k: f'"{n}"' for n, k in enumerate(ODD_KEYS)} | {"keep": "1"}
     store.apply(KEY, ChangeSet(created, frozenset({"gone"}), created_at=1_800_000_000.0))
     store.apply(KEY, ChangeSet({"$": "10", "new": "1"}, removed=frozenset(ODD_KEYS[:2])))
@@ -628,9 +636,9 @@ STEPS = st.lists(
 
 
 @pytest.fixture
-def one_store(make_store: t.Callable[..., DatabaseStore]) -> DatabaseStore:
+def one_store(make_database_store: t.Callable[..., DatabaseStore]) -> DatabaseStore:
     """A store on :func:`url`, shared by the examples of a property test."""
-    return make_store()
+    return make_database_store()
 
 
 @settings(
@@ -656,8 +664,8 @@ def test_keys_are_set_and_removed_as_in_a_dict(
         assert (record and record.data) == model
 
 
-def test_apply_is_one_statement(make_store: t.Callable[..., DatabaseStore]) -> None:
-    store = make_store()
+def test_apply_is_one_statement(make_database_store: t.Callable[..., DatabaseStore]) -> None:
+    store = make_database_store()
     sent = _record_statements(store)
 
     def count() -> int:
@@ -689,10 +697,10 @@ def _add_expired(store: DatabaseStore, count: int) -> None:
         connection.execute(sa.insert(store.table), rows)
 
 
-def test_purge_runs_beside_writers(make_store: t.Callable[..., DatabaseStore]) -> None:
+def test_purge_runs_beside_writers(make_database_store: t.Callable[..., DatabaseStore]) -> None:
     # As with autopurge at probability 1 in several processes: purges keep
     # running while 16 requests write to one session.
-    store = make_store()
+    store = make_database_store()
     store.apply(KEY, _new(start="1"))
     _add_expired(store, 1200)
     done = threading.Event()
@@ -727,12 +735,12 @@ def test_purge_runs_beside_writers(make_store: t.Callable[..., DatabaseStore]) -
 
 @pytest.mark.parametrize("url", ["sqlite"], indirect=True)
 def test_sqlite_file_is_private_and_in_wal_mode(
-    make_store: t.Callable[..., DatabaseStore], url: str
+    make_database_store: t.Callable[..., DatabaseStore], url: str
 ) -> None:
     path = Path(sa.make_url(url).database or "")
     old_umask = os.umask(0o022)
     try:
-        store = make_store()
+        store = make_database_store()
         store.apply(KEY, _new(x="1"))
     finally:
         os.umask(old_umask)
@@ -745,12 +753,12 @@ def test_sqlite_file_is_private_and_in_wal_mode(
 
 @pytest.mark.parametrize("url", ["sqlite"], indirect=True)
 def test_sqlite_file_replaced_while_running(
-    make_store: t.Callable[..., DatabaseStore], url: str, tmp_path: Path
+    make_database_store: t.Callable[..., DatabaseStore], url: str, tmp_path: Path
 ) -> None:
     path = sa.make_url(url).database or ""
-    store = make_store()
+    store = make_database_store()
     store.apply(KEY, _new(x="old"))
-    backup = make_store(url=f"sqlite:///{tmp_path / 'backup.db'}")
+    backup = make_database_store(url=f"sqlite:///{tmp_path / 'backup.db'}")
     backup.apply(OTHER_KEY, _new(x="restored"))
     backup.engine.dispose()
     # A restore in WAL mode replaces the file and drops its -wal and -shm.
@@ -768,10 +776,10 @@ def _create_store(url: str, table: str, barrier: t.Any) -> None:
 
 @pytest.mark.parametrize("url", ["sqlite", "postgresql"], indirect=True)
 def test_workers_starting_together_create_the_table_once(
-    make_store: t.Callable[..., DatabaseStore], url: str
+    make_database_store: t.Callable[..., DatabaseStore], url: str
 ) -> None:
     table = services.unique_name("sessions")
-    make_store(table=table, create_table=False)  # to drop the table afterwards
+    make_database_store(table=table, create_table=False)  # to drop the table afterwards
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(8)
     workers = [context.Process(target=_create_store, args=(url, table, barrier)) for _ in range(8)]
@@ -783,13 +791,13 @@ def test_workers_starting_together_create_the_table_once(
 
 
 def test_failures_never_show_session_data(
-    make_store: t.Callable[..., DatabaseStore], url: str, caplog: pytest.LogCaptureFixture
+    make_database_store: t.Callable[..., DatabaseStore], url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Flask-SQLAlchemy's engine shows parameters in its errors, and a failing
     # CHECK makes PostgreSQL quote the row.
     engine = sa.create_engine(url, hide_parameters=False)
     try:
-        store = make_store(engine=engine, create_table=False)
+        store = make_database_store(engine=engine, create_table=False)
         checked = store.table.to_metadata(sa.MetaData())
         checked.append_constraint(sa.CheckConstraint("length(data) < 40"))
         checked.create(engine)
@@ -858,8 +866,10 @@ def test_url_with_a_missing_driver_says_what_to_use() -> None:
 
 
 @pytest.mark.parametrize("url", ["postgresql"], indirect=True)
-def test_postgres_url_scheme_works(make_store: t.Callable[..., DatabaseStore], url: str) -> None:
-    store = make_store(url=url.replace("postgresql+psycopg://", "postgres://"))
+def test_postgres_url_scheme_works(
+    make_database_store: t.Callable[..., DatabaseStore], url: str
+) -> None:
+    store = make_database_store(url=url.replace("postgresql+psycopg://", "postgres://"))
     assert store.apply(KEY, _new(x="1")) is True
     assert store.fetch(KEY).data == {"x": "1"}  # type: ignore[union-attr]
 
@@ -871,9 +881,9 @@ def _bind(user: str | None, created: bool = True, **data: str) -> ChangeSet:
 
 
 def test_user_id_is_kept_by_the_statement_that_writes_the_data(
-    make_store: t.Callable[..., DatabaseStore], clock: Clock
+    make_database_store: t.Callable[..., DatabaseStore], clock: Clock
 ) -> None:
-    store = make_store()
+    store = make_database_store()
     sent = _record_statements(store)
     store.apply(KEY, _bind("ann", a="1"))
     assert _row(store, KEY).user_id == "ann"  # type: ignore[union-attr]
@@ -902,12 +912,12 @@ def test_user_id_is_kept_by_the_statement_that_writes_the_data(
 
 
 def test_compare_and_set_holds_the_session_until_it_writes(
-    make_store: t.Callable[..., DatabaseStore],
+    make_database_store: t.Callable[..., DatabaseStore],
 ) -> None:
     # flask session rekey writes only values still as read. A logout landing
     # after the store compared them must wait for the write, not be undone by it.
-    store = make_store()
-    other = make_store()  # another process's pool
+    store = make_database_store()
+    other = make_database_store()  # another process's pool
     store.apply(KEY, _bind("ann", a='"1"'))
     logouts: list[threading.Thread] = []
     results: list[bool] = []
@@ -941,9 +951,9 @@ def test_compare_and_set_holds_the_session_until_it_writes(
 
 
 def test_compare_and_set_keeps_the_index_in_step(
-    make_store: t.Callable[..., DatabaseStore],
+    make_database_store: t.Callable[..., DatabaseStore],
 ) -> None:
-    store = make_store()
+    store = make_database_store()
     store.apply(KEY, _bind("ann", a='"1"'))
     store.apply(OTHER_KEY, _bind("ann", a='"1"'))
     # Bound to another user meanwhile: the old binding is not written back.
@@ -963,10 +973,12 @@ def test_compare_and_set_keeps_the_index_in_step(
 
 
 def test_scan_reads_in_batches_by_key(
-    make_store: t.Callable[..., DatabaseStore], clock: Clock, monkeypatch: pytest.MonkeyPatch
+    make_database_store: t.Callable[..., DatabaseStore],
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(statements, "SCAN_BATCH", 3)
-    store = make_store()
+    store = make_database_store()
     expired = f"{0:064x}"
     store.apply(expired, _new(x="old"))
     clock.advance(store.expiration_timeout)
@@ -986,10 +998,12 @@ def test_scan_reads_in_batches_by_key(
 
 
 def test_clear_deletes_in_batches(
-    make_store: t.Callable[..., DatabaseStore], clock: Clock, monkeypatch: pytest.MonkeyPatch
+    make_database_store: t.Callable[..., DatabaseStore],
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(statements, "PURGE_BATCH", 2)
-    store = make_store()
+    store = make_database_store()
     for n in range(2):
         store.apply(f"{n:064x}", _new(x="expiring"))
     clock.advance(store.expiration_timeout)
@@ -1004,12 +1018,12 @@ def test_clear_deletes_in_batches(
 
 
 def test_application_names_that_sql_quotes_keep_their_sessions_apart(
-    make_store: t.Callable[..., DatabaseStore],
+    make_database_store: t.Callable[..., DatabaseStore],
 ) -> None:
     # The statements hold the application's name as a literal, quoted once
     # for all: quotes, backslashes and percent signs stay what they are.
     names = ["it's", "it\\'s", "100%", "%(key)s", "\\", "a\\%s", ""]
-    stores = [make_store(application=name) for name in names]
+    stores = [make_database_store(application=name) for name in names]
     for store in stores:
         store.apply(KEY, _new(app=store.application))
         store.apply(KEY, ChangeSet({"n": "1"}))
@@ -1027,10 +1041,10 @@ def test_application_names_that_sql_quotes_keep_their_sessions_apart(
 
 
 def test_applications_sharing_a_table_keep_their_users_apart(
-    make_store: t.Callable[..., DatabaseStore],
+    make_database_store: t.Callable[..., DatabaseStore],
 ) -> None:
-    shop = make_store(application="shop")
-    blog = make_store(application="blog")
+    shop = make_database_store(application="shop")
+    blog = make_database_store(application="blog")
     for store in (shop, blog):
         store.apply(KEY, _bind("ann", app=store.application))
         store.apply(OTHER_KEY, _bind(None, app=store.application))
@@ -1060,9 +1074,9 @@ def _explain(store: DatabaseStore, statement: sa.Select[t.Any]) -> str:
 
 @pytest.mark.parametrize("url", ["sqlite", "postgresql"], indirect=True)
 def test_sessions_of_a_user_are_found_by_the_index(
-    make_store: t.Callable[..., DatabaseStore], url: str
+    make_database_store: t.Callable[..., DatabaseStore], url: str
 ) -> None:
-    store = make_store()
+    store = make_database_store()
     for n in range(20):
         store.apply(f"{n:064x}", _bind("ann" if n % 10 == 0 else f"u{n}", a="1"))
     index = f"{store.table.name}_user_id"
@@ -1072,13 +1086,13 @@ def test_sessions_of_a_user_are_found_by_the_index(
 
 @pytest.mark.parametrize("url", ["sqlite"], indirect=True)
 def test_purge_and_listing_walk_their_own_index(
-    make_store: t.Callable[..., DatabaseStore], url: str
+    make_database_store: t.Callable[..., DatabaseStore], url: str
 ) -> None:
     # Each batch must start where it is needed, not scan and sort every row
     # of the application (a million-session purge would take hours). SQLite
     # plans without statistics, so the columns of each index decide; the
     # servers plan by their statistics.
-    store = make_store()
+    store = make_database_store()
     for n in range(20):
         store.apply(f"{n:064x}", _bind(None, a="1"))
     name = store.table.name
@@ -1156,15 +1170,15 @@ def _index_mismatches(store: DatabaseStore) -> list[str]:
 
 
 def test_a_table_of_an_earlier_version_is_upgraded(
-    make_store: t.Callable[..., DatabaseStore],
+    make_database_store: t.Callable[..., DatabaseStore],
 ) -> None:
-    _create_old_table(make_store())
+    _create_old_table(make_database_store())
     with pytest.raises(ConfigurationError) as info:
-        make_store(create_table=False)
+        make_database_store(create_table=False)
     assert info.value.key == "table"
     assert "ADD COLUMN user_id VARCHAR(255)" in str(info.value)
     assert "(user_id, application)" in str(info.value)
-    store = make_store()
+    store = make_database_store()
     inspector = sa.inspect(store.engine)
     assert "user_id" in {column["name"] for column in inspector.get_columns(store.table.name)}
     indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes(store.table.name)}
@@ -1172,11 +1186,11 @@ def test_a_table_of_an_earlier_version_is_upgraded(
     assert store.fetch(KEY).data == {"x": "1"}  # type: ignore[union-attr]
     store.apply(KEY, _bind("ann", created=False))
     assert set(store.sessions_of("ann")) == {KEY}
-    make_store(create_table=False)
+    make_database_store(create_table=False)
 
 
 def test_an_upgrade_fills_user_id_from_the_data(
-    make_store: t.Callable[..., DatabaseStore], monkeypatch: pytest.MonkeyPatch
+    make_database_store: t.Callable[..., DatabaseStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Sessions bound before the column existed must be found by user, or
     # "log out everywhere" would leave them logged in.
@@ -1186,9 +1200,9 @@ def test_an_upgrade_fills_user_id_from_the_data(
     sessions = _OLD_SESSIONS | {
         too_long: ("", json.dumps({USER_KEY: json.dumps("u" * 256)}), False)
     }
-    _create_old_table(make_store(), sessions)
-    store = make_store()
-    blog = make_store(application="blog")
+    _create_old_table(make_database_store(), sessions)
+    store = make_database_store()
+    blog = make_database_store(application="blog")
     assert _index_mismatches(store) == [too_long]
     assert set(store.sessions_of("ann")) == {f"{1:064x}"}
     assert set(blog.sessions_of("ann")) == {f"{2:064x}"}
@@ -1202,14 +1216,14 @@ def test_an_upgrade_fills_user_id_from_the_data(
 
 
 def test_an_upgrade_stopped_before_the_index_is_finished_at_the_next_start(
-    make_store: t.Callable[..., DatabaseStore],
+    make_database_store: t.Callable[..., DatabaseStore],
 ) -> None:
-    old = make_store()
+    old = make_database_store()
     _create_old_table(old, _OLD_SESSIONS)
     with old.engine.begin() as connection:
         connection.execute(old._keeper.upgrade[0])
     old.engine.dispose()
-    store = make_store()
+    store = make_database_store()
     assert _index_mismatches(store) == []
     indexes = {i["name"] for i in sa.inspect(store.engine).get_indexes(store.table.name)}
     assert f"{store.table.name}_user_id" in indexes
@@ -1221,9 +1235,9 @@ def _start_worker(url: str, table: str, barrier: t.Any) -> None:
 
 
 def test_workers_starting_together_upgrade_the_table_once(
-    make_store: t.Callable[..., DatabaseStore], url: str
+    make_database_store: t.Callable[..., DatabaseStore], url: str
 ) -> None:
-    store = make_store()
+    store = make_database_store()
     _create_old_table(store, _OLD_SESSIONS)
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(4)
@@ -1236,13 +1250,13 @@ def test_workers_starting_together_upgrade_the_table_once(
     for worker in workers:
         worker.join(timeout=60)
     assert [worker.exitcode for worker in workers] == [0] * 4
-    assert _index_mismatches(make_store(create_table=False)) == []
+    assert _index_mismatches(make_database_store(create_table=False)) == []
 
 
 def test_clear_and_remove_user_run_beside_writers(
-    make_store: t.Callable[..., DatabaseStore],
+    make_database_store: t.Callable[..., DatabaseStore],
 ) -> None:
-    store = make_store()
+    store = make_database_store()
     keys = [f"{n:064x}" for n in range(8)]
     done = threading.Event()
     errors: list[BaseException] = []
@@ -1282,14 +1296,14 @@ def test_clear_and_remove_user_run_beside_writers(
     ("operation", "statements"), [("remove_user", 2), ("clear", 3)], ids=["remove_user", "clear"]
 )
 def test_a_write_between_the_statements_of_a_bulk_delete(
-    make_store: t.Callable[..., DatabaseStore], operation: str, statements: int
+    make_database_store: t.Callable[..., DatabaseStore], operation: str, statements: int
 ) -> None:
     # The interleavings the test above leaves to chance, one at a time: a
     # request binding, unbinding or creating a bound session lands, from
     # another pool, after each statement of the bulk delete's transaction.
     # It waits where a row it writes is locked (and on SQLite, always).
-    store = make_store()
-    other = make_store()
+    store = make_database_store()
+    other = make_database_store()
     landed: list[threading.Thread] = []
     sent: list[str] = []
     plan: list[tuple[int, str, ChangeSet]] = []  # after which statement, the write
@@ -1362,13 +1376,13 @@ def test_postgresql_synchronous_commit_follows_the_option(durable: bool) -> None
 
 @pytest.mark.parametrize("url", ["postgresql", "postgresql-psycopg2"], indirect=True)
 def test_postgresql_plans_stay_on_the_primary_key_with_stale_statistics(
-    make_store: t.Callable[..., DatabaseStore],
+    make_database_store: t.Callable[..., DatabaseStore],
 ) -> None:
     # A plan PostgreSQL keeps for a prepared statement (a generic plan, which
     # it may pick after five executions), made while the table held one
     # session, and still used once it holds thousands: it scanned the table
     # or the expires_at index, at milliseconds per request.
-    store = make_store(autopurge=False)
+    store = make_database_store(autopurge=False)
     name = store.table.name
     store.apply(KEY, _new(x="1"))
     with store.engine.begin() as connection:
@@ -1474,11 +1488,11 @@ def test_every_driver_s_deadlock_is_recognised_as_a_conflict(url: str) -> None:
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.parametrize("url", ["sqlite", *URLS], indirect=True)
 def test_a_forked_worker_opens_its_own_connections(
-    make_store: t.Callable[..., DatabaseStore],
+    make_database_store: t.Callable[..., DatabaseStore],
 ) -> None:
     # gunicorn --preload forks workers from a master that may have used the
     # store: a pooled connection shared by two processes mixes their replies.
-    store = make_store()
+    store = make_database_store()
     store.apply(KEY, _new(x="parent"))
     assert store.engine.pool.checkedin() == 1  # type: ignore[attr-defined]
 
@@ -1494,11 +1508,11 @@ def test_a_forked_worker_opens_its_own_connections(
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.parametrize("url", ["sqlite", "postgresql"], indirect=True)
 def test_a_fork_while_a_first_use_prepares_the_table(
-    make_store: t.Callable[..., DatabaseStore],
+    make_database_store: t.Callable[..., DatabaseStore],
 ) -> None:
     # A store that started while its database was down prepares its table
     # at its first use, under a lock that a fork may copy held.
-    store = make_store()
+    store = make_database_store()
     store.apply(KEY, _new(x="1"))
     store._ready = False
 
@@ -1538,10 +1552,10 @@ def test_the_watchdog_shuts_the_sockets_of_operations_past_their_deadline_only()
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.parametrize("url", ["postgresql", "postgresql-psycopg2"], indirect=True)
 def test_a_fork_while_the_watchdog_holds_its_locks(
-    make_store: t.Callable[..., DatabaseStore],
+    make_database_store: t.Callable[..., DatabaseStore],
 ) -> None:
     # The child gets a copy of the locks, held by a thread it does not have.
-    store = make_store()
+    store = make_database_store()
     store.apply(KEY, _new(x="1"))
 
     def fetch() -> None:

@@ -58,7 +58,7 @@ def prefix(redis_client: redis.Redis) -> t.Iterator[str]:
 
 
 @pytest.fixture
-def make_store(prefix: str, clock: FakeClock) -> t.Callable[..., RedisStore]:
+def make_redis_store(prefix: str, clock: FakeClock) -> t.Callable[..., RedisStore]:
     from flask_prancer_session.store.redis import RedisStore
 
     def make(**options: t.Any) -> RedisStore:
@@ -72,8 +72,8 @@ def make_store(prefix: str, clock: FakeClock) -> t.Callable[..., RedisStore]:
 
 
 @pytest.fixture
-def rstore(make_store: t.Callable[..., RedisStore]) -> RedisStore:
-    return make_store()
+def rstore(make_redis_store: t.Callable[..., RedisStore]) -> RedisStore:
+    return make_redis_store()
 
 
 def created(clock: FakeClock, **data: str) -> ChangeSet:
@@ -140,22 +140,24 @@ def test_missing_redis_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         RedisStore(url="redis://127.0.0.1:6379")
 
 
-def test_connection_options(make_store: t.Callable[..., RedisStore]) -> None:
-    defaults = make_store().client.connection_pool.connection_kwargs
+def test_connection_options(make_redis_store: t.Callable[..., RedisStore]) -> None:
+    defaults = make_redis_store().client.connection_pool.connection_kwargs
     assert defaults["socket_timeout"] == 5.0
     assert defaults["socket_connect_timeout"] == 5.0
-    given = make_store(socket_timeout=2.5, health_check_interval=30)
+    given = make_redis_store(socket_timeout=2.5, health_check_interval=30)
     kwargs = given.client.connection_pool.connection_kwargs
     assert kwargs["socket_timeout"] == 2.5
     assert kwargs["health_check_interval"] == 30
 
 
-def test_client_is_used_as_given(make_store: t.Callable[..., RedisStore], clock: FakeClock) -> None:
+def test_client_is_used_as_given(
+    make_redis_store: t.Callable[..., RedisStore], clock: FakeClock
+) -> None:
     import redis
 
     # decode_responses=True: the store must read str as well as bytes.
     client = redis.Redis.from_url(services.REDIS_URL, decode_responses=True)
-    store = make_store(client=client)
+    store = make_redis_store(client=client)
     assert store.client is client
     key = store_key(new_id())
     store.apply(key, created(clock, a='"é"'))
@@ -164,7 +166,7 @@ def test_client_is_used_as_given(make_store: t.Callable[..., RedisStore], clock:
     client.close()
 
 
-def _counting(make_store: t.Callable[..., RedisStore]) -> tuple[RedisStore, list[object]]:
+def _counting(make_redis_store: t.Callable[..., RedisStore]) -> tuple[RedisStore, list[object]]:
     """Return a store whose connections note each round trip (a command, or
     a pipeline's commands, sent at once) in the list returned with it."""
     import redis
@@ -176,13 +178,13 @@ def _counting(make_store: t.Callable[..., RedisStore]) -> tuple[RedisStore, list
             sent.append(command)
             super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
-    return make_store(connection_class=CountingConnection), sent
+    return make_redis_store(connection_class=CountingConnection), sent
 
 
 def test_every_operation_is_one_round_trip(
-    make_store: t.Callable[..., RedisStore], clock: FakeClock
+    make_redis_store: t.Callable[..., RedisStore], clock: FakeClock
 ) -> None:
-    store, sent = _counting(make_store)
+    store, sent = _counting(make_redis_store)
     key = store_key(new_id())
     operations: list[t.Callable[[], object]] = [
         lambda: store.apply(key, created(clock, a='"1"')),
@@ -226,7 +228,7 @@ def test_replies_are_parsed_by_hiredis(rstore: RedisStore) -> None:
 
 
 def test_values_are_encoded_as_the_clients_own_commands_encode_them(
-    make_store: t.Callable[..., RedisStore],
+    make_redis_store: t.Callable[..., RedisStore],
     redis_client: redis.Redis,
     prefix: str,
     clock: FakeClock,
@@ -234,7 +236,7 @@ def test_values_are_encoded_as_the_clients_own_commands_encode_them(
     import redis
 
     client = redis.Redis.from_url(services.REDIS_URL, encoding="latin-1", decode_responses=True)
-    store = make_store(client=client)
+    store = make_redis_store(client=client)
     key = store_key(new_id())
     store.apply(key, created(clock, a='"1"'))
     store.apply(key, ChangeSet(updated={"a": '"é"'}))
@@ -247,9 +249,9 @@ def test_values_are_encoded_as_the_clients_own_commands_encode_them(
 
 
 def test_the_common_write_is_one_short_script(
-    make_store: t.Callable[..., RedisStore], clock: FakeClock
+    make_redis_store: t.Callable[..., RedisStore], clock: FakeClock
 ) -> None:
-    store, sent = _counting(make_store)
+    store, sent = _counting(make_redis_store)
     key = store_key(new_id())
     store.apply(key, created(clock, a='"1"'))
     store.apply(key, ChangeSet(updated={"a": '"2"'}))  # loads the script
@@ -327,7 +329,7 @@ def test_changes_beyond_the_short_script_take_the_general_one(
 @pytest.mark.parametrize("protocol", [2, 3])
 @pytest.mark.parametrize("decode_responses", [False, True], ids=["bytes", "str"])
 def test_replies_are_read_alike_in_either_protocol(
-    make_store: t.Callable[..., RedisStore],
+    make_redis_store: t.Callable[..., RedisStore],
     clock: FakeClock,
     protocol: int,
     decode_responses: bool,
@@ -338,7 +340,7 @@ def test_replies_are_read_alike_in_either_protocol(
     client = redis.Redis.from_url(
         services.REDIS_URL, protocol=protocol, decode_responses=decode_responses
     )
-    store = make_store(client=client)
+    store = make_redis_store(client=client)
     key = store_key(new_id())
     assert store.apply(key, created(clock, a='"é"')) is True
     assert store.apply(key, ChangeSet(updated={"b": '"2"'})) is True
@@ -349,7 +351,7 @@ def test_replies_are_read_alike_in_either_protocol(
 
 
 def test_a_command_that_loses_its_connection_is_retried_on_a_new_one(
-    make_store: t.Callable[..., RedisStore], clock: FakeClock
+    make_redis_store: t.Callable[..., RedisStore], clock: FakeClock
 ) -> None:
     import redis
     from redis.backoff import NoBackoff
@@ -373,7 +375,7 @@ def test_a_command_that_loses_its_connection_is_retried_on_a_new_one(
             super().disconnect(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     key = store_key(new_id())
-    retrying = make_store(connection_class=FlakyConnection, retry=Retry(NoBackoff(), 1))
+    retrying = make_redis_store(connection_class=FlakyConnection, retry=Retry(NoBackoff(), 1))
     retrying.apply(key, created(clock, a='"1"'))
     operations: list[tuple[t.Callable[[], object], object]] = [
         (lambda: retrying.apply(key, ChangeSet(updated={"b": '"2"'})), True),
@@ -387,7 +389,7 @@ def test_a_command_that_loses_its_connection_is_retried_on_a_new_one(
         # The connection in an unknown state was closed before the retry.
         assert failing[-1] in disconnected
     # Without retries, it fails, and the connection is not reused as it was.
-    once = make_store(connection_class=FlakyConnection, retry=Retry(NoBackoff(), 0))
+    once = make_redis_store(connection_class=FlakyConnection, retry=Retry(NoBackoff(), 0))
     once.fetch(key)
     FlakyConnection.fail = True
     disconnected.clear()
@@ -400,7 +402,7 @@ def test_a_command_that_loses_its_connection_is_retried_on_a_new_one(
 
 
 def test_traced_clients_send_every_command_through_execute_command(
-    make_store: t.Callable[..., RedisStore], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    make_redis_store: t.Callable[..., RedisStore], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import redis
 
@@ -414,7 +416,7 @@ def test_traced_clients_send_every_command_through_execute_command(
         return execute_command(self, *args, **options)
 
     monkeypatch.setattr(redis.Redis, "execute_command", tracing)
-    store = make_store()
+    store = make_redis_store()
     key = store_key(new_id())
     store.apply(key, created(clock, a='"1"'))
     traced.clear()
@@ -425,7 +427,7 @@ def test_traced_clients_send_every_command_through_execute_command(
 
 
 def test_a_forked_process_makes_its_own_connections(
-    make_store: t.Callable[..., RedisStore], clock: FakeClock
+    make_redis_store: t.Callable[..., RedisStore], clock: FakeClock
 ) -> None:
     import redis
 
@@ -436,7 +438,7 @@ def test_a_forked_process_makes_its_own_connections(
             super().__init__(**kwargs)
             made.append(self)
 
-    store = make_store(connection_class=NotedConnection)
+    store = make_redis_store(connection_class=NotedConnection)
     key = store_key(new_id())
     store.apply(key, created(clock, a='"1"'))
     inherited = list(made)
@@ -453,9 +455,9 @@ def test_a_forked_process_makes_its_own_connections(
 
 
 def test_ttl_follows_expiry(
-    make_store: t.Callable[..., RedisStore], redis_client: redis.Redis, clock: FakeClock
+    make_redis_store: t.Callable[..., RedisStore], redis_client: redis.Redis, clock: FakeClock
 ) -> None:
-    store = make_store(expiration_timeout=1800, absolute_timeout=3600)
+    store = make_redis_store(expiration_timeout=1800, absolute_timeout=3600)
     key = store_key(new_id())
     name = store.name_for(key)
     store.apply(key, created(clock, a='"1"'))
@@ -477,16 +479,16 @@ def test_ttl_follows_expiry(
 
 
 def test_timeouts_are_capped_at_ten_years(
-    make_store: t.Callable[..., RedisStore], redis_client: redis.Redis, clock: FakeClock
+    make_redis_store: t.Callable[..., RedisStore], redis_client: redis.Redis, clock: FakeClock
 ) -> None:
     from flask_prancer_session.store.base import MAX_SECONDS
 
     # 1e17 s overflowed PEXPIRE's milliseconds: the write "succeeded" and the
     # session was gone.
     with pytest.raises(ConfigurationError) as info:
-        make_store(expiration_timeout=1e17)
+        make_redis_store(expiration_timeout=1e17)
     assert info.value.key == "expiration_timeout"
-    store = make_store(expiration_timeout=MAX_SECONDS, absolute_timeout=MAX_SECONDS)
+    store = make_redis_store(expiration_timeout=MAX_SECONDS, absolute_timeout=MAX_SECONDS)
     key = store_key(new_id())
     assert store.apply(key, created(clock, a='"1"')) is True
     record = store.fetch(key)
@@ -743,9 +745,9 @@ def test_sliding_expiry_keeps_the_session_listed(
 
 
 def test_single_server_binding_is_one_round_trip(
-    make_store: t.Callable[..., RedisStore], redis_client: redis.Redis, clock: FakeClock
+    make_redis_store: t.Callable[..., RedisStore], redis_client: redis.Redis, clock: FakeClock
 ) -> None:
-    store, sent = _counting(make_store)
+    store, sent = _counting(make_redis_store)
     for _ in range(2):  # The first round loads the scripts.
         key = store_key(new_id())
         sent.clear()
@@ -859,7 +861,7 @@ def test_ended_bindings_leave_the_user_index(
 
 
 def test_a_users_sessions_are_read_and_ended_in_batches(
-    make_store: t.Callable[..., RedisStore],
+    make_redis_store: t.Callable[..., RedisStore],
     redis_client: redis.Redis,
     clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
@@ -867,7 +869,7 @@ def test_a_users_sessions_are_read_and_ended_in_batches(
     from flask_prancer_session.store import redis as module
 
     monkeypatch.setattr(module, "SCAN_BATCH", 100)
-    store, sent = _counting(make_store)
+    store, sent = _counting(make_redis_store)
     keys = [store_key(new_id()) for _ in range(450)]
     for key in keys:
         store.apply(key, bind(clock, "ann"))
@@ -886,13 +888,13 @@ def test_a_users_sessions_are_read_and_ended_in_batches(
 
 
 def test_user_ids_with_glob_characters_braces_or_surrogates(
-    make_store: t.Callable[..., RedisStore], clock: FakeClock
+    make_redis_store: t.Callable[..., RedisStore], clock: FakeClock
 ) -> None:
     import redis
 
     # decode_responses=True: replies are str, which the store reads as well.
     client = redis.Redis.from_url(services.REDIS_URL, decode_responses=True)
-    store = make_store(client=client)
+    store = make_redis_store(client=client)
     users = ["*", "a*", "[ab]", "{x}", "}{", "user:{1}", "\\", "\ud800", "", "é"]
     keys = {user: store_key(new_id()) for user in users}
     for user, key in keys.items():

@@ -43,7 +43,9 @@ from .storable_files import versions
 LOGGER = "flask_prancer_session.store.storable"
 
 
-def make_store(directory: Path, clock: FakeClock | None = None, **options: t.Any) -> StorableStore:
+def storable_store(
+    directory: Path, clock: FakeClock | None = None, **options: t.Any
+) -> StorableStore:
     store = StorableStore(dir=str(directory), **options)
     if clock is not None:
         store.clock = clock
@@ -80,7 +82,7 @@ def _one_session(
 ) -> tuple[StorableStore, FlaskClient, str, Path]:
     """A store serving ``app`` with one session of one request, and the
     client, id and file of that session."""
-    store = make_store(directory, clock, **options)
+    store = storable_store(directory, clock, **options)
     session_app(app, store)
     client = app.test_client()
     session_id = client.get("/").text.split()[1]
@@ -104,7 +106,7 @@ def temp_files(directory: Path) -> list[Path]:
 
 def test_missing_directory_is_created_private(tmp_path: Path) -> None:
     directory = tmp_path / "deep" / "sessions"
-    store = make_store(directory)
+    store = storable_store(directory)
     assert store.dir == str(directory)
     assert mode(directory) == 0o700
     # The writability probe leaves nothing behind.
@@ -115,7 +117,7 @@ def test_relative_directory_is_made_absolute(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    store = make_store(Path("rel"))
+    store = storable_store(Path("rel"))
     assert store.dir == str(tmp_path / "rel")
 
 
@@ -163,7 +165,7 @@ def test_unsafe_directory_is_refused(tmp_path: Path, name: str) -> None:
     directory = tmp_path / "sessions"
     prepare(directory)
     with pytest.raises(ConfigurationError) as info:
-        make_store(directory)
+        storable_store(directory)
     assert info.value.key == "dir"
     assert str(directory) in info.value.message
     assert fix in info.value.message
@@ -175,7 +177,7 @@ def test_private_directory_is_accepted(tmp_path: Path, permissions: int) -> None
     directory = tmp_path / "sessions"
     directory.mkdir()
     directory.chmod(permissions)
-    store = make_store(directory)
+    store = storable_store(directory)
     key = store_key(new_id())
     create(store, key, n="1")
     assert store.fetch(key) is not None
@@ -184,7 +186,7 @@ def test_private_directory_is_accepted(tmp_path: Path, permissions: int) -> None
 def test_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     old = os.umask(0)
     try:
-        store = make_store(tmp_path / "sessions")
+        store = storable_store(tmp_path / "sessions")
         key = store_key(new_id())
         create(store, key, n="1")
     finally:
@@ -197,7 +199,7 @@ def test_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", list(UNSAFE_DIRECTORIES))
 def test_unsafe_subdirectory_is_refused(tmp_path: Path, clock: FakeClock, name: str) -> None:
     prepare, fix = UNSAFE_DIRECTORIES[name]
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     key = store_key(new_id())
     shard = Path(store.dir, key[:2])
     prepare(shard)
@@ -214,7 +216,7 @@ def test_unsafe_subdirectory_is_refused(tmp_path: Path, clock: FakeClock, name: 
 
 
 def test_session_file_of_another_user_is_refused(tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     key = store_key(new_id())
     create(store, key, n="1")
     os.chown(Path(store.dir, key[:2], key), NOBODY, NOBODY)
@@ -225,7 +227,7 @@ def test_session_file_of_another_user_is_refused(tmp_path: Path, clock: FakeCloc
 
 
 def test_a_symbolic_link_to_another_session_is_refused(tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     victim, attacker = store_key(new_id()), store_key(new_id())
     create(store, victim, user="admin")
     link = Path(store.dir, attacker[:2], attacker)
@@ -239,7 +241,7 @@ def test_a_symbolic_link_to_another_session_is_refused(tmp_path: Path, clock: Fa
 def test_a_fifo_in_place_of_a_session_file_does_not_block(
     tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     key = store_key(new_id())
     path = Path(store.dir, key[:2], key)
     path.parent.mkdir(mode=0o700)
@@ -252,7 +254,7 @@ def test_a_fifo_in_place_of_a_session_file_does_not_block(
 
 
 def test_files_are_private(app: Flask, tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     session_app(app, store)
     session_id = app.test_client().get("/").text.split()[1]
     path = path_of(store, session_id)
@@ -265,7 +267,7 @@ def test_files_are_named_by_the_sha256_of_the_id(
     app: Flask, tmp_path: Path, clock: FakeClock
 ) -> None:
     directory = tmp_path / "sessions"
-    store = make_store(directory, clock)
+    store = storable_store(directory, clock)
     session_app(app, store)
     ids = []
     for _ in range(5):
@@ -297,7 +299,7 @@ def test_files_are_named_by_the_sha256_of_the_id(
 
 
 def test_file_content_and_mtime_is_the_expiry(app: Flask, tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store(tmp_path / "sessions", clock, expiration_timeout=600)
+    store = storable_store(tmp_path / "sessions", clock, expiration_timeout=600)
     session_app(app, store)
     created = clock.now
     session_id = app.test_client().get("/").text.split()[1]
@@ -330,7 +332,7 @@ def _rewritten(path: Path, inode: int) -> bool:
 
 
 def test_a_removal_or_a_new_user_rewrites_the_file(tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     key = store_key(new_id())
     create(store, key, n="1", secret="s")
     path = Path(store.dir, key[:2], key)
@@ -348,7 +350,7 @@ def test_a_removal_or_a_new_user_rewrites_the_file(tmp_path: Path, clock: FakeCl
 
 
 def test_a_file_is_rewritten_before_it_grows_large(tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     key = store_key(new_id())
     create(store, key, n="0")
     path = Path(store.dir, key[:2], key)
@@ -367,7 +369,7 @@ def test_a_file_is_rewritten_before_it_grows_large(tmp_path: Path, clock: FakeCl
 
 
 def test_a_torn_last_line_is_ignored_then_rewritten(tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     key = store_key(new_id())
     create(store, key, n="1")
     store.apply(key, ChangeSet(updated={"n": "2"}))
@@ -395,7 +397,7 @@ def test_a_line_s_expiry_counts_when_the_file_time_lags(tmp_path: Path, clock: F
     """A process that died between appending a line and setting the file's
     time left an older time: the line's expiry holds, for reads, touches and
     purge."""
-    store = make_store(tmp_path / "sessions", clock, expiration_timeout=600)
+    store = storable_store(tmp_path / "sessions", clock, expiration_timeout=600)
     key = store_key(new_id())
     create(store, key, n="1")
     path = Path(store.dir, key[:2], key)
@@ -416,7 +418,7 @@ def test_a_line_s_expiry_counts_when_the_file_time_lags(tmp_path: Path, clock: F
 
 def test_writes_leave_no_temporary_files(app: Flask, tmp_path: Path, clock: FakeClock) -> None:
     directory = tmp_path / "sessions"
-    store = make_store(directory, clock)
+    store = storable_store(directory, clock)
     session_app(app, store)
     client = app.test_client()
     for _ in range(20):
@@ -515,7 +517,7 @@ def corrupt(path: Path, content: bytes) -> None:
 def test_corrupt_file_is_logged_and_gives_a_fresh_session(
     app: Flask, tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture, name: str
 ) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     session_app(app, store)
     client = app.test_client()
     old = client.get("/").text.split()[1]
@@ -537,7 +539,7 @@ def test_corrupt_file_is_logged_and_gives_a_fresh_session(
 def test_directory_in_place_of_a_file_is_logged(
     tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     key = store_key(new_id())
     Path(store.dir, key[:2], key).mkdir(parents=True)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
@@ -548,7 +550,7 @@ def test_directory_in_place_of_a_file_is_logged(
 def test_deeply_nested_file_is_logged_and_ignored(
     tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     key = store_key(new_id())
     create(store, key, n="1")
     corrupt(Path(store.dir, key[:2], key), b"[" * 100_000)
@@ -560,7 +562,7 @@ def test_deeply_nested_file_is_logged_and_ignored(
 def test_corrupt_file_is_replaced_when_the_session_is_created_again(
     tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     key = store_key(new_id())
     create(store, key, n="1")
     corrupt(Path(store.dir, key[:2], key), b"garbage")
@@ -597,7 +599,7 @@ def test_non_key_is_refused_before_any_file_access(
     tmp_path: Path, clock: FakeClock, key: str, method: str
 ) -> None:
     directory = tmp_path / "sessions"
-    store = make_store(directory, clock)
+    store = storable_store(directory, clock)
     outside = tmp_path / "x"
     outside.write_text("keep me")
     arguments: dict[str, tuple[t.Any, ...]] = {
@@ -618,7 +620,7 @@ def test_non_key_is_refused_before_any_file_access(
 
 def test_sessions_survive_a_restart(app: Flask, tmp_path: Path, clock: FakeClock) -> None:
     directory = tmp_path / "sessions"
-    session_app(app, make_store(directory, clock))
+    session_app(app, storable_store(directory, clock))
     client = app.test_client()
     session_id = client.get("/").text.split()[1]
     client.get("/")
@@ -627,7 +629,7 @@ def test_sessions_survive_a_restart(app: Flask, tmp_path: Path, clock: FakeClock
 
     restarted = Flask("restarted")
     restarted.config.update(TESTING=True, SECRET_KEY="test secret")
-    session_app(restarted, make_store(directory, clock))
+    session_app(restarted, storable_store(directory, clock))
     new_client = restarted.test_client()
     new_client.set_cookie("PSESSION", cookie.value)
     assert new_client.get("/").text == f"3 {session_id}"
@@ -732,7 +734,7 @@ def opened() -> t.Iterator[list[tuple[str, t.Any]]]:
 
 
 def test_fetch_opens_exactly_one_path(tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     keys = [key for key in (store_key(new_id()) for _ in range(300)) if key[:2] != "ff"]
     for key in keys:
         create(store, key, n='"x"')
@@ -750,7 +752,7 @@ def test_fetch_opens_exactly_one_path(tmp_path: Path, clock: FakeClock) -> None:
 
 
 def test_apply_reads_the_session_file_once(tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     key = store_key(new_id())
     create(store, key, n="1")
     path = str(Path(store.dir, key[:2], key))
@@ -774,7 +776,7 @@ def test_apply_reads_the_session_file_once(tmp_path: Path, clock: FakeClock) -> 
 
 @pytest.mark.parametrize("fsync", [False, True])
 def test_fsync_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool) -> None:
-    store = make_store(tmp_path / "sessions", fsync=fsync)
+    store = storable_store(tmp_path / "sessions", fsync=fsync)
     key = store_key(new_id())
     synced: list[str] = []
     real_fsync = os.fsync
@@ -808,7 +810,7 @@ def test_fsync_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bo
 
 def test_fsync_must_be_a_bool(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as info:
-        make_store(tmp_path / "sessions", fsync="yes")
+        storable_store(tmp_path / "sessions", fsync="yes")
     assert info.value.key == "fsync"
 
 
@@ -816,7 +818,7 @@ def test_fsync_must_be_a_bool(tmp_path: Path) -> None:
 
 
 def test_touch_moves_the_mtime_without_rewriting(tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     key = store_key(new_id())
     create(store, key, n="1")
     path = Path(store.dir, key[:2], key)
@@ -844,7 +846,7 @@ def test_read_only_request_touches_in_place(app: Flask, tmp_path: Path, clock: F
 
 
 def test_touch_does_not_revive_or_create(tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store(tmp_path / "sessions", clock, expiration_timeout=60)
+    store = storable_store(tmp_path / "sessions", clock, expiration_timeout=60)
     key = store_key(new_id())
     create(store, key, n="1")
     path = Path(store.dir, key[:2], key)
@@ -863,7 +865,7 @@ def test_purge_removes_expired_files_and_stale_temporary_files(
     tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     directory = tmp_path / "sessions"
-    store = make_store(directory, clock, expiration_timeout=60)
+    store = storable_store(directory, clock, expiration_timeout=60)
     expired = [store_key(new_id()) for _ in range(3)]
     for key in expired:
         create(store, key, n="1")
@@ -979,7 +981,7 @@ def _write_while_removing(store: StorableStore, key: str, writers: int = 4) -> b
 
 
 def test_remove_is_not_undone_by_writes_in_flight(tmp_path: Path) -> None:
-    store = make_store(tmp_path / "sessions")
+    store = storable_store(tmp_path / "sessions")
     for _ in range(20):
         key = store_key(new_id())
         create(store, key, a="1")
@@ -1008,7 +1010,7 @@ def _run_all(*targets: t.Callable[[], object]) -> list[BaseException]:
 
 
 def test_purge_survives_writers_and_another_purge(tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store(tmp_path / "sessions", clock, expiration_timeout=60)
+    store = storable_store(tmp_path / "sessions", clock, expiration_timeout=60)
     # Few subdirectories, so the purges and the writers meet in the same ones.
     keys = [k for k in (store_key(new_id()) for _ in range(4000)) if k[0] == "0"][:80]
 
@@ -1034,7 +1036,7 @@ def test_purge_skips_files_that_vanish_while_it_scans(
     tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     directory = tmp_path / "sessions"
-    store = make_store(directory, clock, expiration_timeout=60)
+    store = storable_store(directory, clock, expiration_timeout=60)
     shard = "00"
     keys = sorted(k for k in (store_key(new_id()) for _ in range(3000)) if k[:2] == shard)[:3]
     for key in keys:
@@ -1111,7 +1113,7 @@ def keys_in_shard(count: int, shard: str = "0") -> list[str]:
 
 def test_scan_and_clear_see_only_session_files(tmp_path: Path, clock: FakeClock) -> None:
     directory = tmp_path / "sessions"
-    store = make_store(directory, clock, expiration_timeout=60)
+    store = storable_store(directory, clock, expiration_timeout=60)
     expired, live, bound = store_key(new_id()), store_key(new_id()), store_key(new_id())
     create(store, expired, n="0")
     clock.advance(30)
@@ -1151,7 +1153,7 @@ def test_scan_and_clear_see_only_session_files(tmp_path: Path, clock: FakeClock)
 
 
 def test_scan_reads_one_subdirectory_at_a_time(tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     first, second = keys_in_shard(1, "00")[0], keys_in_shard(1, "ff")[0]
     create(store, first, n="1")
     create(store, second, n="2")
@@ -1167,7 +1169,7 @@ def test_scan_reads_one_subdirectory_at_a_time(tmp_path: Path, clock: FakeClock)
 
 
 def test_the_user_index_follows_every_change(tmp_path: Path, clock: FakeClock) -> None:
-    store = make_store(tmp_path / "sessions", clock, expiration_timeout=60)
+    store = storable_store(tmp_path / "sessions", clock, expiration_timeout=60)
     users = Path(store.dir, "users")
     key = store_key(new_id())
     bind(store, key, "ann", n="1")
@@ -1205,7 +1207,7 @@ def test_the_user_index_follows_every_change(tmp_path: Path, clock: FakeClock) -
 def test_an_expired_session_replaced_by_another_user_moves_its_marker(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    store = make_store(tmp_path / "sessions", clock, expiration_timeout=60)
+    store = storable_store(tmp_path / "sessions", clock, expiration_timeout=60)
     key = store_key(new_id())
     bind(store, key, "ann", n="1")
     clock.advance(61)
@@ -1219,7 +1221,7 @@ def test_an_expired_session_replaced_by_another_user_moves_its_marker(
 def test_stale_markers_are_not_reported_and_are_cleaned(
     tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     live, gone, unbound, rebound, broken = (store_key(new_id()) for _ in range(5))
     bind(store, live, "ann", n="1")
     bind(store, unbound, None, n="2")
@@ -1293,7 +1295,7 @@ def test_remove_user_spares_a_session_bound_elsewhere_meanwhile(
 def test_a_marker_survives_its_directory_vanishing(
     tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     directory = Path(store.dir, "users", hashlib.sha256(b"ann").hexdigest())
     key = store_key(new_id())
     real_open = os.open
@@ -1320,7 +1322,7 @@ def test_unsafe_user_directory_is_refused(
     tmp_path: Path, clock: FakeClock, name: str, where: str
 ) -> None:
     prepare, fix = UNSAFE_DIRECTORIES[name]
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     users = Path(store.dir, "users")
     directory = users / hashlib.sha256(b"ann").hexdigest()
     if where == "users":
@@ -1357,7 +1359,7 @@ def _bind_new_sessions(
 
 
 def test_remove_user_never_unlists_a_new_login(tmp_path: Path) -> None:
-    store = make_store(tmp_path / "sessions")
+    store = storable_store(tmp_path / "sessions")
     for _ in range(10):
         stop, ready = threading.Event(), threading.Event()
         created: list[str] = []
@@ -1449,7 +1451,7 @@ def test_a_compare_and_set_that_fails_on_the_user_leaves_the_index(
     """A stale ``rekey`` write of the user binding, after a login as another
     user, neither lists the session under the old user nor unlists it, and
     leaves the file as a plain change would."""
-    store = make_store(tmp_path / "sessions", clock)
+    store = storable_store(tmp_path / "sessions", clock)
     key = store_key(new_id())
     bind(store, key, "bob", n="1")
     path = Path(store.dir, key[:2], key)
@@ -1545,7 +1547,7 @@ def test_rekey_after_encryption_is_turned_on_leaves_no_clear_value_on_disk(
     on, so the newest version needs nothing and ``rekey`` re-seals nothing,
     yet the earlier versions in the file hold the values in the clear."""
     directory = tmp_path / "sessions"
-    store = make_store(directory)
+    store = storable_store(directory)
     client = rekey_app(store, []).test_client()
     session_id = client.get("/write").text
     path = path_of(store, session_id)
@@ -1571,7 +1573,7 @@ def test_rekey_after_a_key_rotation_leaves_nothing_the_old_key_opens(tmp_path: P
     """The newest version was sealed under the new key by a request, the
     earlier ones under the retired key, which must open none of them."""
     directory = tmp_path / "sessions"
-    store = make_store(directory)
+    store = storable_store(directory)
     old, new = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     client = rekey_app(store, [old]).test_client()
     session_id = client.get("/write").text
@@ -1598,7 +1600,7 @@ def test_rekey_drops_a_torn_last_line(tmp_path: Path) -> None:
     """A process of the app still running without encryption died while
     appending: its torn line, never read, still holds clear values."""
     directory = tmp_path / "sessions"
-    store = make_store(directory)
+    store = storable_store(directory)
     sealed = rekey_app(store, [secrets.token_urlsafe(32)])
     client = sealed.test_client()
     path = path_of(store, client.get("/write").text)
@@ -1634,7 +1636,7 @@ def test_rekey_removes_what_a_write_killed_before_its_rename_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     directory = tmp_path / "sessions"
-    store = make_store(directory)
+    store = storable_store(directory)
     client = rekey_app(store, []).test_client()
     session_id = client.get("/write").text
     key = store_key(session_id)
@@ -1694,7 +1696,7 @@ def test_a_temporary_file_left_by_a_killed_write_goes_with_the_next_rewrite(
     what a killed one left, and deleting the session deletes it, without
     waiting an hour for purge to call it stale."""
     directory = tmp_path / "sessions"
-    store = make_store(directory, clock)
+    store = storable_store(directory, clock)
     key = store_key(new_id())
     create(store, key, n="1", secret=json.dumps(SECRET))
     _kill_before_rename(
@@ -1712,7 +1714,7 @@ def test_a_temporary_file_left_by_a_killed_write_goes_with_the_next_rewrite(
 def test_erasing_old_values_rewrites_the_file_even_without_a_change(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    store = make_store(tmp_path / "sessions", clock, expiration_timeout=600)
+    store = storable_store(tmp_path / "sessions", clock, expiration_timeout=600)
     key = store_key(new_id())
     create(store, key, n="1", secret=json.dumps(SECRET))
     store.apply(key, ChangeSet(updated={"secret": '"sealed"'}))
