@@ -19,6 +19,7 @@ from flask_prancer_session import session
 from flask_prancer_session.ids import store_key
 from flask_prancer_session.store.base import StoreDriver
 
+from . import services
 from .stores import EVERY_STORE
 
 #: Every test here runs on every store: the store matters.
@@ -144,7 +145,7 @@ def serve(app: Flask) -> t.Iterator[str]:
 
 
 def test_a_live_client_with_requests(app: Flask) -> None:
-    requests = pytest.importorskip("requests")
+    requests = services.require_module("requests", "test")
     app.testing = False
     PrancerSession(app, state=HeaderState(header="X-Api-Session"))
     add_views(app)
