@@ -149,6 +149,9 @@ def count_sessions(app: Flask, user_id: str) -> int:
     return len(PrancerSession.user_sessions(user_id, app=app))
 
 
+# Flask-Login 0.6.3 sets its remember cookie with datetime.utcnow(), which
+# Python 3.12 and newer deprecate.
+@pytest.mark.filterwarnings("ignore:datetime.datetime.utcnow:DeprecationWarning")
 def test_a_session_restored_by_the_remember_cookie_is_bound_with_a_new_id(
     login_app: Flask,
 ) -> None:
