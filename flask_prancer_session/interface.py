@@ -457,8 +457,3 @@ def vary_on(response: Response, header: str) -> None:
         headers["Vary"] = header
     else:
         response.vary.add(header)
-
-
-def vary_on_cookie(response: Response) -> None:
-    """Add ``Cookie`` to the response's ``Vary`` header."""
-    vary_on(response, "Cookie")

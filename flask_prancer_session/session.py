@@ -32,8 +32,6 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_MISSING: t.Any = object()
-
 #: Values that cannot be changed in place: returned as they are by :meth:`get`,
 #: and their serialised form at :meth:`set` time is still right at save time.
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})

@@ -18,7 +18,7 @@ from itsdangerous import Signer
 from ..errors import ConfigurationError
 from ..errors import SessionStoreError
 from ..interface import PrancerSessionInterface
-from ..interface import vary_on_cookie
+from ..interface import vary_on
 from ..lifetime import EXPIRY_KEY
 from ..serializer import make_serializer
 from ..serializer import Serializer
@@ -222,7 +222,7 @@ class FlaskSessionMigrator:
             samesite=_FLASK_COOKIE.get_cookie_samesite(app),
             partitioned=_FLASK_COOKIE.get_cookie_partitioned(app),
         )
-        vary_on_cookie(response)
+        vary_on(response, "Cookie")
 
     @staticmethod
     def _when_responding(function: t.Callable[[Response], None]) -> None:
