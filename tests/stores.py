@@ -50,9 +50,7 @@ def _database(url: str) -> t.Iterator[StoreMaker]:
         yield make
     finally:
         for store in made:
-            if store.purge_thread is not None:
-                store.purge_thread.join()  # else it would hold a connection past dispose
-            store.engine.dispose()
+            store.close()  # waits for a purge in the background, which holds a connection
         engine = sqlalchemy.create_engine(url)
         with engine.begin() as connection:
             connection.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {table}"))

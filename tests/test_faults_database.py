@@ -78,7 +78,7 @@ def test_silent_database_fails_in_time_and_recovers(
         assert store.apply(KEY, ChangeSet({"b": "2"})) is True
         assert store.fetch(KEY).data == {"a": "1", "b": "2"}  # type: ignore[union-attr]
     finally:
-        store.engine.dispose()
+        store.close()
 
 
 def test_operations_on_a_silent_database_fail_in_time(
@@ -103,7 +103,7 @@ def test_operations_on_a_silent_database_fail_in_time(
         proxy.forward()
         assert store.remove_user("ann") == 5
     finally:
-        store.engine.dispose()
+        store.close()
 
 
 def test_reset_connections_are_replaced_once(server_url: str, table: str, proxy: TCPProxy) -> None:
@@ -115,7 +115,7 @@ def test_reset_connections_are_replaced_once(server_url: str, table: str, proxy:
         proxy.reset()
         assert store.fetch(KEY).data == {"a": "1", "b": "2"}  # type: ignore[union-attr]
     finally:
-        store.engine.dispose()
+        store.close()
 
 
 @pytest.mark.parametrize("server_url", ["postgresql"], indirect=True)
@@ -142,7 +142,8 @@ def test_a_socket_closed_under_psycopg_is_a_lost_connection(
         assert store.fetch(KEY).data == {"a": "1"}  # type: ignore[union-attr]
         assert store.apply(KEY, ChangeSet({"b": "2"})) is True
     finally:
-        store.engine.dispose()
+        store.close()
+        store.engine.dispose()  # a given engine is its owner's to close
 
 
 def _backend_waiting_on_a_lock(admin: sa.Connection, postgresql: bool, table: str) -> int | None:
@@ -191,7 +192,7 @@ def test_backend_killed_mid_transaction(server_url: str, table: str) -> None:
         assert store.fetch(KEY).data == {"a": "1", "b": "2"}  # type: ignore[union-attr]
     finally:
         admin_engine.dispose()
-        store.engine.dispose()
+        store.close()
 
 
 def _add_expired(store: DatabaseStore, count: int) -> None:
@@ -269,7 +270,7 @@ def test_autopurge_under_concurrent_requests(kind: str, tmp_path: Path) -> None:
         assert sorted(keys) == sorted(f"k{n}" for n in range(401))
     finally:
         del extension
-        store.engine.dispose()
+        store.close()
         engine = sa.create_engine(url)
         with engine.begin() as connection:
             connection.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
@@ -317,7 +318,7 @@ def _backend_ids(store: DatabaseStore) -> list[int]:
         if postgresql:
             dbapi_connection.rollback()
 
-    store.engine.dispose()
+    store.close()
     sa.event.listen(store.engine, "connect", remember)
     return ids
 
@@ -376,7 +377,7 @@ def test_every_operation_replaces_connections_the_server_closed(
             cursor.close()
             connection.close()
     finally:
-        store.engine.dispose()
+        store.close()
 
 
 @pytest.mark.parametrize("operation", list(OPERATIONS))
@@ -393,7 +394,7 @@ def test_every_operation_fails_as_a_store_error_when_the_server_is_gone(
             call(store)
         assert isinstance(info.value.__cause__, DriverError)
     finally:
-        store.engine.dispose()
+        store.close()
 
 
 #: An address where nothing listens: a proxy to it closes every connection
