@@ -9,6 +9,7 @@ import typing as t
 
 import pytest
 from flask import Flask
+from flask import Response
 from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
@@ -112,6 +113,26 @@ def test_the_cli_reads_a_token(api: Flask, store: StoreDriver) -> None:
     result = api.test_cli_runner().invoke(args=["session", "show", token])
     assert result.exit_code == 0, result.output
     assert '"n": 1' in result.output
+
+
+@pytest.mark.stores("memory")
+def test_the_token_is_exposed_beside_headers_the_app_exposes(api: Flask) -> None:
+    exposes = ["X-Request-Id, x-session-token"]
+
+    # As Flask-CORS does with expose_headers, in an after_request function,
+    # which runs before the session is saved.
+    @api.after_request
+    def cors(response: Response) -> Response:
+        response.headers["Access-Control-Expose-Headers"] = exposes[0]
+        return response
+
+    client = api.test_client(use_cookies=False)
+    first = call(client, "GET", "/count", None)
+    assert first.headers["Access-Control-Expose-Headers"] == "X-Request-Id, x-session-token"
+    exposes[0] = "X-Request-Id"
+    response = call(client, "POST", "/login/ann", first.headers[TOKEN])
+    exposed = response.headers["Access-Control-Expose-Headers"]
+    assert [name.strip() for name in exposed.split(",")] == ["X-Request-Id", TOKEN]
 
 
 @pytest.mark.parametrize(

@@ -72,8 +72,11 @@ class HeaderState(SignedIdState):
     def _send(self, response: Response, value: str) -> None:
         response.headers[self.header] = value
         if self.expose:
+            # A set parsed from the header: a change to it is written back
+            # only by assigning it (a CORS extension may have set the header).
             exposed = response.access_control_expose_headers
             if exposed is None:
                 response.headers["Access-Control-Expose-Headers"] = self.header
-            else:
+            elif self.header not in exposed:
                 exposed.add(self.header)
+                response.access_control_expose_headers = exposed
