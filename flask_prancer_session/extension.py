@@ -139,9 +139,9 @@ class PrancerSession:
             and not (app.debug or app.testing)
         ):
             logger.warning(
-                "The app has no SECRET_KEY: session ids travel unsigned. Set SECRET_KEY"
-                " before PrancerSession(app) so that a forged id is refused before any"
-                " store lookup."
+                "The app has no SECRET_KEY as PrancerSession(app) runs: unless one is set"
+                " before the first request, session ids travel unsigned and a forged id"
+                " costs a store lookup. Set SECRET_KEY before PrancerSession(app)."
             )
         if type(store) is MemoryStore and not (app.debug or app.testing or _in_cli_command()):
             logger.warning(

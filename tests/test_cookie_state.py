@@ -343,6 +343,21 @@ def test_without_secret_key_the_cookie_is_the_bare_id(app: Flask) -> None:
     assert client.get("/write").text == f"2 {session_id}"
 
 
+def test_a_secret_key_set_after_init_app_signs_the_ids(app: Flask) -> None:
+    # As app factories that load their secrets after setting up extensions do.
+    app.config["SECRET_KEY"] = None
+    PrancerSession(app)
+    add_write_view(app)
+    app.config["SECRET_KEY"] = "set later"
+    client = app.test_client()
+    response = client.get("/write")
+    session_id = response.text.split()[1]
+    assert psession(response)[0] == sign(session_id, "set later")
+    assert client.get("/write").text == f"2 {session_id}"
+    client.set_cookie("PSESSION", session_id)  # the bare id, unsigned
+    assert client.get("/write").text.startswith("1 ")
+
+
 def test_secret_key_rotation_accepts_old_signatures(app: Flask) -> None:
     app.config["SECRET_KEY"] = "old key"
     PrancerSession(app)
