@@ -161,7 +161,10 @@ class ServerSession(UserBinding, SessionMixin):
         if self._error_raised or self._view_finished:
             return
         self._error_raised = True
-        raise SessionStoreError(str(error), error.original_error) from error
+        # Chained as the store's own error is: to the backend's exception.
+        raise SessionStoreError(str(error), error.original_error) from (
+            error.original_error or error
+        )
 
     def unavailable(self, error: SessionStoreError) -> None:
         """Make the session fail as if its store could not be read, with
@@ -189,7 +192,7 @@ class ServerSession(UserBinding, SessionMixin):
             raise SessionStoreError(
                 "The session cannot be changed: the store could not be read.",
                 self._error.original_error,
-            ) from self._error
+            ) from (self._error.original_error or self._error)
         if self._error is not None:
             logger.warning("Dropping a change to a session whose store could not be read.")
         self.modified = True

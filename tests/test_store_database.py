@@ -468,6 +468,20 @@ def test_unreachable_database(
         store.close()
 
 
+@pytest.mark.parametrize("server", list(URLS))
+def test_a_driver_error_keeps_the_servers_code(server: str) -> None:
+    _require(server)
+    engine = sa.create_engine(URLS[server])
+    try:
+        with engine.connect() as connection, pytest.raises(sa.exc.DBAPIError) as info:
+            connection.exec_driver_sql("SELEC 1")
+    finally:
+        engine.dispose()
+    # A syntax error: SQLSTATE 42601 on PostgreSQL, error 1064 on MariaDB.
+    expected = "42601" if server.startswith("postgresql") else 1064
+    assert DriverError(info.value.orig).code == expected
+
+
 def test_a_table_of_an_earlier_version_found_at_first_use(
     make_database_store: t.Callable[..., DatabaseStore], url: str
 ) -> None:

@@ -71,12 +71,26 @@ def test_unreadable_session_fails_the_views_that_use_it(
     def health() -> str:
         return "ok"
 
+    @app.get("/read-then-write")
+    def read_then_write() -> str:
+        try:
+            session.get("user")
+        except SessionStoreError:
+            pass  # a view that goes on: its write still fails
+        session["user"] = "ann"
+        return "written"
+
     client = app.test_client()
     client.set_cookie("PSESSION", signed_cookie(app))
     response = client.get("/")
     assert response.status_code == 503
     assert "Set-Cookie" not in response.headers
-    assert errors[0].original_error is not None
+    assert client.get("/read-then-write").status_code == 503
+    assert "Set-Cookie" not in response.headers
+    # As the manual says: the backend's error, also chained as __cause__.
+    for error in errors:
+        assert error.original_error is not None
+        assert error.__cause__ is error.original_error
     assert client.get("/health").text == "ok"
 
 

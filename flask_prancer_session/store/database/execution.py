@@ -41,11 +41,14 @@ class DriverError(Exception):
     def __init__(self, error: BaseException | None) -> None:
         lines = str(error).strip().splitlines()
         super().__init__(f"{type(error).__name__}: {lines[0] if lines else ''}")
-        #: The SQLSTATE (PostgreSQL) or error number (MySQL), if any.
-        self.code: str | int | None = getattr(error, "sqlstate", None)
         args = getattr(error, "args", ())
-        if self.code is None and args and isinstance(args[0], int):
+        #: MySQL's error number (from either driver), or PostgreSQL's SQLSTATE
+        #: (psycopg's ``sqlstate``, psycopg2's ``pgcode``), if any.
+        self.code: str | int | None
+        if args and isinstance(args[0], int):
             self.code = args[0]
+        else:
+            self.code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
 
 
 class Runner:
