@@ -286,7 +286,7 @@ def _connect_flask_login(app: Flask) -> None:
         if user_id is None:
             if bound is not None:
                 current.unbind_user()
-        elif bound != str(user_id) and current:
+        elif bound != str(user_id) and current.holds_something():
             if not current.new:
                 current.regenerate()
             current.bind_user(user_id)

@@ -296,11 +296,12 @@ class PrancerSessionInterface(SessionInterface):
             self._update(app, session, response)
 
     def _create(self, app: Flask, session: ServerSession, response: Response) -> bool:
-        data = session.values_to_store()
-        if _LIFETIME_KEYS.issuperset(data):
-            # Nothing but how long to keep nothing, as a before_request that
-            # sets session.permanent gives every bot and health check.
+        if not session.holds_something():
+            # Nothing but flags about keeping nothing, as a before_request
+            # that sets session.permanent (and Flask-Login's session
+            # protection after it) gives every bot and health check.
             return False
+        data = session.values_to_store()
         device = self._device(session, data)
         if device is not None:
             data[DEVICE_KEY] = device

@@ -39,6 +39,11 @@ _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
 #: The keys only :meth:`ServerSession.bind_user` (and the interface) write.
 _BINDING_KEYS = frozenset({USER_KEY, DEVICE_KEY})
 
+#: Keys that alone give a session nothing worth storing: how long to keep
+#: it, and Flask-Login's freshness flag, which Flask-Login's session
+#: protection writes for visitors who never logged in.
+_NOTHING_KEYS = frozenset({"_permanent", EXPIRY_KEY, "_fresh"})
+
 
 class ServerSession(UserBinding, SessionMixin):
     """A session whose data lives in a store and whose id travels in the cookie.
@@ -459,6 +464,13 @@ class ServerSession(UserBinding, SessionMixin):
             self[EXPIRY_KEY] = override
 
     # For the session interface.
+
+    def holds_something(self) -> bool:
+        """Tell whether the session holds more than flags about itself (its
+        lifetime, Flask-Login's freshness): a new session is stored, and
+        bound to a user by a request loader, only then."""
+        self._load()
+        return not _NOTHING_KEYS.issuperset(self._data)
 
     @property
     def loaded(self) -> bool:

@@ -218,6 +218,30 @@ def test_a_request_loader_binds_only_sessions_that_store_something(login_app: Fl
     assert PrancerSession.end_user_sessions("ann", app=login_app) == 1
 
 
+@pytest.mark.parametrize("protection", [None, "basic"])
+def test_api_calls_of_an_app_whose_sessions_are_permanent_bind_no_session(
+    login_app: Flask, protection: str | None
+) -> None:
+    login_app.config["SESSION_PROTECTION"] = protection
+    manager = login_app.login_manager  # type: ignore[attr-defined]
+
+    @manager.request_loader
+    def from_token(request: t.Any) -> User | None:
+        token = request.headers.get("X-Token")
+        return None if token is None else User(token)
+
+    @login_app.before_request
+    def make_permanent() -> None:
+        session.permanent = True
+
+    api = login_app.test_client(use_cookies=False)
+    for _ in range(3):
+        response = api.get("/me", headers={"X-Token": "ann"})
+        assert response.text == "ann"
+        assert "Set-Cookie" not in response.headers
+    assert count_sessions(login_app, "ann") == 0
+
+
 def test_strong_session_protection_unbinds(login_app: Flask) -> None:
     login_app.login_manager.session_protection = "strong"  # type: ignore[attr-defined]
     client = login_app.test_client()

@@ -339,6 +339,34 @@ def test_bots_and_health_checks_store_no_session(store_app: Flask, store: StoreD
 
 
 @pytest.mark.stores(*EVERY_STORE)
+def test_bots_store_no_session_behind_flask_login(store_app: Flask, store: StoreDriver) -> None:
+    # Flask-Login's session protection marks a session that holds anything
+    # (here _permanent) and no login as not fresh: still nothing to store.
+    from flask_login import current_user
+    from flask_login import LoginManager
+
+    LoginManager(store_app).user_loader(lambda user_id: None)
+
+    @store_app.before_request
+    def make_permanent() -> None:
+        session.permanent = True
+
+    @store_app.get("/")
+    def index() -> str:
+        return "user" if current_user.is_authenticated else "anonymous"
+
+    bot = store_app.test_client(use_cookies=False)
+    for _ in range(5):
+        response = bot.get("/")
+        assert response.text == "anonymous"
+        assert "Set-Cookie" not in response.headers
+    try:
+        assert list(store.scan()) == []
+    except NotImplementedError:
+        pass
+
+
+@pytest.mark.stores(*EVERY_STORE)
 @pytest.mark.parametrize("how", ["decorator", "per request"])
 def test_polling_does_not_keep_an_idle_session_alive(
     store_app: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock, how: str
