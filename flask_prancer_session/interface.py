@@ -268,7 +268,15 @@ class PrancerSessionInterface(SessionInterface):
                 key,
             )
         if session.degraded:
-            if session.modified:
+            if session.ended:
+                # A logout: the stored session cannot be deleted, but the
+                # browser can at least forget its id.
+                logger.warning(
+                    "A session ended while its store is down could not be deleted; its"
+                    " cookie is expired, and the stored copy lives until it expires."
+                )
+                self.state.expire(app, response)
+            elif session.modified:
                 logger.debug("Dropping a change to a session while its store is down.")
             return
         if self.on_store_error == "raise":
@@ -324,9 +332,12 @@ class PrancerSessionInterface(SessionInterface):
         created_at, expires_at = times
         timeout, persistent = self.lifetime(session, app)
         if not session.refreshes:
-            # What is left of its lifetime: the expiry stays where it is.
-            changes = session.changes(timeout=max(expires_at - store.clock(), 1.0))
-            if changes:
+            # What is left of its lifetime: the expiry stays where it is
+            # (however often the view polls), and one that passed meanwhile
+            # takes the change with it.
+            remaining = expires_at - store.clock()
+            changes = session.changes(timeout=remaining)
+            if changes and remaining > 0:
                 self._apply_changes(app, session, changes, response)
             return
         refresh = persistent and app.config["SESSION_REFRESH_EACH_REQUEST"]
@@ -407,6 +418,9 @@ class PrancerSessionInterface(SessionInterface):
             data.update(self.seal_values(updated))
             if data:
                 timeout, persistent = self.lifetime(session, app)
+                if not session.refreshes:
+                    # A new id, not a longer life.
+                    timeout = max(record.expires_at - store.clock(), 0.001)
                 store.apply(new_key, ChangeSet(data, created_at=record.created_at, timeout=timeout))
                 if store.remove(old_key):
                     self._send(app, session, response, record.created_at, timeout, persistent)

@@ -367,6 +367,47 @@ def test_bots_store_no_session_behind_flask_login(store_app: Flask, store: Store
 
 
 @pytest.mark.stores(*EVERY_STORE)
+def test_polling_often_or_under_a_new_id_does_not_keep_a_session_alive(
+    store_app: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock
+) -> None:
+    from flask_prancer_session import no_refresh
+
+    @store_app.get("/login")
+    def login() -> str:
+        session["user"] = "ann"
+        return session.id
+
+    @store_app.get("/poll")
+    @no_refresh
+    def poll() -> str:
+        session["polls"] = session.get("polls", 0) + 1
+        if "new-id" in request.args:
+            session.regenerate()
+        return session.id
+
+    session_id = client.get("/login").text
+    record = store.fetch(store_key(session_id))
+    assert record is not None
+    expires_at = record.expires_at
+    # A new id is not a longer life.
+    clock.advance(100)
+    session_id = client.get("/poll?new-id").text
+    record = store.fetch(store_key(session_id))
+    assert record is not None
+    assert record.expires_at == pytest.approx(expires_at, abs=0.25)
+    # Nor is polling more than once a second near the end.
+    clock.advance(expires_at - clock.now - 1.5)
+    for _ in range(2):
+        clock.advance(0.5)
+        assert client.get("/poll").text == session_id
+        record = store.fetch(store_key(session_id))
+        assert record is not None
+        assert record.expires_at == pytest.approx(expires_at, abs=0.25)
+    clock.advance(1)
+    assert store.fetch(store_key(session_id)) is None
+
+
+@pytest.mark.stores(*EVERY_STORE)
 @pytest.mark.parametrize("how", ["decorator", "per request"])
 def test_polling_does_not_keep_an_idle_session_alive(
     store_app: Flask, client: FlaskClient, store: StoreDriver, clock: FakeClock, how: str

@@ -283,6 +283,11 @@ def test_anonymous_on_store_error_keeps_public_pages_up(
         session["visits"] = session.get("visits", 0) + 1
         return f"{session.get('user', 'guest')} {session['visits']}"
 
+    @app.post("/logout")
+    def logout() -> str:
+        session.expire()
+        return "bye"
+
     client = app.test_client()
     client.get("/login")
     assert client.get("/").text == "ann 1"
@@ -307,6 +312,15 @@ def test_anonymous_on_store_error_keeps_public_pages_up(
     # Back: the session is intact, and the dropped writes never landed.
     assert response.text == "ann 2"
     assert "answers again" in caplog.text
+
+    # A logout during an outage cannot delete the stored session, but the
+    # browser forgets its cookie, as the manual says.
+    proxy.silence()
+    response = client.post("/logout")
+    assert response.status_code == 200
+    assert "PSESSION=;" in response.headers["Set-Cookie"]
+    assert client.get_cookie("PSESSION") is None
+    assert "could not be deleted" in caplog.text
 
 
 def test_on_store_error_is_checked_at_init_app(app: Flask) -> None:
