@@ -77,6 +77,8 @@ def test_the_token_travels_in_the_header(api: Flask, store: StoreDriver) -> None
     second = call(client, "GET", "/count", token)
     assert (second.json["n"], second.json["id"]) == (2, first.json["id"])
     assert TOKEN not in second.headers  # unchanged: nothing to send
+    # A response that hands out a token is for its client alone.
+    assert first.headers["Cache-Control"] == "private"
     # Without the token, or with a forged one, a fresh session.
     assert call(client, "GET", "/count", None).json["n"] == 1
     forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
@@ -113,6 +115,36 @@ def test_the_cli_reads_a_token(api: Flask, store: StoreDriver) -> None:
     result = api.test_cli_runner().invoke(args=["session", "show", token])
     assert result.exit_code == 0, result.output
     assert '"n": 1' in result.output
+
+
+@pytest.mark.stores("memory")
+def test_a_permanent_session_does_not_send_its_token_again(api: Flask) -> None:
+    @api.before_request
+    def make_permanent() -> None:
+        session.permanent = True
+
+    @api.get("/public")
+    def public() -> Response:
+        session["seen"] = True
+        response = Response("hello")
+        response.cache_control.public = True
+        response.cache_control.max_age = 60
+        return response
+
+    client = api.test_client(use_cookies=False)
+    first = call(client, "GET", "/count", None)
+    token = first.headers[TOKEN]
+    # A cookie is sent again to move its expiry; a token has none to move.
+    again = call(client, "GET", "/count", token)
+    assert again.json["n"] == 2
+    assert TOKEN not in again.headers
+    # A page the app made cacheable is made private when it hands out a token.
+    fresh = call(client, "GET", "/public", None)
+    assert fresh.headers[TOKEN]
+    assert fresh.headers["Cache-Control"] == "max-age=60, private"
+    assert call(client, "GET", "/public", fresh.headers[TOKEN]).headers["Cache-Control"] == (
+        "public, max-age=60"
+    )
 
 
 @pytest.mark.stores("memory")

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import typing as t
 
+from flask import has_request_context
+from flask import request
+
 from ..errors import ConfigurationError
 from .signed import SignedIdState
 
@@ -64,13 +67,20 @@ class HeaderState(SignedIdState):
         expires: datetime,
         persistent: bool,
     ) -> None:
-        self._send(response, self.sign(app, session_id))
+        value = self.sign(app, session_id)
+        # A token has no expiry to refresh: the one the client sent stands.
+        if not has_request_context() or self.carried(request) != value:
+            self._send(response, value)
 
     def expire(self, app: Flask, response: Response) -> None:
         self._send(response, "")
 
     def _send(self, response: Response, value: str) -> None:
         response.headers[self.header] = value
+        # Shared caches know Set-Cookie, not this header: a response that
+        # hands out a token is for its client alone.
+        response.cache_control.public = False
+        response.cache_control.private = True
         if self.expose:
             # A set parsed from the header: a change to it is written back
             # only by assigning it (a CORS extension may have set the header).
