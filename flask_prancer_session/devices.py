@@ -30,19 +30,19 @@ MAX_USER_AGENT_LENGTH = 512
 
 # Order matters: Edge and Opera also say Chrome, Chrome also says Safari.
 _BROWSERS = (
-    ("Edge", re.compile(r"Edg(?:e|A|iOS)?/(\d+)")),
-    ("Opera", re.compile(r"(?:OPR|Opera)/(\d+)")),
-    ("Samsung Internet", re.compile(r"SamsungBrowser/(\d+)")),
-    ("Firefox", re.compile(r"(?:Firefox|FxiOS)/(\d+)")),
-    ("Chrome", re.compile(r"(?:Chrome|CriOS)/(\d+)")),
-    ("Safari", re.compile(r"Version/(\d+)[.\d]* (?:Mobile/\w+ )?Safari/")),
-    ("curl", re.compile(r"^curl/(\d+)")),
-    ("Python requests", re.compile(r"^python-requests/(\d+)")),
+    ("Edge", re.compile(r"Edg(?:e|A|iOS)?/(\d{1,4})")),
+    ("Opera", re.compile(r"(?:OPR|Opera)/(\d{1,4})")),
+    ("Samsung Internet", re.compile(r"SamsungBrowser/(\d{1,4})")),
+    ("Firefox", re.compile(r"(?:Firefox|FxiOS)/(\d{1,4})")),
+    ("Chrome", re.compile(r"(?:Chrome|CriOS)/(\d{1,4})")),
+    ("Safari", re.compile(r"Version/(\d{1,4})[.\d]* (?:Mobile/\w+ )?Safari/")),
+    ("curl", re.compile(r"^curl/(\d{1,4})")),
+    ("Python requests", re.compile(r"^python-requests/(\d{1,4})")),
 )
 _SYSTEMS = (
     ("iPadOS", re.compile(r"\(iPad;")),
     ("iOS", re.compile(r"\((?:iPhone|iPod)")),
-    ("Android", re.compile(r"Android(?: (\d+))?")),
+    ("Android", re.compile(r"Android(?: (\d{1,4}))?")),
     ("ChromeOS", re.compile(r"CrOS")),
     ("Windows", re.compile(r"Windows NT")),
     ("macOS", re.compile(r"Mac OS X|Macintosh")),
@@ -120,8 +120,12 @@ def coarse_network(address: str | None) -> str | None:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        # An address that carries the client's IPv4 one (mapped, 6to4,
+        # Teredo) is as coarse as that one's /24.
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo and ip.teredo[1])
+        if embedded:
+            ip = embedded
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 

@@ -56,6 +56,7 @@ SAFARI_IPHONE = (
             "macOS",
         ),
         ("curl/8.5.0", "curl 8", None),
+        ("Edg/" + "9" * 500, "Edge 9999", None),  # labels stay short
         ("", None, None),
         ("x" * 100_000, None, None),
     ],
@@ -70,6 +71,9 @@ def test_user_agents_are_summarised(header: str, browser: str, system: str | Non
         ("203.0.113.77", "203.0.113.0/24"),
         ("2001:db8:1234:5678::1", "2001:db8:1234::/48"),
         ("::ffff:198.51.100.9", "198.51.100.0/24"),
+        # 6to4 and Teredo addresses carry the client's IPv4 address.
+        ("2002:cb00:7109::1", "203.0.113.0/24"),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "192.0.2.0/24"),
         ("not an address", None),
         (None, None),
     ],
