@@ -21,8 +21,8 @@ from .devices import DEVICE_KEY
 from .devices import DeviceTracking
 from .errors import SessionStoreError
 from .ids import store_key
-from .lifetime import EXPIRY_KEY
 from .lifetime import Lifetime
+from .lifetime import LIFETIME_KEYS
 from .serializer import dumps_value
 from .serializer import make_serializer
 from .serializer import Serializer
@@ -50,11 +50,6 @@ class Migrator(t.Protocol):
         """Return the data of the visitor's old session and a function that
         deletes the old session and its cookie (called with the response once
         the data is stored under a new id), or ``None`` if there is none."""
-
-
-#: Session keys whose change can turn a browser-session cookie into a
-#: persistent one or back.
-_LIFETIME_KEYS = frozenset({"_permanent", EXPIRY_KEY})
 
 
 class PrancerSessionInterface(SessionInterface):
@@ -354,7 +349,7 @@ class PrancerSessionInterface(SessionInterface):
                 return
             expires_at = self._slide(session, created_at, timeout)
             # The expiry slid, so a persistent cookie must follow it.
-            refresh = persistent or not _LIFETIME_KEYS.isdisjoint(
+            refresh = persistent or not LIFETIME_KEYS.isdisjoint(
                 changes.updated.keys() | changes.removed
             )
             store.maybe_purge()

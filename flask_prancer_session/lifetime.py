@@ -23,6 +23,11 @@ if t.TYPE_CHECKING:
 #: The session key of a per-session lifetime (:meth:`.ServerSession.set_expiry`).
 EXPIRY_KEY = "_prancer_expiry"
 
+#: The session keys that only say how long to keep the session: their change
+#: can turn a browser-session cookie into a persistent one or back, and a
+#: session holding nothing else is not stored.
+LIFETIME_KEYS = frozenset({"_permanent", EXPIRY_KEY})
+
 
 def expiry_override_for(value: float | timedelta | datetime | None) -> dict[str, float] | None:
     """Return what :meth:`.ServerSession.set_expiry` stores for ``value``:

@@ -19,6 +19,7 @@ from .errors import SessionStoreError
 from .ids import new_id
 from .lifetime import EXPIRY_KEY
 from .lifetime import expiry_override_for
+from .lifetime import LIFETIME_KEYS
 from .serializer import check_key
 from .serializer import dumps_value
 from .serializer import Serializer
@@ -42,7 +43,7 @@ _BINDING_KEYS = frozenset({USER_KEY, DEVICE_KEY})
 #: Keys that alone give a session nothing worth storing: how long to keep
 #: it, and Flask-Login's freshness flag, which Flask-Login's session
 #: protection writes for visitors who never logged in.
-_NOTHING_KEYS = frozenset({"_permanent", EXPIRY_KEY, "_fresh"})
+_NOTHING_KEYS = LIFETIME_KEYS | {"_fresh"}
 
 
 class ServerSession(UserBinding, SessionMixin):

@@ -192,13 +192,17 @@ def test_a_session_holding_flask_login_s_user_id_is_bound(login_app: Flask) -> N
     assert client.get("/me").text == "anonymous"
 
 
-def test_a_request_loader_binds_only_sessions_that_store_something(login_app: Flask) -> None:
-    manager = login_app.login_manager  # type: ignore[attr-defined]
+def log_in_by_token(app: Flask) -> None:
+    """Authenticate API calls by the user id in ``X-Token``, as a request loader."""
 
-    @manager.request_loader
+    @app.login_manager.request_loader  # type: ignore[attr-defined]
     def from_token(request: t.Any) -> User | None:
         token = request.headers.get("X-Token")
         return None if token is None else User(token)
+
+
+def test_a_request_loader_binds_only_sessions_that_store_something(login_app: Flask) -> None:
+    log_in_by_token(login_app)
 
     @login_app.post("/api/cart")
     def cart() -> str:
@@ -223,12 +227,7 @@ def test_api_calls_of_an_app_whose_sessions_are_permanent_bind_no_session(
     login_app: Flask, protection: str | None
 ) -> None:
     login_app.config["SESSION_PROTECTION"] = protection
-    manager = login_app.login_manager  # type: ignore[attr-defined]
-
-    @manager.request_loader
-    def from_token(request: t.Any) -> User | None:
-        token = request.headers.get("X-Token")
-        return None if token is None else User(token)
+    log_in_by_token(login_app)
 
     @login_app.before_request
     def make_permanent() -> None:

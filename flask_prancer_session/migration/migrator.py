@@ -19,7 +19,7 @@ from ..errors import ConfigurationError
 from ..errors import SessionStoreError
 from ..interface import PrancerSessionInterface
 from ..interface import vary_on
-from ..lifetime import EXPIRY_KEY
+from ..lifetime import LIFETIME_KEYS
 from ..serializer import make_serializer
 from ..serializer import Serializer
 from .pickle_reader import MAX_ENTRY_BYTES as MAX_ENTRY_BYTES
@@ -48,10 +48,6 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _MAX_COOKIE_LENGTH = 4096
 #: Flask's cookie settings, which Flask-Session used for its cookie.
 _FLASK_COOKIE = SessionInterface()
-#: Keys that only say how long to keep a session: a session holding nothing
-#: else is not stored (see :meth:`.PrancerSessionInterface.save_session`), so
-#: nothing would retire the old one.
-_LIFETIME_KEYS = frozenset({"_permanent", EXPIRY_KEY})
 
 
 class FlaskSessionMigrator:
@@ -140,7 +136,9 @@ class FlaskSessionMigrator:
         except Unreadable as error:
             logger.warning("A Flask-Session session was not moved over: %s.", error)
             found, data = True, {}
-        if _LIFETIME_KEYS.issuperset(data):
+        # Nothing but its lifetime: our session would not store it, so
+        # nothing would retire the old one.
+        if LIFETIME_KEYS.issuperset(data):
             if not found:  # No such session, or it has expired.
                 self._when_responding(lambda response: self._expire_cookie(app, response))
             else:
